@@ -1,0 +1,171 @@
+//! The command line and the validated [`Config`] built from it.
+//!
+//! Parsing happens in two stages: clap fills [`Cli`] with the flags as the user typed them, then
+//! [`Cli::validate`] turns them into a [`Config`] whose types rule out bad values, so the rest
+//! of the program never checks them again.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+use crate::pacing::Pacing;
+
+/// The longest any option given in seconds may be: one year.
+const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// Serve a poem slowly over TCP, a few bytes at a time, to every client that connects.
+///
+/// Each connection gets the whole file in chunks of --num-bytes bytes, one chunk every --delay
+/// seconds, and is then closed. Try it with `nc localhost 10000`.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    /// The file to serve. Any bytes, any size; it is read as it is served, never held in memory
+    #[arg(value_name = "POEM")]
+    pub poem: PathBuf,
+
+    /// TCP port to listen on; 0 picks a free port (the listening line on stdout names it)
+    #[arg(long, value_name = "PORT", default_value_t = 10000)]
+    pub port: u16,
+
+    /// Address to listen on: an IPv4 or IPv6 literal such as 127.0.0.1, ::1, 0.0.0.0 or ::
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub iface: String,
+
+    /// Bytes per chunk, at least 1
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub num_bytes: usize,
+
+    /// Seconds between chunks, a decimal number >= 0 such as 0.7 or 0.05. With 0 the poem goes
+    /// out as fast as the client takes it, whatever --num-bytes says
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.7, allow_negative_numbers = true)]
+    pub delay: f64,
+
+    /// Worker threads, started at launch; each streams one poem at a time, so this is how many
+    /// clients are served at once (others wait their turn). A paced poem holds its worker for
+    /// minutes, and an idle worker costs about 10 KB of memory, so the default is generous
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub workers: usize,
+
+    /// Drop a client that accepts no data for this many seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, allow_negative_numbers = true)]
+    pub write_timeout: f64,
+
+    /// On SIGINT or SIGTERM, give poems already streaming this many seconds to finish before
+    /// closing them; a second signal exits at once
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, allow_negative_numbers = true)]
+    pub shutdown_grace: f64,
+}
+
+/// Everything the server needs to know, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The poem's path, not yet opened: see [`crate::poem::Poem::open`].
+    pub poem: PathBuf,
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// Chunk size and delay.
+    pub pacing: Pacing,
+    /// Size of the fixed worker pool.
+    pub workers: NonZeroUsize,
+    /// How long a write may make no progress before the client is dropped; never zero.
+    pub write_timeout: Duration,
+    /// How long shutdown waits for poems already streaming.
+    pub shutdown_grace: Duration,
+}
+
+impl Cli {
+    /// Checks every flag and builds the [`Config`], or says which flag is wrong and why.
+    pub fn validate(self) -> anyhow::Result<Config> {
+        let ip: IpAddr = self.iface.parse().with_context(|| {
+            format!(
+                "invalid --iface '{}': not an IPv4 or IPv6 address (try 127.0.0.1 or ::1)",
+                self.iface
+            )
+        })?;
+        let Some(chunk) = NonZeroUsize::new(self.num_bytes) else {
+            bail!("invalid --num-bytes 0: a chunk must hold at least 1 byte");
+        };
+        let Some(workers) = NonZeroUsize::new(self.workers) else {
+            bail!("invalid --workers 0: the pool needs at least 1 worker");
+        };
+        let delay = seconds("--delay", self.delay)?;
+        let write_timeout = seconds("--write-timeout", self.write_timeout)?;
+        if write_timeout.is_zero() {
+            bail!("invalid --write-timeout 0: it must be greater than 0");
+        }
+        Ok(Config {
+            poem: self.poem,
+            addr: SocketAddr::new(ip, self.port),
+            pacing: Pacing::new(chunk, delay),
+            workers,
+            write_timeout,
+            shutdown_grace: seconds("--shutdown-grace", self.shutdown_grace)?,
+        })
+    }
+}
+
+/// Turns a number of seconds typed by the user into a [`Duration`].
+fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
+    if !value.is_finite() || !(0.0..=MAX_SECONDS).contains(&value) {
+        bail!("invalid {flag} {value}: it must be a number of seconds from 0 to {MAX_SECONDS}");
+    }
+    // The range check above leaves nothing try_from_secs_f64 could reject.
+    Ok(Duration::from_secs_f64(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Config> {
+        let argv = ["poetry-serve"].iter().chain(args).chain(&["poem.txt"]);
+        Cli::try_parse_from(argv)?.validate()
+    }
+
+    fn error(args: &[&str]) -> String {
+        format!("{:#}", parse(args).expect_err("these flags must be refused"))
+    }
+
+    #[test]
+    fn defaults_match_the_tutorial() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.addr, "127.0.0.1:10000".parse().unwrap());
+        assert_eq!(config.pacing.chunk().get(), 10);
+        assert_eq!(config.pacing.delay(), Duration::from_millis(700));
+        assert_eq!(config.workers.get(), 256);
+        assert_eq!(config.write_timeout, Duration::from_secs(30));
+        assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn ipv6_and_decimal_delays_are_accepted() {
+        let config = parse(&["--iface", "::1", "--port", "0", "--delay", "0.05"]).unwrap();
+        assert_eq!(config.addr, "[::1]:0".parse().unwrap());
+        assert_eq!(config.pacing.delay(), Duration::from_millis(50));
+        assert!(parse(&["--delay", "0"]).unwrap().pacing.delay().is_zero());
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_flag_named() {
+        assert!(error(&["--iface", "localhost"]).contains("--iface 'localhost'"));
+        assert!(error(&["--num-bytes", "0"]).contains("--num-bytes 0"));
+        assert!(error(&["--workers", "0"]).contains("--workers 0"));
+        assert!(error(&["--write-timeout", "0"]).contains("--write-timeout 0"));
+        for delay in ["-1", "-0.5", "nan", "inf", "-inf", "1e300"] {
+            let flag = format!("--delay={delay}");
+            assert!(error(&[&flag]).contains("invalid --delay"), "{flag}");
+        }
+        assert!(error(&["--delay", "-1"]).contains("invalid --delay -1"));
+        assert!(error(&["--shutdown-grace", "-1"]).contains("--shutdown-grace"));
+    }
+
+    #[test]
+    fn ports_above_65535_are_refused_by_clap() {
+        assert!(error(&["--port", "65536"]).contains("65536"));
+    }
+}

@@ -1,0 +1,183 @@
+//! One connection: the paced writer that streams the poem to a client, and the careful close
+//! that makes sure the client keeps every byte.
+//!
+//! Whatever the client does (hang up, stall, send junk) ends only its own connection: every
+//! failure here becomes an [`Outcome`] that is counted and logged, never an error that reaches
+//! the worker or the server.
+
+use std::io::{self, ErrorKind, Read};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info};
+
+use crate::pacing::Pacing;
+use crate::poem::Poem;
+use crate::stats::Stats;
+
+/// After the last byte, how long to wait for the client to close its side, discarding whatever
+/// it sends. Closing a socket with unread input makes the kernel send a reset, which can destroy
+/// the end of the poem before the client reads it; waiting for the client's EOF avoids that,
+/// and this bound keeps a client that never stops talking from holding the worker.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// What every connection needs, shared by all workers.
+#[derive(Debug)]
+pub struct Context {
+    /// The poem every client gets.
+    pub poem: Poem,
+    /// Chunk size and delay.
+    pub pacing: Pacing,
+    /// How long a write may make no progress before the client is dropped.
+    pub write_timeout: Duration,
+    /// Server-wide totals.
+    pub stats: Stats,
+}
+
+/// How a connection ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The client received the whole poem.
+    Complete,
+    /// The client hung up before the end.
+    ClientClosed,
+    /// The client accepted no data for `--write-timeout`.
+    TimedOut,
+    /// Any other I/O error.
+    Failed(io::Error),
+}
+
+impl Outcome {
+    /// Sorts an I/O error from the socket into the outcome it means.
+    fn from_error(err: io::Error) -> Outcome {
+        match err.kind() {
+            ErrorKind::BrokenPipe
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::NotConnected => Outcome::ClientClosed,
+            // SO_SNDTIMEO expiring shows up as EAGAIN.
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => Outcome::TimedOut,
+            _ => Outcome::Failed(err),
+        }
+    }
+
+    /// A short, stable name for logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Complete => "complete",
+            Outcome::ClientClosed => "client_closed",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Failed(_) => "error",
+        }
+    }
+}
+
+/// How far a connection got.
+#[derive(Debug, Default)]
+struct Progress {
+    bytes: u64,
+    chunks: u64,
+}
+
+/// Streams the poem to one client, closes the connection, counts and logs how it went.
+pub fn serve(stream: TcpStream, peer: SocketAddr, ctx: &Context) {
+    let start = Instant::now();
+    let mut progress = Progress::default();
+    let outcome = stream_poem(&stream, ctx, start, &mut progress);
+    if let Outcome::Complete = outcome {
+        close_without_loss(stream);
+    }
+    // Otherwise the stream is simply dropped: the client is gone or stalled, and a reset is
+    // the right answer to it.
+    ctx.stats.ended(&outcome);
+    let error = match &outcome {
+        Outcome::Failed(err) => Some(tracing::field::display(err)),
+        _ => None,
+    };
+    info!(
+        %peer,
+        bytes = progress.bytes,
+        chunks = progress.chunks,
+        duration_ms = start.elapsed().as_millis() as u64,
+        outcome = outcome.label(),
+        error,
+        "connection ended"
+    );
+}
+
+/// Sends the poem on the pacing schedule, as it was when the connection began (a file that is
+/// truncated meanwhile ends the poem early).
+fn stream_poem(stream: &TcpStream, ctx: &Context, start: Instant, progress: &mut Progress) -> Outcome {
+    let len = match prepare(stream, ctx) {
+        Ok(len) => len,
+        Err(err) => return Outcome::from_error(err),
+    };
+    let step = ctx.pacing.step() as u64;
+    let mut offset = 0;
+    while offset < len {
+        if ctx.pacing.is_paced() {
+            sleep_until(ctx.pacing.due(start, progress.chunks));
+        }
+        let end = len.min(offset + step);
+        while offset < end {
+            // `end - offset` is at most one step, which is a usize.
+            let want = (end - offset) as usize;
+            match ctx.poem.send(stream, &mut offset, want) {
+                Ok(0) => {
+                    debug!(offset, expected = len, "poem file ended early: truncated while served?");
+                    return Outcome::Complete;
+                }
+                Ok(sent) => {
+                    progress.bytes += sent as u64;
+                    ctx.stats.sent(sent);
+                }
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(err) => return Outcome::from_error(err),
+            }
+        }
+        progress.chunks += 1;
+    }
+    Outcome::Complete
+}
+
+/// Sets the socket up for streaming and returns how many bytes the poem has now.
+fn prepare(stream: &TcpStream, ctx: &Context) -> io::Result<u64> {
+    stream.set_write_timeout(Some(ctx.write_timeout))?;
+    // Nagle's algorithm would hold a small chunk back until the previous one is acknowledged;
+    // a paced chunk must leave when it is due, as its own segment.
+    stream.set_nodelay(ctx.pacing.is_paced())?;
+    ctx.poem.len()
+}
+
+fn sleep_until(due: Instant) {
+    let now = Instant::now();
+    if due > now {
+        thread::sleep(due - now);
+    }
+}
+
+/// Ends a connection whose poem was sent in full without letting the kernel reset it.
+///
+/// The write side is shut first, so the client sees EOF right after the last byte. Then
+/// whatever the client sent (a netcat user typing, say) is read and thrown away until the
+/// client closes its side or [`LINGER`] runs out, and only then is the socket closed.
+fn close_without_loss(stream: TcpStream) {
+    if stream.shutdown(Shutdown::Write).is_err() {
+        return; // the client is already gone; there is nothing left to protect
+    }
+    let deadline = Instant::now() + LINGER;
+    let mut discard = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match (&stream).read(&mut discard) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
