@@ -42,7 +42,12 @@ pub struct Cli {
 
     /// Seconds between chunks, a decimal number >= 0 such as 0.7 or 0.05. With 0 the poem goes
     /// out as fast as the client takes it, whatever --num-bytes says
-    #[arg(long, value_name = "SECONDS", default_value_t = 0.7, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 0.7,
+        allow_negative_numbers = true
+    )]
     pub delay: f64,
 
     /// Worker threads, started at launch; each streams one poem at a time, so this is how many
@@ -52,12 +57,22 @@ pub struct Cli {
     pub workers: usize,
 
     /// Drop a client that accepts no data for this many seconds
-    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 30.0,
+        allow_negative_numbers = true
+    )]
     pub write_timeout: f64,
 
     /// On SIGINT or SIGTERM, give poems already streaming this many seconds to finish before
     /// closing them; a second signal exits at once
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10.0,
+        allow_negative_numbers = true
+    )]
     pub shutdown_grace: f64,
 }
 
@@ -128,7 +143,10 @@ mod tests {
     }
 
     fn error(args: &[&str]) -> String {
-        format!("{:#}", parse(args).expect_err("these flags must be refused"))
+        format!(
+            "{:#}",
+            parse(args).expect_err("these flags must be refused")
+        )
     }
 
     #[test]

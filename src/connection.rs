@@ -108,7 +108,12 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, ctx: &Context) {
 
 /// Sends the poem on the pacing schedule, as it was when the connection began (a file that is
 /// truncated meanwhile ends the poem early).
-fn stream_poem(stream: &TcpStream, ctx: &Context, start: Instant, progress: &mut Progress) -> Outcome {
+fn stream_poem(
+    stream: &TcpStream,
+    ctx: &Context,
+    start: Instant,
+    progress: &mut Progress,
+) -> Outcome {
     let len = match prepare(stream, ctx) {
         Ok(len) => len,
         Err(err) => return Outcome::from_error(err),
@@ -125,7 +130,11 @@ fn stream_poem(stream: &TcpStream, ctx: &Context, start: Instant, progress: &mut
             let want = (end - offset) as usize;
             match ctx.poem.send(stream, &mut offset, want) {
                 Ok(0) => {
-                    debug!(offset, expected = len, "poem file ended early: truncated while served?");
+                    debug!(
+                        offset,
+                        expected = len,
+                        "poem file ended early: truncated while served?"
+                    );
                     return Outcome::Complete;
                 }
                 Ok(sent) => {
@@ -147,7 +156,7 @@ fn prepare(stream: &TcpStream, ctx: &Context) -> io::Result<u64> {
     // Nagle's algorithm would hold a small chunk back until the previous one is acknowledged;
     // a paced chunk must leave when it is due, as its own segment.
     stream.set_nodelay(ctx.pacing.is_paced())?;
-    ctx.poem.len()
+    ctx.poem.size()
 }
 
 fn sleep_until(due: Instant) {

@@ -46,8 +46,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = Shutdown::register().context("cannot install signal handlers")?;
     let poem = Poem::open(&config.poem)?;
     let listener = server::bind(config.addr)?;
-    let local = listener.local_addr().context("cannot read the listening address")?;
-    let stop = shutdown.watch(local).context("cannot start the signal thread")?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+    let stop = shutdown
+        .watch(local)
+        .context("cannot start the signal thread")?;
     let pool = Pool::new(config.workers).context("cannot start the worker threads")?;
     let ctx = Arc::new(Context {
         poem,
@@ -59,7 +63,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     announce(local);
     info!(
         poem = %ctx.poem.path().display(),
-        bytes = ctx.poem.len().unwrap_or(0),
+        bytes = ctx.poem.size().unwrap_or(0),
         num_bytes = config.pacing.chunk(),
         delay_s = config.pacing.delay().as_secs_f64(),
         workers = config.workers,
@@ -75,7 +79,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     );
     let cut_off = pool.shutdown(config.shutdown_grace);
     if cut_off > 0 {
-        warn!(cut_off, "grace period over; closing connections still streaming");
+        warn!(
+            cut_off,
+            "grace period over; closing connections still streaming"
+        );
     }
     info!("stopped: {}", ctx.stats.snapshot());
     Ok(())

@@ -63,7 +63,10 @@ mod tests {
     use super::*;
 
     fn pacing(chunk: usize, delay_ms: u64) -> Pacing {
-        Pacing::new(NonZeroUsize::new(chunk).unwrap(), Duration::from_millis(delay_ms))
+        Pacing::new(
+            NonZeroUsize::new(chunk).unwrap(),
+            Duration::from_millis(delay_ms),
+        )
     }
 
     #[test]

@@ -33,10 +33,16 @@ impl Poem {
         let meta =
             std::fs::metadata(path).with_context(|| format!("cannot open poem '{shown}'"))?;
         if !meta.is_file() {
-            bail!("poem '{shown}' is {}, not a regular file", describe(meta.file_type()));
+            bail!(
+                "poem '{shown}' is {}, not a regular file",
+                describe(meta.file_type())
+            );
         }
         let file = File::open(path).with_context(|| format!("cannot open poem '{shown}'"))?;
-        Ok(Poem { file, path: path.to_owned() })
+        Ok(Poem {
+            file,
+            path: path.to_owned(),
+        })
     }
 
     /// The path the poem was opened from.
@@ -45,7 +51,7 @@ impl Poem {
     }
 
     /// The poem's current size in bytes.
-    pub fn len(&self) -> io::Result<u64> {
+    pub fn size(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
 
@@ -85,7 +91,12 @@ mod sys {
     const SENDFILE_MAX: usize = 0x7fff_f000;
 
     /// Zero-copy: the kernel moves bytes from the page cache into the socket.
-    pub fn send(file: &File, socket: &TcpStream, offset: &mut u64, max: usize) -> io::Result<usize> {
+    pub fn send(
+        file: &File,
+        socket: &TcpStream,
+        offset: &mut u64,
+        max: usize,
+    ) -> io::Result<usize> {
         let Ok(mut off) = libc::off_t::try_from(*offset) else {
             return Ok(0); // past any offset a file can have
         };
@@ -94,7 +105,12 @@ mod sys {
         // offset pointer, sendfile leaves the file's own position untouched, so connections
         // sharing the file do not interfere.
         let sent = unsafe {
-            libc::sendfile(socket.as_raw_fd(), file.as_raw_fd(), &mut off, max.min(SENDFILE_MAX))
+            libc::sendfile(
+                socket.as_raw_fd(),
+                file.as_raw_fd(),
+                &mut off,
+                max.min(SENDFILE_MAX),
+            )
         };
         if sent < 0 {
             return Err(io::Error::last_os_error());
@@ -112,7 +128,12 @@ mod sys {
     use std::os::unix::fs::FileExt;
 
     /// Portable fallback: read at the offset into a small buffer, then write it out.
-    pub fn send(file: &File, socket: &TcpStream, offset: &mut u64, max: usize) -> io::Result<usize> {
+    pub fn send(
+        file: &File,
+        socket: &TcpStream,
+        offset: &mut u64,
+        max: usize,
+    ) -> io::Result<usize> {
         let mut buf = [0u8; 16 * 1024];
         let want = max.min(buf.len());
         let read = file.read_at(&mut buf[..want], *offset)?;
@@ -140,7 +161,10 @@ mod tests {
 
     #[test]
     fn a_missing_file_names_its_path() {
-        let err = format!("{:#}", Poem::open(Path::new("no/such/poem.txt")).unwrap_err());
+        let err = format!(
+            "{:#}",
+            Poem::open(Path::new("no/such/poem.txt")).unwrap_err()
+        );
         assert!(err.contains("cannot open poem 'no/such/poem.txt'"), "{err}");
     }
 }

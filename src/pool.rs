@@ -60,7 +60,12 @@ impl Pool {
                     .spawn(move || work(queue, finished_tx, busy))
             })
             .collect::<io::Result<Vec<_>>>()?;
-        Ok(Pool { jobs: Some(jobs), workers, finished, busy })
+        Ok(Pool {
+            jobs: Some(jobs),
+            workers,
+            finished,
+            busy,
+        })
     }
 
     /// How many workers are running a job right now.
@@ -72,7 +77,10 @@ impl Pool {
     /// dropped), in which case the job is dropped unrun.
     pub fn execute(&self, job: Job, stop: &Receiver<()>) -> Result<(), Stopped> {
         // Present until `shutdown`, which takes the pool by value.
-        let jobs = self.jobs.as_ref().expect("the queue is open while the pool is shared");
+        let jobs = self
+            .jobs
+            .as_ref()
+            .expect("the queue is open while the pool is shared");
         select! {
             send(jobs, job) -> sent => sent.map_err(|_| Stopped),
             recv(stop) -> _ => Err(Stopped),
@@ -111,7 +119,10 @@ fn work(queue: Receiver<Job>, _finished: Sender<()>, busy: Arc<AtomicUsize>) {
     while let Ok(job) = queue.recv() {
         busy.fetch_add(1, Relaxed);
         if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(job)) {
-            error!(panic = panic_message(&*panic), "a job panicked; its worker carries on");
+            error!(
+                panic = panic_message(&*panic),
+                "a job panicked; its worker carries on"
+            );
         }
         busy.fetch_sub(1, Relaxed);
     }
@@ -147,13 +158,19 @@ mod tests {
         let pool = pool(1);
         let (_keep, stop) = never();
         let (done_tx, done) = crossbeam_channel::unbounded();
-        pool.execute(Box::new(|| panic!("deliberate test panic")), &stop).unwrap();
+        pool.execute(Box::new(|| panic!("deliberate test panic")), &stop)
+            .unwrap();
         for n in 0..3 {
             let done_tx = done_tx.clone();
-            pool.execute(Box::new(move || done_tx.send(n).unwrap()), &stop).unwrap();
+            pool.execute(Box::new(move || done_tx.send(n).unwrap()), &stop)
+                .unwrap();
         }
         for n in 0..3 {
-            assert_eq!(done.recv_timeout(LIMIT).expect("the only worker must live on"), n);
+            assert_eq!(
+                done.recv_timeout(LIMIT)
+                    .expect("the only worker must live on"),
+                n
+            );
         }
     }
 
@@ -165,7 +182,13 @@ mod tests {
         // One job occupies the worker, one fills the queue of capacity 1.
         for _ in 0..2 {
             let release = release.clone();
-            pool.execute(Box::new(move || drop(release.recv_timeout(LIMIT))), &stop).unwrap();
+            pool.execute(
+                Box::new(move || {
+                    let _ = release.recv_timeout(LIMIT);
+                }),
+                &stop,
+            )
+            .unwrap();
         }
         let (stop_tx, stop) = never();
         drop(stop_tx);
@@ -187,7 +210,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(pool.shutdown(LIMIT), 0);
-        done.try_recv().expect("the job finished before shutdown returned");
+        done.try_recv()
+            .expect("the job finished before shutdown returned");
     }
 
     #[test]
@@ -195,7 +219,13 @@ mod tests {
         let pool = pool(2);
         let (_keep, stop) = never();
         let (release_tx, release) = crossbeam_channel::bounded::<()>(0);
-        pool.execute(Box::new(move || drop(release.recv_timeout(LIMIT))), &stop).unwrap();
+        pool.execute(
+            Box::new(move || {
+                let _ = release.recv_timeout(LIMIT);
+            }),
+            &stop,
+        )
+        .unwrap();
         // Wait until the job is picked up, so it counts as running.
         let started = Instant::now();
         while pool.busy() == 0 && started.elapsed() < LIMIT {

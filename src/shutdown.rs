@@ -34,7 +34,9 @@ pub fn is_stopping(stop: &Stop) -> bool {
 impl Shutdown {
     /// Starts catching SIGINT and SIGTERM. Register early: until then they kill the process.
     pub fn register() -> io::Result<Shutdown> {
-        Ok(Shutdown { signals: Signals::new([SIGINT, SIGTERM])? })
+        Ok(Shutdown {
+            signals: Signals::new([SIGINT, SIGTERM])?,
+        })
     }
 
     /// Hands the signals to a thread of their own. `listening` is the listener's address,
@@ -42,19 +44,24 @@ impl Shutdown {
     pub fn watch(self, listening: SocketAddr) -> io::Result<Stop> {
         let (stop_tx, stop) = crossbeam_channel::bounded(0);
         let mut signals = self.signals;
-        thread::Builder::new().name("signals".into()).spawn(move || {
-            let mut stop_tx = Some(stop_tx);
-            for signal in signals.forever() {
-                let name = signal_name(signal).unwrap_or("signal");
-                if stop_tx.take().is_some() {
-                    info!(signal = name, "shutting down: no new connections (signal again to exit now)");
-                    wake(listening);
-                } else {
-                    warn!(signal = name, "second signal: exiting now");
-                    process::exit(128 + signal);
+        thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let mut stop_tx = Some(stop_tx);
+                for signal in signals.forever() {
+                    let name = signal_name(signal).unwrap_or("signal");
+                    if stop_tx.take().is_some() {
+                        info!(
+                            signal = name,
+                            "shutting down: no new connections (signal again to exit now)"
+                        );
+                        wake(listening);
+                    } else {
+                        warn!(signal = name, "second signal: exiting now");
+                        process::exit(128 + signal);
+                    }
                 }
-            }
-        })?;
+            })?;
         Ok(stop)
     }
 }
@@ -68,5 +75,8 @@ fn wake(listening: SocketAddr) {
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    let _ = TcpStream::connect_timeout(&SocketAddr::new(ip, listening.port()), Duration::from_secs(1));
+    let _ = TcpStream::connect_timeout(
+        &SocketAddr::new(ip, listening.port()),
+        Duration::from_secs(1),
+    );
 }

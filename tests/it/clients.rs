@@ -1,0 +1,159 @@
+//! Clients that misbehave (hang up, stall, never stop talking) and the fixed pool's limit:
+//! each ends only its own connection, and the worker moves on.
+
+use std::io::{Read, Write};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::{LIMIT, Server, binary_bytes, poem_file, read_to_end, shipped};
+
+/// With --workers 2, four clients connecting at once are served in two waves: never more than
+/// two at a time, and the second wave only once the first is done.
+#[test]
+fn the_pool_limits_concurrent_clients() {
+    let bytes = binary_bytes(50); // 5 chunks: at least 0.8 s per client
+    let poem = poem_file(&bytes);
+    let server = Server::start(
+        poem.path(),
+        &["--workers", "2", "--num-bytes", "10", "--delay", "0.2"],
+    );
+    let started = Instant::now();
+    let fetches: Vec<_> = thread::scope(|scope| {
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let server = &server;
+                scope.spawn(move || {
+                    let stream = server.connect();
+                    read_to_end(stream, started).expect("fetch")
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .map(|client| client.join().expect("client thread"))
+            .collect()
+    });
+    for fetch in &fetches {
+        server.assert_bytes(&fetch.bytes, &bytes);
+    }
+    let mut spans: Vec<_> = fetches
+        .iter()
+        .map(|f| (f.first_byte(), f.elapsed))
+        .collect();
+    spans.sort();
+    let story = format!("(first byte, EOF) per client: {spans:?}");
+    // A poem takes at least 0.8 s, so the third client cannot start before then...
+    assert!(
+        spans[2].0 >= Duration::from_millis(800),
+        "third client started early: {story}"
+    );
+    // ...and at no moment are more than two clients between first byte and EOF.
+    for &(begin, _) in &spans {
+        let streaming = spans
+            .iter()
+            .filter(|&&(b, e)| b <= begin && begin < e)
+            .count();
+        assert!(streaming <= 2, "{streaming} clients at once: {story}");
+    }
+}
+
+/// A client that hangs up mid-poem is logged as such, and the only worker serves the next.
+#[test]
+fn a_client_hanging_up_frees_its_worker() {
+    let bytes = binary_bytes(200);
+    let poem = poem_file(&bytes);
+    let server = Server::start(
+        poem.path(),
+        &["--workers", "1", "--num-bytes", "10", "--delay", "0.02"],
+    );
+    let mut quitter = server.connect();
+    let mut first = [0u8; 20];
+    quitter.read_exact(&mut first).expect("the first chunks");
+    drop(quitter);
+    server.fetch_exact(&bytes);
+    let log = server.wait_for_log("outcome=\"complete\"");
+    assert!(log.contains("outcome=\"client_closed\""), "{log}");
+}
+
+/// A client that stops reading is dropped after --write-timeout, and its worker is free again.
+#[test]
+fn a_stalled_reader_is_dropped_after_the_write_timeout() {
+    // Far more than loopback's socket buffers hold, so the server's writes must block.
+    let bytes = binary_bytes(32 << 20);
+    let poem = poem_file(&bytes);
+    let server = Server::start(
+        poem.path(),
+        &["--workers", "1", "--delay", "0", "--write-timeout", "1"],
+    );
+    let staller = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    staller.set_recv_buffer_size(4096).unwrap();
+    staller
+        .connect_timeout(&server.addr.into(), LIMIT)
+        .expect("connect");
+    // The only worker is now stuck on the staller; this client waits until it is dropped.
+    server.fetch_exact(&bytes);
+    let log = server.wait_for_log("outcome=\"complete\"");
+    assert!(log.contains("outcome=\"timed_out\""), "{log}");
+    drop(staller);
+}
+
+/// A client that reads the whole poem but never stops sending or closes cannot hold its
+/// worker: the server discards its input for a bounded time, then closes.
+#[test]
+fn a_client_that_keeps_talking_cannot_hold_the_worker() {
+    let (path, bytes) = shipped("science.txt");
+    let server = Server::start(&path, &["--workers", "1", "--delay", "0"]);
+    let talker = server.connect();
+    let mut writer = talker.try_clone().unwrap();
+    let chatter = thread::spawn(move || {
+        let started = Instant::now();
+        while started.elapsed() < LIMIT {
+            if writer.write_all(&[b'x'; 1024]).is_err() {
+                return; // the server closed on us: expected
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let fetch = read_to_end(talker, Instant::now()).expect("the talker's poem");
+    server.assert_bytes(&fetch.bytes, &bytes);
+    // The talker holds its end open and keeps talking; the next client still gets served.
+    server.fetch_exact(&bytes);
+    chatter.join().unwrap();
+}
+
+/// Whatever a client sends is read and thrown away, so it still receives every byte: the
+/// server does not close with unread input, which would make the kernel reset the connection
+/// and destroy the poem's tail.
+#[test]
+fn a_client_that_sends_data_still_gets_every_byte() {
+    let bytes = binary_bytes(1 << 20);
+    let poem = poem_file(&bytes);
+    let server = Server::start(poem.path(), &["--delay", "0"]);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let mut client = server.connect();
+        client
+            .write_all(&[b'y'; 50_000])
+            .expect("send before reading");
+        // Let the server finish writing and reach its close while the poem sits unread here.
+        thread::sleep(Duration::from_millis(300));
+        let fetch = read_to_end(client, started)
+            .unwrap_or_else(|err| panic!("lost the poem's tail: {err}; {}", server.stderr()));
+        server.assert_bytes(&fetch.bytes, &bytes);
+    }
+}
+
+/// A netcat user typing a line mid-poem still gets the whole paced poem.
+#[test]
+fn typing_during_a_paced_poem_loses_nothing() {
+    let (path, bytes) = shipped("fascination.txt");
+    let server = Server::start(&path, &["--num-bytes", "50", "--delay", "0.01"]);
+    let started = Instant::now();
+    let mut client = server.connect();
+    let mut first = [0u8; 50];
+    client.read_exact(&mut first).expect("first chunk");
+    client.write_all(b"hello, is this thing on?\n").unwrap();
+    let mut fetch = read_to_end(client, started).expect("the rest");
+    fetch.bytes.splice(0..0, first);
+    server.assert_bytes(&fetch.bytes, &bytes);
+}

@@ -1,0 +1,277 @@
+//! Helpers shared by every integration test: start the real binary, talk to it over loopback,
+//! and wait for anything only up to a limit.
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The longest any single wait in these tests may take before it counts as a failure.
+pub const LIMIT: Duration = Duration::from_secs(20);
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_poetry-serve");
+
+/// A file holding `bytes`, deleted when dropped.
+pub fn poem_file(bytes: &[u8]) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().expect("create a temporary poem");
+    file.write_all(bytes).expect("write the temporary poem");
+    file
+}
+
+/// `len` bytes that cover every byte value and do not repeat with a short period.
+pub fn binary_bytes(len: usize) -> Vec<u8> {
+    let mut state: u32 = 0x9e37_79b9;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// A shipped poem's path and contents.
+pub fn shipped(name: &str) -> (std::path::PathBuf, Vec<u8>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("poems")
+        .join(name);
+    let bytes = std::fs::read(&path).expect("read a shipped poem");
+    (path, bytes)
+}
+
+/// A running poetry-serve, killed when dropped.
+pub struct Server {
+    child: Child,
+    /// The address from the listening line.
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts the binary on 127.0.0.1 port 0 with `args` and the poem at `poem`, and waits for
+    /// its listening line.
+    pub fn start(poem: &Path, args: &[&str]) -> Server {
+        let mut all = vec!["--port", "0"];
+        all.extend_from_slice(args);
+        Server::start_raw(&all, poem)
+    }
+
+    /// Like [`Server::start`], but adds no `--port`.
+    pub fn start_raw(args: &[&str], poem: &Path) -> Server {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .arg(poem)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start poetry-serve");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().expect("stderr is piped");
+        let sink = Arc::clone(&stderr);
+        thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = err_pipe.read(&mut chunk) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        let out_pipe = child.stdout.take().expect("stdout is piped");
+        let (line_tx, line_rx) = crossbeam_channel::bounded(1);
+        thread::spawn(move || {
+            let _ = line_tx.send(BufReader::new(out_pipe).lines().next());
+        });
+        let mut server = Server {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            stderr,
+        };
+        let line = match line_rx.recv_timeout(LIMIT) {
+            Ok(Some(Ok(line))) => line,
+            other => panic!(
+                "no listening line ({other:?}); stderr:\n{}",
+                server.stderr()
+            ),
+        };
+        let addr = line
+            .strip_prefix("poetry-serve listening on ")
+            .unwrap_or_else(|| panic!("odd listening line {line:?}"));
+        server.addr = addr
+            .parse()
+            .unwrap_or_else(|_| panic!("odd address in {line:?}"));
+        server
+    }
+
+    /// Everything the server has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until stderr contains `needle`, and returns stderr.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let log = self.stderr();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                started.elapsed() < LIMIT,
+                "no {needle:?} in the log:\n{log}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends `signal` to the server.
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pids fit in i32");
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill failed");
+    }
+
+    /// Waits for the server to exit, at most `limit`, and returns how it exited.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Let the stderr reader catch up with the last lines.
+                thread::sleep(Duration::from_millis(50));
+                return status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "server still running after {limit:?}; stderr:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Connects to the server.
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect_timeout(&self.addr, LIMIT)
+            .unwrap_or_else(|err| panic!("connect failed: {err}; stderr:\n{}", self.stderr()));
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        stream.set_write_timeout(Some(LIMIT)).unwrap();
+        stream
+    }
+
+    /// Fetches the whole poem on a new connection.
+    pub fn fetch(&self) -> Fetch {
+        let started = Instant::now();
+        let stream = self.connect();
+        read_to_end(stream, started).unwrap_or_else(|err| {
+            panic!("fetch failed: {err}; stderr:\n{}", self.stderr());
+        })
+    }
+
+    /// Fetches and checks that the poem arrived byte for byte.
+    pub fn fetch_exact(&self, expected: &[u8]) -> Fetch {
+        let fetch = self.fetch();
+        self.assert_bytes(&fetch.bytes, expected);
+        fetch
+    }
+
+    /// Asserts two byte strings are equal, and tells the whole story when they are not.
+    pub fn assert_bytes(&self, got: &[u8], expected: &[u8]) {
+        if got != expected {
+            let first_diff = got.iter().zip(expected).position(|(a, b)| a != b);
+            panic!(
+                "got {} bytes, expected {}; first difference at {:?}; stderr:\n{}",
+                got.len(),
+                expected.len(),
+                first_diff,
+                self.stderr()
+            );
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one client received.
+#[derive(Debug)]
+pub struct Fetch {
+    /// Every byte, in order.
+    pub bytes: Vec<u8>,
+    /// For each read: when it returned, since the client started, and the total so far.
+    pub arrivals: Vec<(Duration, usize)>,
+    /// From the start to EOF.
+    pub elapsed: Duration,
+}
+
+impl Fetch {
+    /// When the first byte arrived.
+    pub fn first_byte(&self) -> Duration {
+        self.arrivals.first().map_or(self.elapsed, |&(at, _)| at)
+    }
+}
+
+/// Reads `stream` to EOF, recording when each piece arrived relative to `started`.
+pub fn read_to_end(mut stream: TcpStream, started: Instant) -> std::io::Result<Fetch> {
+    let mut bytes = Vec::new();
+    let mut arrivals = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if started.elapsed() > LIMIT {
+            return Err(std::io::Error::new(
+                ErrorKind::TimedOut,
+                "no EOF within the limit",
+            ));
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                bytes.extend_from_slice(&buf[..n]);
+                arrivals.push((started.elapsed(), bytes.len()));
+            }
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(Fetch {
+        bytes,
+        arrivals,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Runs the binary with `args` to completion (at most [`LIMIT`]) and returns its output.
+pub fn run(args: &[&str]) -> Output {
+    run_command(Command::new(BIN).args(args))
+}
+
+/// Runs `command` to completion (at most [`LIMIT`]) and returns its output.
+pub fn run_command(command: &mut Command) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the command");
+    let started = Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if started.elapsed() > LIMIT {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("collect output");
+            panic!(
+                "{command:?} still running after {LIMIT:?}; stderr:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("collect output")
+}

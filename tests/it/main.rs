@@ -1,0 +1,8 @@
+//! Integration tests: the real binary, driven over loopback. One test binary with a module per
+//! area, sharing the helpers in `common`.
+
+mod cli;
+mod clients;
+mod common;
+mod shutdown;
+mod streaming;

@@ -1,0 +1,157 @@
+//! SIGINT and SIGTERM: stop accepting at once, let poems in flight finish within the grace
+//! period, then exit 0 with a summary; a second signal exits at once.
+
+use std::io::{ErrorKind, Read};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::{LIMIT, Server, binary_bytes, poem_file, read_to_end};
+
+const SIGINT: i32 = libc::SIGINT;
+const SIGTERM: i32 = libc::SIGTERM;
+
+/// Asserts that connecting to the server is refused now.
+#[track_caller]
+fn assert_refused(server: &Server) {
+    match TcpStream::connect_timeout(&server.addr, LIMIT) {
+        Err(err) if err.kind() == ErrorKind::ConnectionRefused => {}
+        other => panic!(
+            "a connect after shutdown must be refused, got {other:?}; stderr:\n{}",
+            server.stderr()
+        ),
+    }
+}
+
+/// Connects and reads the first `n` bytes, so the poem is known to be streaming.
+fn start_streaming(server: &Server, n: usize) -> (TcpStream, Vec<u8>, Instant) {
+    let started = Instant::now();
+    let mut client = server.connect();
+    let mut head = vec![0u8; n];
+    client.read_exact(&mut head).expect("the first chunk");
+    (client, head, started)
+}
+
+/// SIGTERM closes the listener at once, lets the poem in flight finish, and exits 0 with a
+/// summary line.
+#[test]
+fn sigterm_drains_poems_in_flight_and_refuses_new_connects() {
+    let bytes = binary_bytes(100);
+    let poem = poem_file(&bytes);
+    let mut server = Server::start(poem.path(), &["--num-bytes", "10", "--delay", "0.1"]);
+    let (client, head, started) = start_streaming(&server, 10);
+    server.signal(SIGTERM);
+    server.wait_for_log("listener closed");
+    assert_refused(&server);
+    let mut fetch = read_to_end(client, started).expect("the rest of the poem");
+    fetch.bytes.splice(0..0, head);
+    server.assert_bytes(&fetch.bytes, &bytes);
+    let status = server.wait_exit(LIMIT);
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", server.stderr());
+    let log = server.stderr();
+    assert!(
+        log.contains("stopped: connections=1 completed=1 aborted=0"),
+        "{log}"
+    );
+    assert!(log.contains("bytes_sent=100"), "{log}");
+}
+
+/// Shutdown works while the accept loop is blocked waiting for a free worker: the listener
+/// still closes at once, and the queued client is served within the grace period.
+#[test]
+fn shutdown_with_every_worker_busy() {
+    let bytes = binary_bytes(100);
+    let poem = poem_file(&bytes);
+    let mut server = Server::start(
+        poem.path(),
+        &["--workers", "1", "--num-bytes", "10", "--delay", "0.05"],
+    );
+    let (first, head, started) = start_streaming(&server, 10);
+    let queued = server.connect(); // fills the queue (capacity 1)
+    let waiting = server.connect(); // held by the accept loop, which now waits for room
+    thread::sleep(Duration::from_millis(200)); // let the accept loop take it
+    server.signal(SIGTERM);
+    server.wait_for_log("listener closed");
+    assert_refused(&server);
+    let mut fetch = read_to_end(first, started).expect("first client");
+    fetch.bytes.splice(0..0, head);
+    server.assert_bytes(&fetch.bytes, &bytes);
+    let fetch = read_to_end(queued, Instant::now()).expect("queued client");
+    server.assert_bytes(&fetch.bytes, &bytes);
+    // The one the accept loop held was never handed to a worker: it is closed unserved.
+    let fetch = read_to_end(waiting, Instant::now());
+    assert!(
+        fetch.map_or(true, |f| f.bytes.is_empty()),
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(
+        server.wait_exit(LIMIT).code(),
+        Some(0),
+        "{}",
+        server.stderr()
+    );
+    let log = server.stderr();
+    assert!(
+        log.contains("stopped: connections=3 completed=2 aborted=1"),
+        "{log}"
+    );
+}
+
+/// When the grace period runs out, what still streams is closed and the server exits 0,
+/// counting it as aborted.
+#[test]
+fn the_grace_period_bounds_shutdown() {
+    let bytes = binary_bytes(300); // 30 chunks at 1 s: half a minute if nothing cut it short
+    let poem = poem_file(&bytes);
+    let mut server = Server::start(
+        poem.path(),
+        &[
+            "--num-bytes",
+            "10",
+            "--delay",
+            "1",
+            "--shutdown-grace",
+            "0.5",
+        ],
+    );
+    let (client, _, started) = start_streaming(&server, 10);
+    server.signal(SIGTERM);
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(10)).code(),
+        Some(0),
+        "{}",
+        server.stderr()
+    );
+    let log = server.stderr();
+    assert!(log.contains("grace period over"), "{log}");
+    assert!(
+        log.contains("stopped: connections=1 completed=0 aborted=1"),
+        "{log}"
+    );
+    // The client sees its connection end early, not hang.
+    let rest = read_to_end(client, started).map_or(0, |f| f.bytes.len());
+    assert!(
+        rest < 290,
+        "{rest} more bytes arrived after the grace ran out"
+    );
+}
+
+/// A second signal ends the server at once, with the conventional 128 + signal status.
+#[test]
+fn a_second_signal_exits_at_once() {
+    let bytes = binary_bytes(300);
+    let poem = poem_file(&bytes);
+    let mut server = Server::start(poem.path(), &["--num-bytes", "10", "--delay", "1"]);
+    let (_client, _, _) = start_streaming(&server, 10);
+    server.signal(SIGINT);
+    server.wait_for_log("listener closed");
+    server.signal(SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(128 + SIGTERM), "{}", server.stderr());
+    assert!(
+        server.stderr().contains("second signal"),
+        "{}",
+        server.stderr()
+    );
+}
