@@ -1,0 +1,196 @@
+//! The load generators: loopback clients that time what they receive.
+
+use std::io::{ErrorKind, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream as MioStream;
+use mio::{Events, Interest, Poll, Token};
+
+/// No single wait in a benchmark may take longer than this.
+pub const LIMIT: Duration = Duration::from_secs(60);
+
+/// What a batch of fetches achieved.
+#[derive(Debug)]
+pub struct Batch {
+    pub ok: usize,
+    pub failed: usize,
+    pub elapsed: Duration,
+}
+
+/// Reads `stream` to EOF and returns how many bytes came.
+fn read_all(stream: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut total = 0;
+    loop {
+        match stream.read(buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n,
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// `threads` clients, each looping connect → read to EOF → close, `total` fetches in all.
+/// A fetch that fails or comes short of `expect` bytes counts as failed.
+pub fn connection_rate(addr: SocketAddr, threads: usize, total: usize, expect: usize) -> Batch {
+    let next = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    thread::scope(|scope| {
+        for _ in 0..threads {
+            let (next, failed) = (Arc::clone(&next), Arc::clone(&failed));
+            scope.spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                while next.fetch_add(1, Ordering::Relaxed) < total {
+                    let fetched = TcpStream::connect(addr).and_then(|mut s| {
+                        s.set_read_timeout(Some(LIMIT))?;
+                        read_all(&mut s, &mut buf)
+                    });
+                    if !matches!(fetched, Ok(n) if n == expect) {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let failed = failed.load(Ordering::Relaxed);
+    Batch { ok: total - failed, failed, elapsed: started.elapsed() }
+}
+
+/// One client reading everything; returns the bytes and the time from connect to EOF.
+pub fn bulk(addr: SocketAddr) -> (usize, Duration) {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect_timeout(&addr, LIMIT).expect("connect for bulk");
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let got = read_all(&mut stream, &mut buf).expect("bulk read");
+    (got, started.elapsed())
+}
+
+/// What many slow clients saw.
+#[derive(Debug)]
+pub struct Crowd {
+    /// Clients that got `expect` bytes (or, with a line quota, that many lines) and EOF.
+    pub ok: usize,
+    pub failed: usize,
+    /// The slowest client, from its connect to its end.
+    pub slowest: Duration,
+    /// Newline characters received in all (endlessh sends one line per write).
+    pub lines: usize,
+}
+
+/// Opens `count` connections at once from one thread (non-blocking, epoll) and reads each to
+/// its end: EOF after `expect` bytes, or, when `quota_lines` is set, until that many lines have
+/// come (for a peer that never ends its stream), and then closes.
+pub fn crowd(addr: SocketAddr, count: usize, expect: usize, quota_lines: Option<usize>) -> Crowd {
+    let mut poll = Poll::new().expect("epoll");
+    let mut events = Events::with_capacity(4096);
+    struct Client {
+        stream: MioStream,
+        started: Instant,
+        bytes: usize,
+        lines: usize,
+    }
+    let mut clients: Vec<Option<Client>> = Vec::with_capacity(count);
+    let (mut ok, mut failed, mut lines) = (0, 0, 0);
+    for i in 0..count {
+        let started = Instant::now();
+        match MioStream::connect(addr) {
+            Ok(mut stream) => {
+                poll.registry().register(&mut stream, Token(i), Interest::READABLE).expect("register");
+                clients.push(Some(Client { stream, started, bytes: 0, lines: 0 }));
+            }
+            Err(_) => {
+                failed += 1;
+                clients.push(None);
+            }
+        }
+    }
+    let mut open = clients.iter().filter(|c| c.is_some()).count();
+    let mut slowest = Duration::ZERO;
+    let mut buf = vec![0u8; 4096];
+    let deadline = Instant::now() + LIMIT;
+    while open > 0 && Instant::now() < deadline {
+        poll.poll(&mut events, Some(Duration::from_millis(100))).expect("poll");
+        for event in events.iter() {
+            let slot = &mut clients[event.token().0];
+            let Some(client) = slot.as_mut() else { continue };
+            let done = loop {
+                match client.stream.read(&mut buf) {
+                    Ok(0) => {
+                        break Some(match quota_lines {
+                            Some(quota) => client.lines >= quota,
+                            None => client.bytes == expect,
+                        });
+                    }
+                    Ok(n) => {
+                        client.bytes += n;
+                        client.lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
+                        if quota_lines.is_some_and(|q| client.lines >= q) {
+                            break Some(true);
+                        }
+                    }
+                    Err(err) if err.kind() == ErrorKind::WouldBlock => break None,
+                    Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => break Some(false),
+                }
+            };
+            if let Some(good) = done {
+                slowest = slowest.max(client.started.elapsed());
+                lines += client.lines;
+                if good { ok += 1 } else { failed += 1 }
+                let mut client = slot.take().expect("checked above");
+                let _ = poll.registry().deregister(&mut client.stream);
+                open -= 1;
+            }
+        }
+    }
+    Crowd { ok, failed: failed + open, slowest, lines }
+}
+
+/// `clients` threads each fetch a paced poem of `chunks` chunks of `chunk` bytes, `delay`
+/// apart, noting when each chunk arrived. Returns every chunk's lateness (arrival minus
+/// connect time minus k × delay) and the slowest client's total time.
+pub fn pacing(addr: SocketAddr, clients: usize, chunk: usize, chunks: usize, delay: Duration)
+    -> (Vec<Duration>, Duration, usize) {
+    let results: Vec<_> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                scope.spawn(move || {
+                    let started = Instant::now();
+                    let mut stream = TcpStream::connect_timeout(&addr, LIMIT).ok()?;
+                    stream.set_read_timeout(Some(LIMIT)).ok()?;
+                    let mut buf = [0u8; 4096];
+                    let (mut total, mut late) = (0, Vec::with_capacity(chunks));
+                    loop {
+                        let n = stream.read(&mut buf).ok()?;
+                        if n == 0 {
+                            break;
+                        }
+                        let at = started.elapsed();
+                        let before = total / chunk;
+                        total += n;
+                        // Every chunk completed by this read arrived now.
+                        for k in before..total / chunk {
+                            late.push(at.saturating_sub(delay * k as u32));
+                        }
+                    }
+                    (total == chunk * chunks).then_some((late, started.elapsed()))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("pacing client")).collect()
+    });
+    let failed = results.iter().filter(|r| r.is_none()).count();
+    let mut lateness = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for (late, total) in results.into_iter().flatten() {
+        lateness.extend(late);
+        slowest = slowest.max(total);
+    }
+    (lateness, slowest, failed)
+}

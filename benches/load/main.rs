@@ -1,0 +1,386 @@
+//! poetry-serve's benchmark: the release binary against this machine's floor and the tools a
+//! user would pick instead, in one run, as ratios.
+//!
+//! Run with `benches/run` (which installs socat and endlessh if missing) or, with those
+//! installed, `cargo bench --bench load`. Every scenario runs `BENCH_RUNS` times (default 3)
+//! and the median is reported. Loopback only; every wait is bounded.
+
+mod clients;
+mod floor;
+mod procs;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use floor::Floor;
+use procs::{Served, free_port, installed};
+
+/// One line of the results table.
+struct Row {
+    scenario: String,
+    ours: String,
+    other: String,
+    ratio: String,
+    target: String,
+    pass: Option<bool>,
+}
+
+impl Row {
+    fn new(scenario: &str, ours: String, other: String, ratio: String, target: &str, pass: Option<bool>) -> Row {
+        Row { scenario: scenario.into(), ours, other, ratio, target: target.into(), pass }
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+struct Bench {
+    runs: usize,
+    dir: tempfile::TempDir,
+    rows: Vec<Row>,
+}
+
+impl Bench {
+    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write a poem for the benchmark");
+        path
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    fn say(&self, what: &str) {
+        eprintln!("[{:>6.1?}] {what}", START.get().map_or(Duration::ZERO, |s| s.elapsed()));
+    }
+
+    /// 1. Connection rate: 20,000 fetches of a ~1.5 KB poem from 8 client threads.
+    fn connection_rate(&mut self) {
+        const TOTAL: usize = 20_000;
+        const THREADS: usize = 8;
+        let poem: Vec<u8> = (0..1500).map(|i| b"abcdefghijklmnopqrstuvwxyz\n"[i % 27]).collect();
+        let path = self.file("rate.txt", &poem);
+        let (mut ours, mut floor, mut socat, mut failed) = (vec![], vec![], vec![], 0);
+        let mut cpu = vec![];
+        for run in 0..self.runs {
+            self.say(&format!("connection rate, run {}", run + 1));
+            let server = Served::poetry(&path, &["--delay", "0"], &self.log("rate"));
+            let before = server.cpu();
+            let batch = clients::connection_rate(server.addr, THREADS, TOTAL, poem.len());
+            cpu.push((server.cpu() - before).as_secs_f64() * 1e6 / TOTAL as f64);
+            failed += batch.failed;
+            ours.push(TOTAL as f64 / batch.elapsed.as_secs_f64());
+            drop(server);
+
+            let base = Floor::start(Arc::new(poem.clone()));
+            let batch = clients::connection_rate(base.addr, THREADS, TOTAL, poem.len());
+            failed += batch.failed;
+            floor.push(TOTAL as f64 / batch.elapsed.as_secs_f64());
+            drop(base);
+
+            let port = free_port();
+            let peer = Served::peer(
+                Command::new("socat").args([
+                    &format!("TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr,backlog=4096"),
+                    &format!("FILE:{}", path.display()),
+                ]),
+                port,
+            );
+            // socat is slow: a quarter of the fetches is plenty to time it.
+            let batch = clients::connection_rate(peer.addr, THREADS, TOTAL / 4, poem.len());
+            failed += batch.failed;
+            socat.push((TOTAL / 4) as f64 / batch.elapsed.as_secs_f64());
+        }
+        let (ours, floor, socat) = (median(ours), median(floor), median(socat));
+        self.rows.push(Row::new(
+            "1. connection rate vs floor (conn/s)",
+            format!("{ours:.0}"),
+            format!("{floor:.0} floor"),
+            format!("{:.2}×", ours / floor),
+            "≥ 0.9×, 0 failed",
+            Some(ours / floor >= 0.9 && failed == 0),
+        ));
+        self.rows.push(Row::new(
+            "1. connection rate vs socat fork (conn/s)",
+            format!("{ours:.0}"),
+            format!("{socat:.0} socat"),
+            format!("{:.1}×", ours / socat),
+            "≥ 10×",
+            Some(ours / socat >= 10.0),
+        ));
+        self.rows.push(Row::new(
+            "1. server CPU per connection (µs)",
+            format!("{:.1}", median(cpu)),
+            String::new(),
+            String::new(),
+            "report",
+            None,
+        ));
+        self.rows.push(Row::new(
+            "1. failed or short fetches",
+            format!("{failed}"),
+            String::new(),
+            String::new(),
+            "0",
+            Some(failed == 0),
+        ));
+    }
+
+    /// 2. Bulk: a 1 GiB poem at --delay 0 and the default --num-bytes.
+    fn bulk(&mut self, big: &Path) {
+        let content = Arc::new(std::fs::read(big).expect("read the 1 GiB poem"));
+        let (mut ours, mut floor, mut rss) = (vec![], vec![], vec![]);
+        for run in 0..self.runs {
+            self.say(&format!("bulk, run {}", run + 1));
+            let server = Served::poetry(big, &["--delay", "0"], &self.log("bulk"));
+            let (got, took) = clients::bulk(server.addr);
+            assert_eq!(got, content.len(), "poetry-serve sent a short bulk poem");
+            ours.push(got as f64 / took.as_secs_f64() / 1e6);
+            rss.push(mib(server.peak_rss()));
+            drop(server);
+
+            let base = Floor::start(Arc::clone(&content));
+            let (got, took) = clients::bulk(base.addr);
+            assert_eq!(got, content.len(), "the floor sent a short bulk poem");
+            floor.push(got as f64 / took.as_secs_f64() / 1e6);
+        }
+        let (ours, floor, rss) = (median(ours), median(floor), median(rss));
+        self.rows.push(Row::new(
+            "2. bulk 1 GiB, --delay 0 (MB/s)",
+            format!("{ours:.0}"),
+            format!("{floor:.0} floor"),
+            format!("{:.2}×", ours / floor),
+            "≥ 0.95×",
+            Some(ours / floor >= 0.95),
+        ));
+        self.rows.push(Row::new(
+            "2. bulk: server peak RSS (MiB)",
+            format!("{rss:.1}"),
+            format!("{:.0} poem", mib(content.len() as u64)),
+            String::new(),
+            "< 64",
+            Some(rss < 64.0),
+        ));
+    }
+
+    /// 3. Ten thousand slow clients at once, beside endlessh.
+    fn crowd(&mut self) {
+        const CLIENTS: usize = 10_000;
+        const CHUNKS: usize = 10;
+        let ideal = Duration::from_millis(4500);
+        let poem: Vec<u8> = (0..100).map(|i| if i % 10 == 9 { b'\n' } else { b'a' + (i % 26) as u8 }).collect();
+        let path = self.file("crowd.txt", &poem);
+        let (mut slowest, mut rss, mut cpu, mut failed) = (vec![], vec![], vec![], 0);
+        for run in 0..self.runs {
+            self.say(&format!("10,000 slow clients, run {}", run + 1));
+            let args = ["--workers", "10000", "--delay", "0.5", "--num-bytes", "10"];
+            let server = Served::poetry(&path, &args, &self.log("crowd"));
+            let before = server.cpu();
+            let crowd = clients::crowd(server.addr, CLIENTS, poem.len(), None);
+            let used = server.cpu() - before;
+            failed += crowd.failed;
+            slowest.push(crowd.slowest.as_secs_f64());
+            rss.push(mib(server.peak_rss()));
+            cpu.push(used.as_secs_f64() * 1e6 / (CLIENTS * CHUNKS) as f64);
+        }
+        let (e_rss, e_cpu) = self.endlessh(CLIENTS, CHUNKS);
+        let (slowest, rss, cpu) = (median(slowest), median(rss), median(cpu));
+        let ideal_s = ideal.as_secs_f64();
+        self.rows.push(Row::new(
+            "3. 10k clients: slowest connect→EOF (s)",
+            format!("{slowest:.2}"),
+            format!("{ideal_s:.2} ideal"),
+            format!("{:.3}×", slowest / ideal_s),
+            "≤ 1.10×, all served",
+            Some(slowest / ideal_s <= 1.10 && failed == 0),
+        ));
+        self.rows.push(Row::new(
+            "3. 10k clients: server peak RSS (MiB)",
+            format!("{rss:.1}"),
+            e_rss.map_or("-".into(), |r| format!("{r:.1} endlessh")),
+            e_rss.map_or(String::new(), |r| format!("{:.1}×", rss / r)),
+            "≤ 160",
+            Some(rss <= 160.0),
+        ));
+        self.rows.push(Row::new(
+            "3. 10k clients: CPU per chunk (µs)",
+            format!("{cpu:.1}"),
+            e_cpu.map_or("-".into(), |c| format!("{c:.1} endlessh")),
+            e_cpu.map_or(String::new(), |c| format!("{:.1}×", cpu / c)),
+            "report",
+            None,
+        ));
+    }
+
+    /// endlessh with the same clients and delay: its memory and CPU per line written.
+    fn endlessh(&self, clients: usize, lines: usize) -> (Option<f64>, Option<f64>) {
+        if !installed("endlessh") {
+            self.say("endlessh is not installed: skipping it (benches/run installs it)");
+            return (None, None);
+        }
+        let (mut rss, mut cpu) = (vec![], vec![]);
+        for run in 0..self.runs {
+            self.say(&format!("endlessh, 10,000 clients, run {}", run + 1));
+            let port = free_port();
+            let peer = Served::peer(
+                Command::new("endlessh").args(["-4", "-d", "500", "-l", "10", "-m"]).arg(clients.to_string())
+                    .args(["-p", &port.to_string(), "-f", "/dev/null"]),
+                port,
+            );
+            let before = peer.cpu();
+            let crowd = clients::crowd(peer.addr, clients, 0, Some(lines));
+            let used = peer.cpu() - before;
+            rss.push(mib(peer.peak_rss()));
+            cpu.push(used.as_secs_f64() * 1e6 / crowd.lines.max(1) as f64);
+        }
+        (Some(median(rss)), Some(median(cpu)))
+    }
+
+    /// 4. Pacing precision: 64 clients, 100 chunks of 10 bytes at 20 ms.
+    fn pacing(&mut self) {
+        const CLIENTS: usize = 64;
+        const CHUNKS: usize = 100;
+        let delay = Duration::from_millis(20);
+        let ideal = delay * (CHUNKS as u32 - 1);
+        let poem = vec![b'p'; 10 * CHUNKS];
+        let path = self.file("pacing.txt", &poem);
+        let (mut slowest, mut p50, mut p99, mut failed) = (vec![], vec![], vec![], 0);
+        for run in 0..self.runs {
+            self.say(&format!("pacing precision, run {}", run + 1));
+            let args = ["--delay", "0.02", "--num-bytes", "10"];
+            let server = Served::poetry(&path, &args, &self.log("pacing"));
+            let (mut late, worst, bad) = clients::pacing(server.addr, CLIENTS, 10, CHUNKS, delay);
+            failed += bad;
+            late.sort();
+            slowest.push(worst.as_secs_f64());
+            p50.push(late[late.len() / 2].as_secs_f64() * 1e3);
+            p99.push(late[late.len() * 99 / 100].as_secs_f64() * 1e3);
+        }
+        let (slowest, p50, p99) = (median(slowest), median(p50), median(p99));
+        let bound = ideal.as_secs_f64() * 1.05 + 0.1;
+        self.rows.push(Row::new(
+            "4. pacing: slowest of 64 (s)",
+            format!("{slowest:.3}"),
+            format!("{:.2} ideal", ideal.as_secs_f64()),
+            format!("{:.3}×", slowest / ideal.as_secs_f64()),
+            "≤ 1.05× ideal + 0.1 s, all served",
+            Some(slowest <= bound && failed == 0),
+        ));
+        self.rows.push(Row::new(
+            "4. pacing: chunk lateness p50 / p99 (ms)",
+            format!("{p50:.2} / {p99:.2}"),
+            String::new(),
+            String::new(),
+            "report",
+            None,
+        ));
+    }
+
+    /// 5. Start-up: from exec to the listening line, with a 1 GiB poem.
+    fn startup(&mut self, big: &Path) {
+        self.say("start-up");
+        let mut times = vec![];
+        for _ in 0..(self.runs * 7).max(21) {
+            let (server, took) = Served::poetry_timed(big, &[], &self.log("startup"));
+            times.push(took.as_secs_f64() * 1e3);
+            drop(server);
+        }
+        let ms = median(times);
+        self.rows.push(Row::new(
+            "5. start-up to listening line, 1 GiB poem (ms)",
+            format!("{ms:.2}"),
+            String::new(),
+            String::new(),
+            "≤ 20",
+            Some(ms <= 20.0),
+        ));
+    }
+
+    fn table(&self) -> String {
+        let mut out = String::from(
+            "| scenario | poetry-serve | floor / peer | ratio | target | result |\n\
+             | --- | --- | --- | --- | --- | --- |\n",
+        );
+        for row in &self.rows {
+            let result = match row.pass {
+                Some(true) => "pass",
+                Some(false) => "FAIL",
+                None => "-",
+            };
+            out += &format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                row.scenario, row.ours, row.other, row.ratio, row.target, result
+            );
+        }
+        out
+    }
+}
+
+static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Raises the open-file limit to its hard maximum: 10,000 clients need 10,000 descriptors in
+/// this process and in the server (which inherits the limit).
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit are given a valid, exclusively borrowed rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter word picks scenarios.
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let wants = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
+    START.get_or_init(Instant::now);
+    raise_fd_limit();
+    let runs = std::env::var("BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let mut bench = Bench { runs, dir: tempfile::tempdir().expect("temp dir"), rows: vec![] };
+    for peer in ["socat", "endlessh"] {
+        if !installed(peer) {
+            bench.say(&format!("{peer} is not installed; benches/run installs it"));
+        }
+    }
+    if wants("rate") {
+        bench.connection_rate();
+    }
+    if wants("bulk") || wants("startup") {
+        bench.say("writing a 1 GiB poem");
+        let chunk: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        let big = bench.dir.path().join("big.bin");
+        let mut file = std::fs::File::create(&big).expect("create the 1 GiB poem");
+        for _ in 0..1024 {
+            std::io::Write::write_all(&mut file, &chunk).expect("write the 1 GiB poem");
+        }
+        drop(file);
+        if wants("bulk") {
+            bench.bulk(&big);
+        }
+        if wants("startup") {
+            bench.startup(&big);
+        }
+    }
+    if wants("crowd") {
+        bench.crowd();
+    }
+    if wants("pacing") {
+        bench.pacing();
+    }
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("\npoetry-serve benchmark: {cores} cores, loopback, median of {runs} runs\n");
+    print!("{}", bench.table());
+    let failed = bench.rows.iter().filter(|r| r.pass == Some(false)).count();
+    println!("\n{failed} target(s) missed; took {:.0?}", START.get().unwrap().elapsed());
+}

@@ -1,0 +1,123 @@
+//! Processes under test: poetry-serve itself and the peers, with what /proc says about them.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The release binary `cargo bench` built.
+pub const BIN: &str = env!("CARGO_BIN_EXE_poetry-serve");
+
+/// A process serving on loopback, killed when dropped.
+pub struct Served {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Served {
+    /// Starts poetry-serve on 127.0.0.1, port 0, with `args` and `poem`, logging to `log`
+    /// (at the default level), and waits for its listening line.
+    pub fn poetry(poem: &Path, args: &[&str], log: &Path) -> Served {
+        let (served, _) = Served::poetry_timed(poem, args, log);
+        served
+    }
+
+    /// Like [`Served::poetry`], and also returns the time from spawn to the listening line.
+    pub fn poetry_timed(poem: &Path, args: &[&str], log: &Path) -> (Served, Duration) {
+        let log = std::fs::File::create(log).expect("create the server log");
+        let started = Instant::now();
+        let mut child = Command::new(BIN)
+            .args(["--port", "0"])
+            .args(args)
+            .arg(poem)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start poetry-serve");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped");
+        BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
+        let took = started.elapsed();
+        let addr = line
+            .trim()
+            .strip_prefix("poetry-serve listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no listening line: {line:?}"));
+        (Served { child, addr }, took)
+    }
+
+    /// Starts a peer command that listens on `port` of 127.0.0.1 and waits until it accepts.
+    pub fn peer(command: &mut Command, port: u16) -> Served {
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("start {command:?}: {err}"));
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let started = Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10), "{command:?} never listened");
+            thread::sleep(Duration::from_millis(20));
+        }
+        // Give a forking peer a moment to reap the probe connection.
+        thread::sleep(Duration::from_millis(100));
+        Served { child, addr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kib * 1024
+    }
+
+    /// CPU time (user + system) used so far by every thread of the process.
+    pub fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("read /proc/PID/stat");
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the state.
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_nanos(ticks * 1_000_000_000 / hz)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 for a peer that cannot be told to pick one itself.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
+    listener.local_addr().expect("probe address").port()
+}
+
+/// Whether `program` is on PATH.
+pub fn installed(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
