@@ -85,11 +85,12 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, ctx: &Context) {
     let start = Instant::now();
     let mut progress = Progress::default();
     let outcome = stream_poem(&stream, ctx, start, &mut progress);
-    if let Outcome::Complete = outcome {
-        close_without_loss(stream);
-    }
-    // Otherwise the stream is simply dropped: the client is gone or stalled, and a reset is
-    // the right answer to it.
+    // After the whole poem, shut the write side so the client sees EOF right after the last
+    // byte; if that fails, the client is already gone.
+    let lingering =
+        matches!(outcome, Outcome::Complete) && stream.shutdown(Shutdown::Write).is_ok();
+    // Log before lingering: by the time the line is written the client has often closed its
+    // side already, and the wait below returns at once.
     ctx.stats.ended(&outcome);
     let error = match &outcome {
         Outcome::Failed(err) => Some(tracing::field::display(err)),
@@ -104,6 +105,11 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, ctx: &Context) {
         error,
         "connection ended"
     );
+    if lingering {
+        drain_until_closed(&stream);
+    }
+    // Otherwise the stream is simply dropped: the client is gone or stalled, and a reset is
+    // the right answer to it.
 }
 
 /// Sends the poem on the pacing schedule, as it was when the connection began (a file that is
@@ -154,8 +160,11 @@ fn stream_poem(
 fn prepare(stream: &TcpStream, ctx: &Context) -> io::Result<u64> {
     stream.set_write_timeout(Some(ctx.write_timeout))?;
     // Nagle's algorithm would hold a small chunk back until the previous one is acknowledged;
-    // a paced chunk must leave when it is due, as its own segment.
-    stream.set_nodelay(ctx.pacing.is_paced())?;
+    // a paced chunk must leave when it is due, as its own segment. (It is on by default, and
+    // unpaced writes are large, so then it is left alone.)
+    if ctx.pacing.is_paced() {
+        stream.set_nodelay(true)?;
+    }
     ctx.poem.size()
 }
 
@@ -166,15 +175,10 @@ fn sleep_until(due: Instant) {
     }
 }
 
-/// Ends a connection whose poem was sent in full without letting the kernel reset it.
-///
-/// The write side is shut first, so the client sees EOF right after the last byte. Then
-/// whatever the client sent (a netcat user typing, say) is read and thrown away until the
-/// client closes its side or [`LINGER`] runs out, and only then is the socket closed.
-fn close_without_loss(stream: TcpStream) {
-    if stream.shutdown(Shutdown::Write).is_err() {
-        return; // the client is already gone; there is nothing left to protect
-    }
+/// Reads and throws away whatever the client sends (a netcat user typing, say) until it closes
+/// its side or [`LINGER`] runs out, so that the socket is closed with no unread input and the
+/// kernel has no reason to reset the connection under the end of the poem.
+fn drain_until_closed(stream: &TcpStream) {
     let deadline = Instant::now() + LINGER;
     let mut discard = [0u8; 4096];
     loop {
@@ -182,7 +186,7 @@ fn close_without_loss(stream: TcpStream) {
         if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
             return;
         }
-        match (&stream).read(&mut discard) {
+        match (&*stream).read(&mut discard) {
             Ok(0) => return,
             Ok(_) => {}
             Err(err) if err.kind() == ErrorKind::Interrupted => {}

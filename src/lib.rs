@@ -13,7 +13,7 @@
 //! - [`pool`]: the fixed pool of worker threads and its bounded queue.
 //! - [`connection`]: streams the poem to one client on schedule and closes without loss.
 //! - [`pacing`]: the chunk size and the deadline of each chunk.
-//! - [`shutdown`]: SIGINT/SIGTERM, stopping the accept loop, the second-signal exit.
+//! - [`shutdown`]: SIGINT/SIGTERM: closing the pool's queue, waking `accept`, the second signal.
 //! - [`stats`]: server-wide counters and the summary line.
 
 pub mod config;
@@ -49,10 +49,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let local = listener
         .local_addr()
         .context("cannot read the listening address")?;
-    let stop = shutdown
-        .watch(local)
-        .context("cannot start the signal thread")?;
     let pool = Pool::new(config.workers).context("cannot start the worker threads")?;
+    shutdown
+        .watch(local, pool.closer())
+        .context("cannot start the signal thread")?;
     let ctx = Arc::new(Context {
         poem,
         pacing: config.pacing,
@@ -69,7 +69,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         workers = config.workers,
         "serving"
     );
-    server::accept_loop(&listener, &pool, &ctx, &stop);
+    server::accept_loop(&listener, &pool, &ctx);
     drop(listener); // from here on, connects are refused
 
     info!(

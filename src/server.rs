@@ -17,7 +17,6 @@ use tracing::{debug, warn};
 
 use crate::connection::{self, Context};
 use crate::pool::Pool;
-use crate::shutdown::{Stop, is_stopping};
 
 /// Listen backlog asked for; the kernel caps it at `net.core.somaxconn` (4096 on current
 /// Linux). std's `TcpListener::bind` asks for 128.
@@ -45,11 +44,11 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// Accepts connections and queues them for the pool until `stop` fires.
-pub fn accept_loop(listener: &TcpListener, pool: &Pool, ctx: &Arc<Context>, stop: &Stop) {
+/// Accepts connections and queues them for the pool until the pool's queue is closed.
+pub fn accept_loop(listener: &TcpListener, pool: &Pool, ctx: &Arc<Context>) {
     loop {
         let accepted = listener.accept();
-        if is_stopping(stop) {
+        if pool.is_closed() {
             // Whatever woke us (the signal thread's wake-up connection, or a client that
             // arrived just then) is closed unserved.
             return;
@@ -67,7 +66,7 @@ pub fn accept_loop(listener: &TcpListener, pool: &Pool, ctx: &Arc<Context>, stop
         debug!(%peer, busy = pool.busy(), "accepted");
         let ctx = Arc::clone(ctx);
         let job = Box::new(move || connection::serve(stream, peer, &ctx));
-        if pool.execute(job, stop).is_err() {
+        if pool.execute(job).is_err() {
             return;
         }
     }

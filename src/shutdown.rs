@@ -1,9 +1,9 @@
 //! Signals and shutdown.
 //!
-//! The first SIGINT or SIGTERM drops the sending side of a channel: every holder of the
-//! receiving side, the accept loop above all, sees it disconnect and stops. Because the accept
-//! loop may be blocked in `accept`, the signal thread then wakes it by connecting to the
-//! listener once. A second signal ends the process at once.
+//! The first SIGINT or SIGTERM closes the worker pool's queue, which is what the accept loop
+//! watches: it stops, the listener is dropped, and the workers finish what they hold. Because
+//! the accept loop may be blocked in `accept`, the signal thread then wakes it by connecting to
+//! the listener once. A second signal ends the process at once.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
@@ -11,24 +11,17 @@ use std::process;
 use std::thread;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, TryRecvError};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use signal_hook::low_level::signal_name;
 use tracing::{info, warn};
 
+use crate::pool::Closer;
+
 /// SIGINT and SIGTERM, caught from the moment this is created.
 #[derive(Debug)]
 pub struct Shutdown {
     signals: Signals,
-}
-
-/// The receiving end of the stop channel; it disconnects when shutdown begins.
-pub type Stop = Receiver<()>;
-
-/// Whether shutdown has begun.
-pub fn is_stopping(stop: &Stop) -> bool {
-    matches!(stop.try_recv(), Err(TryRecvError::Disconnected))
 }
 
 impl Shutdown {
@@ -39,22 +32,22 @@ impl Shutdown {
         })
     }
 
-    /// Hands the signals to a thread of their own. `listening` is the listener's address,
-    /// which the thread connects to once to wake a blocked `accept`.
-    pub fn watch(self, listening: SocketAddr) -> io::Result<Stop> {
-        let (stop_tx, stop) = crossbeam_channel::bounded(0);
+    /// Hands the signals to a thread of their own, which on the first one closes the pool's
+    /// queue with `closer` and wakes a blocked `accept` by connecting to `listening`.
+    pub fn watch(self, listening: SocketAddr, closer: Closer) -> io::Result<()> {
         let mut signals = self.signals;
         thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
-                let mut stop_tx = Some(stop_tx);
+                let mut closer = Some(closer);
                 for signal in signals.forever() {
                     let name = signal_name(signal).unwrap_or("signal");
-                    if stop_tx.take().is_some() {
+                    if let Some(closer) = closer.take() {
                         info!(
                             signal = name,
                             "shutting down: no new connections (signal again to exit now)"
                         );
+                        closer.close();
                         wake(listening);
                     } else {
                         warn!(signal = name, "second signal: exiting now");
@@ -62,13 +55,13 @@ impl Shutdown {
                     }
                 }
             })?;
-        Ok(stop)
+        Ok(())
     }
 }
 
 /// Connects to the listener once so that a blocked `accept` returns. Failure is harmless: the
-/// accept loop may not be in `accept` at all (it also watches the stop channel while it waits
-/// for a free worker).
+/// accept loop may not be in `accept` at all (waiting for room in a full queue, it is woken by
+/// the queue closing).
 fn wake(listening: SocketAddr) {
     let ip = match listening.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),

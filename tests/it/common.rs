@@ -83,7 +83,7 @@ impl Server {
             }
         });
         let out_pipe = child.stdout.take().expect("stdout is piped");
-        let (line_tx, line_rx) = crossbeam_channel::bounded(1);
+        let (line_tx, line_rx) = std::sync::mpsc::channel();
         thread::spawn(move || {
             let _ = line_tx.send(BufReader::new(out_pipe).lines().next());
         });
