@@ -180,7 +180,10 @@ fn sleep_until(due: Instant) {
 /// kernel has no reason to reset the connection under the end of the poem.
 fn drain_until_closed(stream: &TcpStream) {
     let deadline = Instant::now() + LINGER;
-    let mut discard = [0u8; 4096];
+    // Small on purpose: this is on every worker's stack, and with 10,000 workers each 4 KiB
+    // page it touches is 40 MB of resident memory (measured: a 4 KiB buffer here raised the
+    // peak from 140 to 179 MiB).
+    let mut discard = [0u8; 512];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {

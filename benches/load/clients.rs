@@ -16,7 +16,6 @@ pub const LIMIT: Duration = Duration::from_secs(60);
 /// What a batch of fetches achieved.
 #[derive(Debug)]
 pub struct Batch {
-    pub ok: usize,
     pub failed: usize,
     pub elapsed: Duration,
 }
@@ -58,7 +57,10 @@ pub fn connection_rate(addr: SocketAddr, threads: usize, total: usize, expect: u
         }
     });
     let failed = failed.load(Ordering::Relaxed);
-    Batch { ok: total - failed, failed, elapsed: started.elapsed() }
+    Batch {
+        failed,
+        elapsed: started.elapsed(),
+    }
 }
 
 /// One client reading everything; returns the bytes and the time from connect to EOF.
@@ -74,8 +76,7 @@ pub fn bulk(addr: SocketAddr) -> (usize, Duration) {
 /// What many slow clients saw.
 #[derive(Debug)]
 pub struct Crowd {
-    /// Clients that got `expect` bytes (or, with a line quota, that many lines) and EOF.
-    pub ok: usize,
+    /// Clients that did not get `expect` bytes and EOF (or, with a line quota, that many lines).
     pub failed: usize,
     /// The slowest client, from its connect to its end.
     pub slowest: Duration,
@@ -96,13 +97,20 @@ pub fn crowd(addr: SocketAddr, count: usize, expect: usize, quota_lines: Option<
         lines: usize,
     }
     let mut clients: Vec<Option<Client>> = Vec::with_capacity(count);
-    let (mut ok, mut failed, mut lines) = (0, 0, 0);
+    let (mut failed, mut lines) = (0, 0);
     for i in 0..count {
         let started = Instant::now();
         match MioStream::connect(addr) {
             Ok(mut stream) => {
-                poll.registry().register(&mut stream, Token(i), Interest::READABLE).expect("register");
-                clients.push(Some(Client { stream, started, bytes: 0, lines: 0 }));
+                poll.registry()
+                    .register(&mut stream, Token(i), Interest::READABLE)
+                    .expect("register");
+                clients.push(Some(Client {
+                    stream,
+                    started,
+                    bytes: 0,
+                    lines: 0,
+                }));
             }
             Err(_) => {
                 failed += 1;
@@ -115,10 +123,13 @@ pub fn crowd(addr: SocketAddr, count: usize, expect: usize, quota_lines: Option<
     let mut buf = vec![0u8; 4096];
     let deadline = Instant::now() + LIMIT;
     while open > 0 && Instant::now() < deadline {
-        poll.poll(&mut events, Some(Duration::from_millis(100))).expect("poll");
+        poll.poll(&mut events, Some(Duration::from_millis(100)))
+            .expect("poll");
         for event in events.iter() {
             let slot = &mut clients[event.token().0];
-            let Some(client) = slot.as_mut() else { continue };
+            let Some(client) = slot.as_mut() else {
+                continue;
+            };
             let done = loop {
                 match client.stream.read(&mut buf) {
                     Ok(0) => {
@@ -142,21 +153,32 @@ pub fn crowd(addr: SocketAddr, count: usize, expect: usize, quota_lines: Option<
             if let Some(good) = done {
                 slowest = slowest.max(client.started.elapsed());
                 lines += client.lines;
-                if good { ok += 1 } else { failed += 1 }
+                if !good {
+                    failed += 1;
+                }
                 let mut client = slot.take().expect("checked above");
                 let _ = poll.registry().deregister(&mut client.stream);
                 open -= 1;
             }
         }
     }
-    Crowd { ok, failed: failed + open, slowest, lines }
+    Crowd {
+        failed: failed + open,
+        slowest,
+        lines,
+    }
 }
 
 /// `clients` threads each fetch a paced poem of `chunks` chunks of `chunk` bytes, `delay`
 /// apart, noting when each chunk arrived. Returns every chunk's lateness (arrival minus
 /// connect time minus k × delay) and the slowest client's total time.
-pub fn pacing(addr: SocketAddr, clients: usize, chunk: usize, chunks: usize, delay: Duration)
-    -> (Vec<Duration>, Duration, usize) {
+pub fn pacing(
+    addr: SocketAddr,
+    clients: usize,
+    chunk: usize,
+    chunks: usize,
+    delay: Duration,
+) -> (Vec<Duration>, Duration, usize) {
     let results: Vec<_> = thread::scope(|scope| {
         let handles: Vec<_> = (0..clients)
             .map(|_| {
@@ -183,7 +205,10 @@ pub fn pacing(addr: SocketAddr, clients: usize, chunk: usize, chunks: usize, del
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("pacing client")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("pacing client"))
+            .collect()
     });
     let failed = results.iter().filter(|r| r.is_none()).count();
     let mut lateness = Vec::new();

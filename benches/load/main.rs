@@ -28,8 +28,22 @@ struct Row {
 }
 
 impl Row {
-    fn new(scenario: &str, ours: String, other: String, ratio: String, target: &str, pass: Option<bool>) -> Row {
-        Row { scenario: scenario.into(), ours, other, ratio, target: target.into(), pass }
+    fn new(
+        scenario: &str,
+        ours: String,
+        other: String,
+        ratio: String,
+        target: &str,
+        pass: Option<bool>,
+    ) -> Row {
+        Row {
+            scenario: scenario.into(),
+            ours,
+            other,
+            ratio,
+            target: target.into(),
+            pass,
+        }
     }
 }
 
@@ -60,17 +74,22 @@ impl Bench {
     }
 
     fn say(&self, what: &str) {
-        eprintln!("[{:>6.1?}] {what}", START.get().map_or(Duration::ZERO, |s| s.elapsed()));
+        eprintln!(
+            "[{:>6.1?}] {what}",
+            START.get().map_or(Duration::ZERO, |s| s.elapsed())
+        );
     }
 
     /// 1. Connection rate: 20,000 fetches of a ~1.5 KB poem from 8 client threads.
     fn connection_rate(&mut self) {
         const TOTAL: usize = 20_000;
         const THREADS: usize = 8;
-        let poem: Vec<u8> = (0..1500).map(|i| b"abcdefghijklmnopqrstuvwxyz\n"[i % 27]).collect();
+        let poem: Vec<u8> = (0..1500)
+            .map(|i| b"abcdefghijklmnopqrstuvwxyz\n"[i % 27])
+            .collect();
         let path = self.file("rate.txt", &poem);
         let (mut ours, mut floor, mut socat, mut failed) = (vec![], vec![], vec![], 0);
-        let mut cpu = vec![];
+        let (mut cpu, mut floor_cpu) = (vec![], vec![]);
         for run in 0..self.runs {
             self.say(&format!("connection rate, run {}", run + 1));
             let server = Served::poetry(&path, &["--delay", "0"], &self.log("rate"));
@@ -82,7 +101,9 @@ impl Bench {
             drop(server);
 
             let base = Floor::start(Arc::new(poem.clone()));
+            let before = base.cpu();
             let batch = clients::connection_rate(base.addr, THREADS, TOTAL, poem.len());
+            floor_cpu.push((base.cpu() - before).as_secs_f64() * 1e6 / TOTAL as f64);
             failed += batch.failed;
             floor.push(TOTAL as f64 / batch.elapsed.as_secs_f64());
             drop(base);
@@ -101,6 +122,7 @@ impl Bench {
             socat.push((TOTAL / 4) as f64 / batch.elapsed.as_secs_f64());
         }
         let (ours, floor, socat) = (median(ours), median(floor), median(socat));
+        let (cpu, floor_cpu) = (median(cpu), median(floor_cpu));
         self.rows.push(Row::new(
             "1. connection rate vs floor (conn/s)",
             format!("{ours:.0}"),
@@ -119,9 +141,9 @@ impl Bench {
         ));
         self.rows.push(Row::new(
             "1. server CPU per connection (µs)",
-            format!("{:.1}", median(cpu)),
-            String::new(),
-            String::new(),
+            format!("{cpu:.1}"),
+            format!("{floor_cpu:.1} floor"),
+            format!("{:.2}×", cpu / floor_cpu),
             "report",
             None,
         ));
@@ -173,11 +195,19 @@ impl Bench {
     }
 
     /// 3. Ten thousand slow clients at once, beside endlessh.
-    fn crowd(&mut self) {
+    fn crowd(&mut self, with_endlessh: bool) {
         const CLIENTS: usize = 10_000;
         const CHUNKS: usize = 10;
         let ideal = Duration::from_millis(4500);
-        let poem: Vec<u8> = (0..100).map(|i| if i % 10 == 9 { b'\n' } else { b'a' + (i % 26) as u8 }).collect();
+        let poem: Vec<u8> = (0..100)
+            .map(|i| {
+                if i % 10 == 9 {
+                    b'\n'
+                } else {
+                    b'a' + (i % 26) as u8
+                }
+            })
+            .collect();
         let path = self.file("crowd.txt", &poem);
         let (mut slowest, mut rss, mut cpu, mut failed) = (vec![], vec![], vec![], 0);
         for run in 0..self.runs {
@@ -192,7 +222,11 @@ impl Bench {
             rss.push(mib(server.peak_rss()));
             cpu.push(used.as_secs_f64() * 1e6 / (CLIENTS * CHUNKS) as f64);
         }
-        let (e_rss, e_cpu) = self.endlessh(CLIENTS, CHUNKS);
+        let (e_rss, e_cpu) = if with_endlessh {
+            self.endlessh(CLIENTS, CHUNKS)
+        } else {
+            (None, None)
+        };
         let (slowest, rss, cpu) = (median(slowest), median(rss), median(cpu));
         let ideal_s = ideal.as_secs_f64();
         self.rows.push(Row::new(
@@ -232,7 +266,9 @@ impl Bench {
             self.say(&format!("endlessh, 10,000 clients, run {}", run + 1));
             let port = free_port();
             let peer = Served::peer(
-                Command::new("endlessh").args(["-4", "-d", "500", "-l", "10", "-m"]).arg(clients.to_string())
+                Command::new("endlessh")
+                    .args(["-4", "-d", "500", "-l", "10", "-m"])
+                    .arg(clients.to_string())
                     .args(["-p", &port.to_string(), "-f", "/dev/null"]),
                 port,
             );
@@ -330,7 +366,10 @@ static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 /// Raises the open-file limit to its hard maximum: 10,000 clients need 10,000 descriptors in
 /// this process and in the server (which inherits the limit).
 fn raise_fd_limit() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit are given a valid, exclusively borrowed rlimit.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
@@ -342,12 +381,22 @@ fn raise_fd_limit() {
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter word picks scenarios.
-    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let wants = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
     START.get_or_init(Instant::now);
     raise_fd_limit();
-    let runs = std::env::var("BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
-    let mut bench = Bench { runs, dir: tempfile::tempdir().expect("temp dir"), rows: vec![] };
+    let runs = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let mut bench = Bench {
+        runs,
+        dir: tempfile::tempdir().expect("temp dir"),
+        rows: vec![],
+    };
     for peer in ["socat", "endlessh"] {
         if !installed(peer) {
             bench.say(&format!("{peer} is not installed; benches/run installs it"));
@@ -373,7 +422,7 @@ fn main() {
         }
     }
     if wants("crowd") {
-        bench.crowd();
+        bench.crowd(wants("endlessh"));
     }
     if wants("pacing") {
         bench.pacing();
@@ -382,5 +431,8 @@ fn main() {
     println!("\npoetry-serve benchmark: {cores} cores, loopback, median of {runs} runs\n");
     print!("{}", bench.table());
     let failed = bench.rows.iter().filter(|r| r.pass == Some(false)).count();
-    println!("\n{failed} target(s) missed; took {:.0?}", START.get().unwrap().elapsed());
+    println!(
+        "\n{failed} target(s) missed; took {:.0?}",
+        START.get().unwrap().elapsed()
+    );
 }

@@ -40,7 +40,9 @@ impl Served {
             .expect("start poetry-serve");
         let mut line = String::new();
         let stdout = child.stdout.take().expect("piped");
-        BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
         let took = started.elapsed();
         let addr = line
             .trim()
@@ -61,7 +63,10 @@ impl Served {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let started = Instant::now();
         while TcpStream::connect(addr).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10), "{command:?} never listened");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{command:?} never listened"
+            );
             thread::sleep(Duration::from_millis(20));
         }
         // Give a forking peer a moment to reap the probe connection.

@@ -157,3 +157,33 @@ fn typing_during_a_paced_poem_loses_nothing() {
     fetch.bytes.splice(0..0, first);
     server.assert_bytes(&fetch.bytes, &bytes);
 }
+
+/// Workers run at the lowest CPU priority, below the accept loop, so that a burst of connects
+/// is accepted before the backlog overflows (see `pool::WORKER_NICE`).
+#[test]
+fn workers_run_below_the_accept_loop() {
+    let (path, _) = shipped("science.txt");
+    let server = Server::start(&path, &["--workers", "3"]);
+    let pid = server.pid();
+    let mut nice = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("list the threads") {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
+        // Field 19 of stat is the nice value; fields are counted after the (comm) part.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let value: i32 = after.split_whitespace().nth(16).unwrap().parse().unwrap();
+        nice.insert(name.trim().to_string(), value);
+    }
+    let story = format!("nice by thread: {nice:?}");
+    for worker in ["worker-0", "worker-1", "worker-2"] {
+        assert_eq!(nice.get(worker), Some(&19), "{story}");
+    }
+    assert_eq!(
+        nice.get("poetry-serve"),
+        Some(&0),
+        "the accept loop keeps its priority: {story}"
+    );
+}
