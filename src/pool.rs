@@ -260,19 +260,20 @@ fn work(queue: &Queue) {
     }
 }
 
-/// The nice value of every worker thread: the lowest CPU priority there is.
-pub const WORKER_NICE: i32 = 19;
+/// The nice value of every worker thread, below the accept loop's 0.
+pub const WORKER_NICE: i32 = 10;
 
 /// Lowers the calling worker's CPU priority to [`WORKER_NICE`], below the accept loop's.
 ///
 /// When thousands of clients connect at once, thousands of workers wake to send their first
-/// chunk, and a fair scheduler would give the one accept thread a thousandth of the CPU: the
-/// listen backlog overflows and every dropped connect costs its client a one-second SYN
-/// retry. Measured with 10,000 simultaneous clients on two cores: at equal priority, 600 to
-/// 1,800 connects were dropped and the slowest client waited 1.24× the poem's ideal time; with
-/// workers at nice 10, none were dropped and it took 1.09×; at nice 19, 1.065×. A worker has
-/// little to do per chunk, so it loses nothing on an idle machine; on a busy one, paced chunks
-/// yield to other work, which suits a server that is slow on purpose.
+/// chunk, and a fair scheduler gives the one accept thread a thousandth of the CPU: the listen
+/// backlog overflows, and every dropped connect costs its client a one-second SYN retry.
+/// Measured with 10,000 simultaneous clients on two cores (benches/load, `crowd`): at equal
+/// priority and at nice 5, 600 to 1,800 connects were dropped and the slowest client took
+/// 1.24× the poem's ideal time; at nice 10, none were dropped and it took 1.09×. Nice 19 did
+/// no better there and cost a tenth of the connection rate, as workers lost the CPU to
+/// clients on the same machine. A worker has little to do per chunk, so on an idle machine it
+/// loses nothing; on a busy one, paced chunks yield a little to other work.
 fn yield_to_the_accept_loop() {
     // On Linux the nice value belongs to the thread, and `who = 0` means the calling thread.
     // Failure (it cannot fail when lowering priority) would only leave the worker as it was.

@@ -179,7 +179,7 @@ fn workers_run_below_the_accept_loop() {
     }
     let story = format!("nice by thread: {nice:?}");
     for worker in ["worker-0", "worker-1", "worker-2"] {
-        assert_eq!(nice.get(worker), Some(&19), "{story}");
+        assert_eq!(nice.get(worker), Some(&10), "{story}");
     }
     assert_eq!(
         nice.get("poetry-serve"),
