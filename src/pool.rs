@@ -260,10 +260,11 @@ fn work(queue: &Queue) {
     }
 }
 
-/// The nice value of every worker thread, below the accept loop's 0.
-pub const WORKER_NICE: i32 = 10;
+/// How far below the accept loop's CPU priority every worker runs, in nice steps.
+pub const WORKER_NICENESS: i32 = 10;
 
-/// Lowers the calling worker's CPU priority to [`WORKER_NICE`], below the accept loop's.
+/// Lowers the calling worker's CPU priority by [`WORKER_NICENESS`] (to nice 10 when the
+/// server was started at the usual 0; never past 19, the lowest).
 ///
 /// When thousands of clients connect at once, thousands of workers wake to send their first
 /// chunk, and a fair scheduler gives the one accept thread a thousandth of the CPU: the listen
@@ -278,9 +279,10 @@ fn yield_to_the_accept_loop() {
     // On Linux the nice value belongs to the thread, and `who = 0` means the calling thread.
     // Failure (it cannot fail when lowering priority) would only leave the worker as it was.
     #[cfg(target_os = "linux")]
-    // SAFETY: setpriority has no memory-safety preconditions.
+    // SAFETY: getpriority and setpriority have no memory-safety preconditions.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, WORKER_NICE);
+        let inherited = libc::getpriority(libc::PRIO_PROCESS, 0);
+        libc::setpriority(libc::PRIO_PROCESS, 0, (inherited + WORKER_NICENESS).min(19));
     }
 }
 

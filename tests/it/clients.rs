@@ -159,7 +159,7 @@ fn typing_during_a_paced_poem_loses_nothing() {
 }
 
 /// Workers run at the lowest CPU priority, below the accept loop, so that a burst of connects
-/// is accepted before the backlog overflows (see `pool::WORKER_NICE`).
+/// is accepted before the backlog overflows (see `pool::WORKER_NICENESS`).
 #[test]
 fn workers_run_below_the_accept_loop() {
     let (path, _) = shipped("science.txt");
@@ -178,12 +178,8 @@ fn workers_run_below_the_accept_loop() {
         nice.insert(name.trim().to_string(), value);
     }
     let story = format!("nice by thread: {nice:?}");
+    let main = *nice.get("poetry-serve").expect("the main thread is there");
     for worker in ["worker-0", "worker-1", "worker-2"] {
-        assert_eq!(nice.get(worker), Some(&10), "{story}");
+        assert_eq!(nice.get(worker), Some(&(main + 10).min(19)), "{story}");
     }
-    assert_eq!(
-        nice.get("poetry-serve"),
-        Some(&0),
-        "the accept loop keeps its priority: {story}"
-    );
 }
