@@ -6,23 +6,27 @@
 //! stops accepting, and further clients wait in the kernel's listen backlog; memory does not
 //! grow with the number of waiting clients.
 //!
-//! The queue is a `VecDeque` under a `Mutex` with `Condvar`s. An idle worker sleeps in the
-//! kernel straight away; channel receivers (crossbeam's, and std's, which is a port of it)
-//! first spin and call `sched_yield` in a loop, which cost about a sixth of the server's CPU
-//! at 20,000 connections a second on two cores.
+//! The queue is std's bounded channel with its receiver behind a mutex, as in the Rust Book's
+//! thread pool: the accept loop's sends never take a lock, and of the idle workers only the
+//! one holding the mutex waits on the channel while the rest sleep on the mutex. Two
+//! alternatives measured worse (benches/load): crossbeam's shared receiver made every idle
+//! worker spin and call `sched_yield` before sleeping, about a sixth of the server's CPU at
+//! 20,000 connections a second; a `Mutex<VecDeque>` with condition variables made the accept
+//! loop wait on a lock held by workers it had outranked (see [`WORKER_NICENESS`]).
 //!
-//! Shutdown: [`Closer::close`] closes the queue. `execute` then refuses new jobs, the workers
-//! finish what they hold and what is queued and return, and dropping the pool joins them.
-//! [`Pool::shutdown`] does the same with a deadline.
+//! Shutdown goes through ownership: [`Pool::shutdown`] (or dropping the pool) drops the
+//! sender, the workers finish what they hold and what is queued, see the channel disconnect
+//! and return, and are joined. A [`Closer`] tells the accept loop to stop first.
 
 use std::any::Any;
-use std::collections::VecDeque;
 use std::io;
 use std::num::NonZeroUsize;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::error;
 
@@ -35,209 +39,122 @@ pub type Job = Box<dyn FnOnce() + Send + 'static>;
 /// 1.25 GiB of it, not the 20 GiB that std's 2 MiB default would.
 pub const WORKER_STACK: usize = 128 * 1024;
 
+/// While the queue is full (every worker busy, every slot taken), how often
+/// [`Pool::execute`] looks for room again. Paced poems free workers seconds apart, so this
+/// adds nothing a client could notice, and it lets a closed pool stop the wait promptly.
+const FULL_QUEUE_POLL: Duration = Duration::from_millis(5);
+
 /// A fixed set of worker threads and their queue.
 pub struct Pool {
-    queue: Arc<Queue>,
+    /// `None` once shutdown has begun.
+    jobs: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
+    closed: Arc<AtomicBool>,
+    busy: Arc<AtomicUsize>,
+    /// Every worker holds a sender of this channel, so it disconnects when the last returns.
+    returned: Receiver<()>,
 }
 
-/// Closes a pool's queue from anywhere (the signal thread, say).
+/// Tells the pool's users to stop handing it work, from anywhere (the signal thread, say).
 #[derive(Clone)]
-pub struct Closer(Arc<Queue>);
+pub struct Closer(Arc<AtomicBool>);
 
-/// The job was not queued: the queue is closed.
+/// The job was not queued: the pool is closed.
 #[derive(Debug)]
 pub struct Closed;
-
-struct Queue {
-    state: Mutex<State>,
-    /// Signalled when a job is queued or the queue closes.
-    job_ready: Condvar,
-    /// Signalled when a job is taken or the queue closes.
-    room_ready: Condvar,
-    /// Signalled when the last worker returns.
-    all_returned: Condvar,
-    capacity: usize,
-}
-
-struct State {
-    jobs: VecDeque<Job>,
-    closed: bool,
-    /// Workers running a job.
-    busy: usize,
-    /// Workers not yet returned.
-    alive: usize,
-    /// Workers asleep waiting for a job, and callers of `execute` asleep waiting for room:
-    /// a `Condvar` notification costs a system call, so it is made only when someone waits.
-    idle: usize,
-    blocked: usize,
-}
-
-impl Queue {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Jobs run outside the lock and every critical section below is panic-free, so the
-        // mutex is never poisoned; if it were, the state would still be consistent.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The next job for a worker, or `None` once the queue is closed and empty. `finished`
-    /// says whether this worker has just finished a job (so it is no longer busy).
-    fn next(&self, finished: bool) -> Option<Job> {
-        let mut state = self.lock();
-        if finished {
-            state.busy -= 1;
-        }
-        loop {
-            if let Some(job) = state.jobs.pop_front() {
-                state.busy += 1;
-                let someone_blocked = state.blocked > 0;
-                drop(state);
-                if someone_blocked {
-                    self.room_ready.notify_one();
-                }
-                return Some(job);
-            }
-            if state.closed {
-                state.alive -= 1;
-                if state.alive == 0 {
-                    self.all_returned.notify_all();
-                }
-                return None;
-            }
-            state.idle += 1;
-            state = self
-                .job_ready
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
-            state.idle -= 1;
-        }
-    }
-
-    fn close(&self) {
-        self.lock().closed = true;
-        self.job_ready.notify_all();
-        self.room_ready.notify_all();
-    }
-}
 
 impl Pool {
     /// Starts `size` workers named `worker-N`, with a queue of `size` slots.
     pub fn new(size: NonZeroUsize) -> io::Result<Pool> {
         let size = size.get();
-        let queue = Arc::new(Queue {
-            state: Mutex::new(State {
-                jobs: VecDeque::with_capacity(size),
-                closed: false,
-                busy: 0,
-                alive: size,
-                idle: 0,
-                blocked: 0,
-            }),
-            job_ready: Condvar::new(),
-            room_ready: Condvar::new(),
-            all_returned: Condvar::new(),
-            capacity: size,
-        });
+        let (jobs, queue) = mpsc::sync_channel::<Job>(size);
+        let queue = Arc::new(Mutex::new(queue));
+        let (returning, returned) = mpsc::channel();
+        let busy = Arc::new(AtomicUsize::new(0));
         let mut pool = Pool {
-            queue,
+            jobs: Some(jobs),
             workers: Vec::with_capacity(size),
+            closed: Arc::new(AtomicBool::new(false)),
+            busy: Arc::clone(&busy),
+            returned,
         };
         for id in 0..size {
-            let queue = Arc::clone(&pool.queue);
-            let spawned = thread::Builder::new()
+            let (queue, returning, busy) =
+                (Arc::clone(&queue), returning.clone(), Arc::clone(&busy));
+            let worker = thread::Builder::new()
                 .name(format!("worker-{id}"))
                 .stack_size(WORKER_STACK)
-                .spawn(move || work(&queue));
-            match spawned {
-                Ok(worker) => pool.workers.push(worker),
-                Err(err) => {
-                    // The workers never started will never return: count them out before
-                    // dropping the pool, which closes the queue and joins the rest.
-                    pool.queue.lock().alive -= size - id;
-                    return Err(err);
-                }
-            }
+                .spawn(move || work(&queue, &busy, returning))?;
+            // On error, dropping `pool` ends and joins the workers already started.
+            pool.workers.push(worker);
         }
         Ok(pool)
     }
 
-    /// A handle that closes the queue, for whoever decides when to stop.
+    /// A handle that closes the pool to new work.
     pub fn closer(&self) -> Closer {
-        Closer(Arc::clone(&self.queue))
+        Closer(Arc::clone(&self.closed))
     }
 
-    /// Whether the queue has been closed.
+    /// Whether the pool has been closed to new work.
     pub fn is_closed(&self) -> bool {
-        self.queue.lock().closed
+        self.closed.load(Ordering::Acquire)
     }
 
     /// How many workers are running a job right now.
     pub fn busy(&self) -> usize {
-        self.queue.lock().busy
+        self.busy.load(Ordering::Relaxed)
     }
 
     /// Queues `job`, waiting while the queue is full. Fails, dropping the job unrun, if the
-    /// queue is or becomes closed first.
-    pub fn execute(&self, job: Job) -> Result<(), Closed> {
-        let queue = &*self.queue;
-        let mut state = queue.lock();
-        while state.jobs.len() >= queue.capacity && !state.closed {
-            state.blocked += 1;
-            state = queue
-                .room_ready
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
-            state.blocked -= 1;
+    /// pool is or becomes closed first.
+    pub fn execute(&self, mut job: Job) -> Result<(), Closed> {
+        // Present until `shutdown`, which takes the pool by value.
+        let jobs = self
+            .jobs
+            .as_ref()
+            .expect("the queue is open while the pool is shared");
+        loop {
+            if self.is_closed() {
+                return Err(Closed);
+            }
+            match jobs.try_send(job) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(back)) => {
+                    job = back;
+                    thread::sleep(FULL_QUEUE_POLL);
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(Closed),
+            }
         }
-        if state.closed {
-            return Err(Closed);
-        }
-        state.jobs.push_back(job);
-        let someone_idle = state.idle > 0;
-        drop(state);
-        if someone_idle {
-            queue.job_ready.notify_one();
-        }
-        Ok(())
     }
 
-    /// Closes the queue, lets the workers finish what they hold and what is queued, and waits
+    /// Closes the pool, lets the workers finish what they hold and what is queued, and waits
     /// for them until `grace` has passed. Returns how many jobs were still running then; their
     /// threads are left to be ended with the process.
     pub fn shutdown(mut self, grace: Duration) -> usize {
-        self.queue.close();
-        let deadline = Instant::now() + grace;
-        let mut state = self.queue.lock();
-        while state.alive > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let running = state.busy;
-                drop(state);
+        self.closed.store(true, Ordering::Release);
+        drop(self.jobs.take());
+        match self.returned.recv_timeout(grace) {
+            Err(RecvTimeoutError::Disconnected) => 0, // all returned; Drop joins them at once
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {
                 self.workers.clear(); // detach: a dropped JoinHandle does not wait
-                return running;
+                self.busy()
             }
-            state = self
-                .queue
-                .all_returned
-                .wait_timeout(state, left)
-                .map_or_else(|poisoned| poisoned.into_inner().0, |(state, _)| state);
         }
-        0 // every worker has returned; Drop joins them at once
     }
 }
 
 impl Closer {
-    /// Closes the queue: no new jobs; workers return once it is empty.
+    /// Closes the pool to new work; what is queued or running carries on.
     pub fn close(&self) {
-        self.0.close();
+        self.0.store(true, Ordering::Release);
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        self.queue.close();
+        drop(self.jobs.take());
         for worker in self.workers.drain(..) {
             // A worker never panics itself (jobs are caught), so join cannot fail.
             let _ = worker.join();
@@ -245,18 +162,22 @@ impl Drop for Pool {
     }
 }
 
-/// A worker's life: take the next job until the queue closes and empties.
-fn work(queue: &Queue) {
+/// A worker's life: take the next job until the queue is closed and empty.
+fn work(queue: &Mutex<Receiver<Job>>, busy: &AtomicUsize, _returning: mpsc::Sender<()>) {
     yield_to_the_accept_loop();
-    let mut finished = false;
-    while let Some(job) = queue.next(finished) {
+    loop {
+        // The lock is held for this one statement only, never while a job runs. A panicking
+        // job cannot poison it (jobs run outside it), so the unwrap cannot fail.
+        let job = queue.lock().unwrap().recv();
+        let Ok(job) = job else { return };
+        busy.fetch_add(1, Ordering::Relaxed);
         if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(job)) {
             error!(
                 panic = panic_message(&*panic),
                 "a job panicked; its worker carries on"
             );
         }
-        finished = true;
+        busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -299,6 +220,7 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc;
+    use std::time::Instant;
 
     use super::*;
 

@@ -80,6 +80,9 @@ pub struct Crowd {
     pub failed: usize,
     /// The slowest client, from its connect to its end.
     pub slowest: Duration,
+    /// The longest wait from a connect to its first byte: time in the listen backlog and the
+    /// queue, before a worker took the connection.
+    pub first_byte: Duration,
     /// Newline characters received in all (endlessh sends one line per write).
     pub lines: usize,
 }
@@ -119,7 +122,7 @@ pub fn crowd(addr: SocketAddr, count: usize, expect: usize, quota_lines: Option<
         }
     }
     let mut open = clients.iter().filter(|c| c.is_some()).count();
-    let mut slowest = Duration::ZERO;
+    let (mut slowest, mut first_byte) = (Duration::ZERO, Duration::ZERO);
     let mut buf = vec![0u8; 4096];
     let deadline = Instant::now() + LIMIT;
     while open > 0 && Instant::now() < deadline {
@@ -139,6 +142,9 @@ pub fn crowd(addr: SocketAddr, count: usize, expect: usize, quota_lines: Option<
                         });
                     }
                     Ok(n) => {
+                        if client.bytes == 0 {
+                            first_byte = first_byte.max(client.started.elapsed());
+                        }
                         client.bytes += n;
                         client.lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
                         if quota_lines.is_some_and(|q| client.lines >= q) {
@@ -163,6 +169,7 @@ pub fn crowd(addr: SocketAddr, count: usize, expect: usize, quota_lines: Option<
         }
     }
     Crowd {
+        first_byte,
         failed: failed + open,
         slowest,
         lines,

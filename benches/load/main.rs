@@ -210,6 +210,7 @@ impl Bench {
             .collect();
         let path = self.file("crowd.txt", &poem);
         let (mut slowest, mut rss, mut cpu, mut failed) = (vec![], vec![], vec![], 0);
+        let mut first_byte = vec![];
         for run in 0..self.runs {
             self.say(&format!("10,000 slow clients, run {}", run + 1));
             let args = ["--workers", "10000", "--delay", "0.5", "--num-bytes", "10"];
@@ -219,6 +220,7 @@ impl Bench {
             let used = server.cpu() - before;
             failed += crowd.failed;
             slowest.push(crowd.slowest.as_secs_f64());
+            first_byte.push(crowd.first_byte.as_secs_f64() * 1e3);
             rss.push(mib(server.peak_rss()));
             cpu.push(used.as_secs_f64() * 1e6 / (CLIENTS * CHUNKS) as f64);
         }
@@ -236,6 +238,14 @@ impl Bench {
             format!("{:.3}×", slowest / ideal_s),
             "≤ 1.10×, all served",
             Some(slowest / ideal_s <= 1.10 && failed == 0),
+        ));
+        self.rows.push(Row::new(
+            "3. 10k clients: longest wait for a first byte (ms)",
+            format!("{:.0}", median(first_byte)),
+            String::new(),
+            String::new(),
+            "report",
+            None,
         ));
         self.rows.push(Row::new(
             "3. 10k clients: server peak RSS (MiB)",
