@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use floor::Floor;
-use procs::{Served, free_port, installed};
+use procs::{Served, free_port, installed, listen_overflows};
 
 /// One line of the results table.
 struct Row {
@@ -210,13 +210,14 @@ impl Bench {
             .collect();
         let path = self.file("crowd.txt", &poem);
         let (mut slowest, mut rss, mut cpu, mut failed) = (vec![], vec![], vec![], 0);
-        let mut first_byte = vec![];
+        let (mut first_byte, mut dropped) = (vec![], 0);
         for run in 0..self.runs {
             self.say(&format!("10,000 slow clients, run {}", run + 1));
             let args = ["--workers", "10000", "--delay", "0.5", "--num-bytes", "10"];
             let server = Served::poetry(&path, &args, &self.log("crowd"));
-            let before = server.cpu();
+            let (before, overflows) = (server.cpu(), listen_overflows());
             let crowd = clients::crowd(server.addr, CLIENTS, poem.len(), None);
+            dropped += listen_overflows() - overflows;
             let used = server.cpu() - before;
             failed += crowd.failed;
             slowest.push(crowd.slowest.as_secs_f64());
@@ -242,6 +243,14 @@ impl Bench {
         self.rows.push(Row::new(
             "3. 10k clients: longest wait for a first byte (ms)",
             format!("{:.0}", median(first_byte)),
+            String::new(),
+            String::new(),
+            "report",
+            None,
+        ));
+        self.rows.push(Row::new(
+            "3. 10k clients: connects dropped by a full backlog, all runs",
+            format!("{dropped}"),
             String::new(),
             String::new(),
             "report",

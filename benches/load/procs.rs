@@ -126,3 +126,19 @@ pub fn installed(program: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// The kernel's count of connections dropped because a listen backlog was full
+/// (TcpExt ListenOverflows in /proc/net/netstat), machine-wide.
+pub fn listen_overflows() -> u64 {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "ListenOverflows")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0)
+}
