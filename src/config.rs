@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 
+use crate::collection::Order;
 use crate::pacing::Pacing;
 
 /// The longest any option given in seconds may be: one year.
@@ -24,9 +25,14 @@ const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 pub struct Cli {
-    /// The file to serve. Any bytes, any size; it is read as it is served, never held in memory
-    #[arg(value_name = "POEM")]
-    pub poem: PathBuf,
+    /// The poems to serve: files, or directories whose .txt files are served in name order.
+    /// Any bytes, any size; a poem is read as it is served, never held in memory
+    #[arg(value_name = "POEM", required = true)]
+    pub poems: Vec<PathBuf>,
+
+    /// How each connection's poem is chosen when there are several
+    #[arg(long, value_enum, default_value_t = Order::Sequential)]
+    pub order: Order,
 
     /// TCP port to listen on; 0 picks a free port (the listening line on stdout names it)
     #[arg(long, value_name = "PORT", default_value_t = 10000)]
@@ -74,13 +80,35 @@ pub struct Cli {
         allow_negative_numbers = true
     )]
     pub shutdown_grace: f64,
+
+    /// Set SO_REUSEPORT, so that several poetry-serve processes can listen on one port and
+    /// share its connections
+    #[arg(long)]
+    pub reuse_port: bool,
+
+    /// Log lines as plain text, or as one JSON object per line for log shippers
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines (and the stats line) are written on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines with `key=value` fields.
+    #[default]
+    Text,
+    /// One JSON object per line, event fields at the top level.
+    Json,
 }
 
 /// Everything the server needs to know, checked.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The poem's path, not yet opened: see [`crate::poem::Poem::open`].
-    pub poem: PathBuf,
+    /// The poems' paths (files or directories), not yet opened: see
+    /// [`crate::collection::Collection::open`].
+    pub poems: Vec<PathBuf>,
+    /// How each connection's poem is chosen.
+    pub order: Order,
     /// Where to listen.
     pub addr: SocketAddr,
     /// Chunk size and delay.
@@ -91,6 +119,10 @@ pub struct Config {
     pub write_timeout: Duration,
     /// How long shutdown waits for poems already streaming.
     pub shutdown_grace: Duration,
+    /// Whether to set SO_REUSEPORT on the listener.
+    pub reuse_port: bool,
+    /// How logs and the stats line are written.
+    pub log_format: LogFormat,
 }
 
 impl Cli {
@@ -114,7 +146,10 @@ impl Cli {
             bail!("invalid --write-timeout 0: it must be greater than 0");
         }
         Ok(Config {
-            poem: self.poem,
+            poems: self.poems,
+            order: self.order,
+            reuse_port: self.reuse_port,
+            log_format: self.log_format,
             addr: SocketAddr::new(ip, self.port),
             pacing: Pacing::new(chunk, delay),
             workers,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 
+use crate::collection::Collection;
 use crate::pacing::Pacing;
 use crate::poem::Poem;
 use crate::stats::Stats;
@@ -23,10 +24,9 @@ use crate::stats::Stats;
 pub const LINGER: Duration = Duration::from_secs(2);
 
 /// What every connection needs, shared by all workers.
-#[derive(Debug)]
 pub struct Context {
-    /// The poem every client gets.
-    pub poem: Poem,
+    /// The poems; each client gets one.
+    pub poems: Collection,
     /// Chunk size and delay.
     pub pacing: Pacing,
     /// How long a write may make no progress before the client is dropped.
@@ -83,8 +83,9 @@ struct Progress {
 /// Streams the poem to one client, closes the connection, counts and logs how it went.
 pub fn serve(stream: TcpStream, peer: SocketAddr, ctx: &Context) {
     let start = Instant::now();
+    let poem = ctx.poems.pick();
     let mut progress = Progress::default();
-    let outcome = stream_poem(&stream, ctx, start, &mut progress);
+    let outcome = stream_poem(&stream, &poem, ctx, start, &mut progress);
     // After the whole poem, shut the write side so the client sees EOF right after the last
     // byte; if that fails, the client is already gone.
     let lingering =
@@ -98,6 +99,7 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, ctx: &Context) {
     };
     info!(
         %peer,
+        poem = %poem.path().display(),
         bytes = progress.bytes,
         chunks = progress.chunks,
         duration_ms = start.elapsed().as_millis() as u64,
@@ -116,11 +118,12 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, ctx: &Context) {
 /// truncated meanwhile ends the poem early).
 fn stream_poem(
     stream: &TcpStream,
+    poem: &Poem,
     ctx: &Context,
     start: Instant,
     progress: &mut Progress,
 ) -> Outcome {
-    let len = match prepare(stream, ctx) {
+    let len = match prepare(stream, poem, ctx) {
         Ok(len) => len,
         Err(err) => return Outcome::from_error(err),
     };
@@ -134,7 +137,7 @@ fn stream_poem(
         while offset < end {
             // `end - offset` is at most one step, which is a usize.
             let want = (end - offset) as usize;
-            match ctx.poem.send(stream, &mut offset, want) {
+            match poem.send(stream, &mut offset, want) {
                 Ok(0) => {
                     debug!(
                         offset,
@@ -157,7 +160,7 @@ fn stream_poem(
 }
 
 /// Sets the socket up for streaming and returns how many bytes the poem has now.
-fn prepare(stream: &TcpStream, ctx: &Context) -> io::Result<u64> {
+fn prepare(stream: &TcpStream, poem: &Poem, ctx: &Context) -> io::Result<u64> {
     stream.set_write_timeout(Some(ctx.write_timeout))?;
     // Nagle's algorithm would hold a small chunk back until the previous one is acknowledged;
     // a paced chunk must leave when it is due, as its own segment. (It is on by default, and
@@ -165,7 +168,7 @@ fn prepare(stream: &TcpStream, ctx: &Context) -> io::Result<u64> {
     if ctx.pacing.is_paced() {
         stream.set_nodelay(true)?;
     }
-    ctx.poem.size()
+    poem.size()
 }
 
 fn sleep_until(due: Instant) {

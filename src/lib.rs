@@ -8,21 +8,23 @@
 //! # Layout
 //!
 //! - [`config`]: the command line and the validated [`Config`] built from it.
-//! - [`poem`]: opens the poem file once and sends from it at any offset, without copying it.
+//! - [`collection`]: the poems being served, picked per connection, reloaded on SIGHUP.
+//! - [`poem`]: opens one poem file and sends from it at any offset, without copying it.
 //! - [`server`]: binds the listener and runs the accept loop.
 //! - [`pool`]: the fixed pool of worker threads and its bounded queue.
-//! - [`connection`]: streams the poem to one client on schedule and closes without loss.
+//! - [`connection`]: streams a poem to one client on schedule and closes without loss.
 //! - [`pacing`]: the chunk size and the deadline of each chunk.
-//! - [`shutdown`]: SIGINT/SIGTERM: closing the pool's queue, waking `accept`, the second signal.
-//! - [`stats`]: server-wide counters and the summary line.
+//! - [`signals`]: SIGINT/SIGTERM (shutdown), SIGUSR1 (stats line), SIGHUP (reload).
+//! - [`stats`]: server-wide counters and the stats line.
 
+pub mod collection;
 pub mod config;
 pub mod connection;
 pub mod pacing;
 pub mod poem;
 pub mod pool;
 pub mod server;
-pub mod shutdown;
+pub mod signals;
 pub mod stats;
 
 use std::io::Write;
@@ -31,39 +33,48 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tracing::{info, warn};
 
+use collection::Collection;
 pub use config::Config;
 use connection::Context;
-use poem::Poem;
 use pool::Pool;
-use shutdown::Shutdown;
+use signals::Signals;
 use stats::Stats;
 
 /// Runs the server until SIGINT or SIGTERM, then drains it and returns.
 ///
-/// Every check that can fail on bad input (the poem, the address) happens before anything
+/// Every check that can fail on bad input (the poems, the address) happens before anything
 /// listens. Once listening, one line naming the bound address goes to stdout.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    let shutdown = Shutdown::register().context("cannot install signal handlers")?;
-    let poem = Poem::open(&config.poem)?;
-    let listener = server::bind(config.addr)?;
+    let signals = Signals::register().context("cannot install signal handlers")?;
+    let poems = Collection::open(&config.poems, config.order)?;
+    let listener = server::bind(config.addr, config.reuse_port)?;
     let local = listener
         .local_addr()
         .context("cannot read the listening address")?;
     let pool = Pool::new(config.workers).context("cannot start the worker threads")?;
-    shutdown
-        .watch(local, pool.closer())
-        .context("cannot start the signal thread")?;
     let ctx = Arc::new(Context {
-        poem,
+        poems,
         pacing: config.pacing,
         write_timeout: config.write_timeout,
-        stats: Stats::default(),
+        stats: Stats::new(),
     });
+    signals
+        .watch(signals::Server {
+            listening: local,
+            closer: pool.closer(),
+            ctx: Arc::clone(&ctx),
+            load: pool.load(),
+            log_format: config.log_format,
+        })
+        .context("cannot start the signal thread")?;
 
     announce(local);
+    for poem in ctx.poems.current().iter() {
+        info!(poem = %poem.path().display(), bytes = poem.size().unwrap_or(0), "poem");
+    }
     info!(
-        poem = %ctx.poem.path().display(),
-        bytes = ctx.poem.size().unwrap_or(0),
+        poems = ctx.poems.current().len(),
+        order = ?config.order,
         num_bytes = config.pacing.chunk(),
         delay_s = config.pacing.delay().as_secs_f64(),
         workers = config.workers,
@@ -84,7 +95,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             "grace period over; closing connections still streaming"
         );
     }
-    info!("stopped: {}", ctx.stats.snapshot());
+    // Whatever still streams is about to be cut off by the exit: it counts as aborted.
+    ctx.stats.report(0, 0).print(config.log_format);
     Ok(())
 }
 

@@ -50,9 +50,28 @@ pub struct Pool {
     jobs: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
     closed: Arc<AtomicBool>,
-    busy: Arc<AtomicUsize>,
+    load: Arc<Load>,
     /// Every worker holds a sender of this channel, so it disconnects when the last returns.
     returned: Receiver<()>,
+}
+
+/// How busy the pool is, readable from anywhere (for the stats line).
+#[derive(Debug, Default)]
+pub struct Load {
+    busy: AtomicUsize,
+    queued: AtomicUsize,
+}
+
+impl Load {
+    /// Workers running a job now.
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    /// Jobs queued and not yet taken by a worker.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
 }
 
 /// Tells the pool's users to stop handing it work, from anywhere (the signal thread, say).
@@ -70,21 +89,21 @@ impl Pool {
         let (jobs, queue) = mpsc::sync_channel::<Job>(size);
         let queue = Arc::new(Mutex::new(queue));
         let (returning, returned) = mpsc::channel();
-        let busy = Arc::new(AtomicUsize::new(0));
+        let load = Arc::new(Load::default());
         let mut pool = Pool {
             jobs: Some(jobs),
             workers: Vec::with_capacity(size),
             closed: Arc::new(AtomicBool::new(false)),
-            busy: Arc::clone(&busy),
+            load: Arc::clone(&load),
             returned,
         };
         for id in 0..size {
-            let (queue, returning, busy) =
-                (Arc::clone(&queue), returning.clone(), Arc::clone(&busy));
+            let (queue, returning, load) =
+                (Arc::clone(&queue), returning.clone(), Arc::clone(&load));
             let worker = thread::Builder::new()
                 .name(format!("worker-{id}"))
                 .stack_size(WORKER_STACK)
-                .spawn(move || work(&queue, &busy, returning))?;
+                .spawn(move || work(&queue, &load, returning))?;
             // On error, dropping `pool` ends and joins the workers already started.
             pool.workers.push(worker);
         }
@@ -103,7 +122,12 @@ impl Pool {
 
     /// How many workers are running a job right now.
     pub fn busy(&self) -> usize {
-        self.busy.load(Ordering::Relaxed)
+        self.load.busy()
+    }
+
+    /// A handle on the pool's load, for reporting.
+    pub fn load(&self) -> Arc<Load> {
+        Arc::clone(&self.load)
     }
 
     /// Queues `job`, waiting while the queue is full. Fails, dropping the job unrun, if the
@@ -118,13 +142,19 @@ impl Pool {
             if self.is_closed() {
                 return Err(Closed);
             }
+            // Counted before the send, so a worker never takes a job not yet counted.
+            self.load.queued.fetch_add(1, Ordering::Relaxed);
             match jobs.try_send(job) {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Full(back)) => {
+                    self.load.queued.fetch_sub(1, Ordering::Relaxed);
                     job = back;
                     thread::sleep(FULL_QUEUE_POLL);
                 }
-                Err(TrySendError::Disconnected(_)) => return Err(Closed),
+                Err(TrySendError::Disconnected(_)) => {
+                    self.load.queued.fetch_sub(1, Ordering::Relaxed);
+                    return Err(Closed);
+                }
             }
         }
     }
@@ -163,21 +193,22 @@ impl Drop for Pool {
 }
 
 /// A worker's life: take the next job until the queue is closed and empty.
-fn work(queue: &Mutex<Receiver<Job>>, busy: &AtomicUsize, _returning: mpsc::Sender<()>) {
+fn work(queue: &Mutex<Receiver<Job>>, load: &Load, _returning: mpsc::Sender<()>) {
     yield_to_the_accept_loop();
     loop {
         // The lock is held for this one statement only, never while a job runs. A panicking
         // job cannot poison it (jobs run outside it), so the unwrap cannot fail.
         let job = queue.lock().unwrap().recv();
         let Ok(job) = job else { return };
-        busy.fetch_add(1, Ordering::Relaxed);
+        load.busy.fetch_add(1, Ordering::Relaxed);
+        load.queued.fetch_sub(1, Ordering::Relaxed);
         if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(job)) {
             error!(
                 panic = panic_message(&*panic),
                 "a job panicked; its worker carries on"
             );
         }
-        busy.fetch_sub(1, Ordering::Relaxed);
+        load.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -29,13 +29,18 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Binds `addr` and starts listening with [`BACKLOG`].
 ///
 /// `SO_REUSEADDR` is set so that a restarted server can bind while old connections linger in
-/// TIME_WAIT; it does not let two servers listen on one port. An unspecified IPv6 address
-/// (`::`) accepts IPv4 clients too.
-pub fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+/// TIME_WAIT; it does not let two servers listen on one port. `reuse_port` sets
+/// `SO_REUSEPORT`, which does: every process that sets it may listen on the port, and the
+/// kernel spreads new connections among them. An unspecified IPv6 address (`::`) accepts
+/// IPv4 clients too.
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<TcpListener> {
     let fail = || format!("cannot listen on {addr}");
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .with_context(fail)?;
     socket.set_reuse_address(true).with_context(fail)?;
+    if reuse_port {
+        socket.set_reuse_port(true).with_context(fail)?;
+    }
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         socket.set_only_v6(false).with_context(fail)?;
     }

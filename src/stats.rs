@@ -1,16 +1,20 @@
-//! Server-wide counters, shared by the accept loop and every worker.
+//! Server-wide counters, shared by the accept loop and every worker, and the stats line that
+//! reports them (on SIGUSR1 and at shutdown).
 //!
 //! Plain relaxed atomics: each counter is read only for reporting, never to make a decision,
 //! so no ordering between them is needed.
 
-use std::fmt;
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime};
 
+use crate::config::LogFormat;
 use crate::connection::Outcome;
 
 /// Totals since the server started.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stats {
+    started: Instant,
     accepted: AtomicU64,
     completed: AtomicU64,
     client_closed: AtomicU64,
@@ -19,14 +23,17 @@ pub struct Stats {
     bytes: AtomicU64,
 }
 
-/// A copy of the counters at one moment, for a log line.
+/// The counters at one moment, with the pool's load, for the stats line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Snapshot {
+pub struct Report {
+    /// Time since the server started.
+    pub uptime: Duration,
     /// Connections accepted.
     pub accepted: u64,
     /// Connections that received the whole poem.
     pub completed: u64,
-    /// Connections that did not: the client left, stalled or failed, or shutdown cut them off.
+    /// Connections that did not: accepted, minus completed, minus those still streaming or
+    /// queued. At shutdown, after the grace period, whatever still streamed counts here.
     pub aborted: u64,
     /// Of the aborted, those whose client hung up first.
     pub client_closed: u64,
@@ -36,9 +43,26 @@ pub struct Snapshot {
     pub failed: u64,
     /// Poem bytes handed to the kernel for all connections.
     pub bytes: u64,
+    /// Workers streaming a poem now.
+    pub busy: usize,
+    /// Connections accepted and waiting for a worker.
+    pub queued: usize,
 }
 
 impl Stats {
+    /// Counters at zero, with the uptime clock starting now.
+    pub fn new() -> Stats {
+        Stats {
+            started: Instant::now(),
+            accepted: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            client_closed: AtomicU64::new(0),
+            timed_out: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        }
+    }
+
     /// Counts a newly accepted connection.
     pub fn accepted(&self) {
         self.accepted.fetch_add(1, Relaxed);
@@ -60,36 +84,114 @@ impl Stats {
         counter.fetch_add(1, Relaxed);
     }
 
-    /// The counters now. Connections still streaming count as aborted: the snapshot is taken
-    /// for the final summary, when whatever still streams is about to be cut off.
-    pub fn snapshot(&self) -> Snapshot {
+    /// The counters now, with `busy` workers streaming and `queued` connections waiting.
+    pub fn report(&self, busy: usize, queued: usize) -> Report {
         let accepted = self.accepted.load(Relaxed);
         let completed = self.completed.load(Relaxed);
-        Snapshot {
+        let in_flight = (busy + queued) as u64;
+        Report {
+            uptime: self.started.elapsed(),
             accepted,
             completed,
-            aborted: accepted.saturating_sub(completed),
+            aborted: accepted.saturating_sub(completed + in_flight),
             client_closed: self.client_closed.load(Relaxed),
             timed_out: self.timed_out.load(Relaxed),
             failed: self.failed.load(Relaxed),
             bytes: self.bytes.load(Relaxed),
+            busy,
+            queued,
         }
     }
 }
 
-impl fmt::Display for Snapshot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "connections={} completed={} aborted={} (client_closed={} timed_out={} failed={}) \
-             bytes_sent={}",
-            self.accepted,
-            self.completed,
-            self.aborted,
-            self.client_closed,
-            self.timed_out,
-            self.failed,
-            self.bytes
-        )
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats::new()
+    }
+}
+
+impl Report {
+    /// The fields in order, for both formats.
+    fn fields(&self) -> [(&'static str, String); 10] {
+        [
+            ("uptime_s", format!("{:.1}", self.uptime.as_secs_f64())),
+            ("accepted", self.accepted.to_string()),
+            ("completed", self.completed.to_string()),
+            ("aborted", self.aborted.to_string()),
+            ("timed_out", self.timed_out.to_string()),
+            ("client_closed", self.client_closed.to_string()),
+            ("failed", self.failed.to_string()),
+            ("bytes_sent", self.bytes.to_string()),
+            ("busy_workers", self.busy.to_string()),
+            ("queued", self.queued.to_string()),
+        ]
+    }
+
+    /// The stats line, in `format`: `stats: uptime_s=… accepted=…` as text, or one JSON object
+    /// with `"message":"stats"` and the same fields as numbers.
+    pub fn line(&self, format: LogFormat) -> String {
+        let fields = self.fields();
+        match format {
+            LogFormat::Text => {
+                let pairs: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("stats: {}", pairs.join(" "))
+            }
+            LogFormat::Json => {
+                let since_epoch = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default();
+                let pairs: Vec<String> =
+                    fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                format!(
+                    "{{\"unix_time\":{:.3},\"message\":\"stats\",{}}}",
+                    since_epoch.as_secs_f64(),
+                    pairs.join(",")
+                )
+            }
+        }
+    }
+
+    /// Writes the stats line to stderr, whatever the log level: it is asked for explicitly.
+    pub fn print(&self, format: LogFormat) {
+        let mut stderr = std::io::stderr().lock();
+        // Nowhere else to report a failed write to stderr.
+        let _ = writeln!(stderr, "{}", self.line(format));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_in_flight_are_not_counted_as_aborted() {
+        let stats = Stats::new();
+        for _ in 0..5 {
+            stats.accepted();
+        }
+        stats.ended(&Outcome::Complete);
+        stats.ended(&Outcome::TimedOut);
+        let report = stats.report(2, 1);
+        assert_eq!(
+            (report.accepted, report.completed, report.aborted),
+            (5, 1, 1)
+        );
+        assert_eq!((report.timed_out, report.busy, report.queued), (1, 2, 1));
+        // At shutdown, with nothing left running, the two that were cut off are aborted.
+        assert_eq!(stats.report(0, 0).aborted, 4);
+    }
+
+    #[test]
+    fn the_line_has_every_field_in_both_formats() {
+        let report = Stats::new().report(3, 4);
+        let text = report.line(LogFormat::Text);
+        assert!(text.starts_with("stats: uptime_s="), "{text}");
+        assert!(text.ends_with("busy_workers=3 queued=4"), "{text}");
+        let json = report.line(LogFormat::Json);
+        assert!(json.contains("\"message\":\"stats\""), "{json}");
+        assert!(
+            json.contains("\"accepted\":0,") && json.ends_with("\"queued\":4}"),
+            "{json}"
+        );
     }
 }

@@ -56,12 +56,33 @@ fn missing_poem() {
     assert_one_line(&output, &["cannot open poem", &path, "No such file"]);
 }
 
-/// A directory is not a poem.
+/// A directory with no poems in it (no .txt files) is refused.
 #[test]
-fn directory_poem() {
+fn directory_without_poems() {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.md"), "not a poem").unwrap();
     let output = run(&["--port", "0", &dir.path().display().to_string()]);
-    assert_one_line(&output, &["is a directory"]);
+    assert_one_line(&output, &["holds no poems"]);
+}
+
+/// One bad poem among good ones is refused, by name.
+#[test]
+fn one_bad_poem_among_several() {
+    let output = run(&["--port", "0", &science(), "/no/such/poem.txt"]);
+    assert_one_line(&output, &["cannot open poem '/no/such/poem.txt'"]);
+}
+
+/// --order and --log-format take only their documented values.
+#[test]
+fn unknown_order_or_log_format() {
+    assert_refused(
+        &run(&["--order", "alphabetical", &science()]),
+        &["alphabetical", "sequential", "random"],
+    );
+    assert_refused(
+        &run(&["--log-format", "xml", &science()]),
+        &["xml", "text", "json"],
+    );
 }
 
 /// A FIFO is refused without blocking on opening it.

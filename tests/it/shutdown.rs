@@ -49,10 +49,7 @@ fn sigterm_drains_poems_in_flight_and_refuses_new_connects() {
     let status = server.wait_exit(LIMIT);
     assert_eq!(status.code(), Some(0), "stderr:\n{}", server.stderr());
     let log = server.stderr();
-    assert!(
-        log.contains("stopped: connections=1 completed=1 aborted=0"),
-        "{log}"
-    );
+    assert!(log.contains("accepted=1 completed=1 aborted=0"), "{log}");
     assert!(log.contains("bytes_sent=100"), "{log}");
 }
 
@@ -92,10 +89,7 @@ fn shutdown_with_every_worker_busy() {
         server.stderr()
     );
     let log = server.stderr();
-    assert!(
-        log.contains("stopped: connections=3 completed=2 aborted=1"),
-        "{log}"
-    );
+    assert!(log.contains("accepted=3 completed=2 aborted=1"), "{log}");
 }
 
 /// When the grace period runs out, what still streams is closed and the server exits 0,
@@ -125,10 +119,7 @@ fn the_grace_period_bounds_shutdown() {
     );
     let log = server.stderr();
     assert!(log.contains("grace period over"), "{log}");
-    assert!(
-        log.contains("stopped: connections=1 completed=0 aborted=1"),
-        "{log}"
-    );
+    assert!(log.contains("accepted=1 completed=0 aborted=1"), "{log}");
     // The client sees its connection end early, not hang.
     let rest = read_to_end(client, started).map_or(0, |f| f.bytes.len());
     assert!(

@@ -1,0 +1,203 @@
+//! The poems being served: opened from the POEM arguments at start-up, reopened on SIGHUP, and
+//! picked one per connection, in turn or at random.
+//!
+//! Each connection holds its own `Arc` of the poem it was given, so a reload never touches
+//! poems already streaming: they finish with the file they started with, while new
+//! connections get the new set.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context, bail};
+use clap::ValueEnum;
+
+use crate::poem::Poem;
+
+/// How each new connection's poem is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Order {
+    /// Each connection gets the next poem, in the order given, starting over after the last.
+    #[default]
+    Sequential,
+    /// Each connection gets a poem picked at random.
+    Random,
+}
+
+/// The poems, as a set that can be swapped whole.
+pub struct Collection {
+    /// The POEM arguments, files or directories, as given.
+    sources: Vec<PathBuf>,
+    order: Order,
+    poems: RwLock<Arc<[Arc<Poem>]>>,
+    /// How many poems have been picked: the next one in turn, or the seed of a random pick.
+    picks: AtomicUsize,
+    random: RandomState,
+}
+
+impl Collection {
+    /// Opens every poem named by `sources`: a file is one poem; a directory contributes its
+    /// regular files whose names end in `.txt`, in name order. Fails on the first poem that
+    /// cannot be opened, or if there are none.
+    pub fn open(sources: &[PathBuf], order: Order) -> anyhow::Result<Collection> {
+        Ok(Collection {
+            poems: RwLock::new(open_all(sources)?),
+            sources: sources.to_vec(),
+            order,
+            picks: AtomicUsize::new(0),
+            random: RandomState::new(),
+        })
+    }
+
+    /// The poem for a new connection.
+    pub fn pick(&self) -> Arc<Poem> {
+        let poems = self.current();
+        let n = self.picks.fetch_add(1, Ordering::Relaxed);
+        let index = match self.order {
+            Order::Sequential => n % poems.len(),
+            Order::Random => (self.random.hash_one(n) % poems.len() as u64) as usize,
+        };
+        Arc::clone(&poems[index])
+    }
+
+    /// Opens the sources again and, if every poem opens, serves the new set from now on.
+    /// On failure the old set stays. Returns how many poems are served now.
+    pub fn reload(&self) -> anyhow::Result<usize> {
+        let fresh = open_all(&self.sources)?;
+        let count = fresh.len();
+        *self
+            .poems
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
+        self.picks.store(0, Ordering::Relaxed);
+        Ok(count)
+    }
+
+    /// The poems served now.
+    pub fn current(&self) -> Arc<[Arc<Poem>]> {
+        // Held for this one statement; nothing can panic while it is held.
+        Arc::clone(
+            &self
+                .poems
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+}
+
+fn open_all(sources: &[PathBuf]) -> anyhow::Result<Arc<[Arc<Poem>]>> {
+    let mut poems = Vec::new();
+    for source in sources {
+        if source.is_dir() {
+            for path in poems_in(source)? {
+                poems.push(Arc::new(Poem::open(&path)?));
+            }
+        } else {
+            poems.push(Arc::new(Poem::open(source)?));
+        }
+    }
+    Ok(poems.into())
+}
+
+/// The `.txt` regular files directly inside `dir`, sorted by name.
+fn poems_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let shown = dir.display();
+    let mut found = Vec::new();
+    for entry in
+        std::fs::read_dir(dir).with_context(|| format!("cannot read directory '{shown}'"))?
+    {
+        let path = entry
+            .with_context(|| format!("cannot read directory '{shown}'"))?
+            .path();
+        if path.extension().is_some_and(|ext| ext == "txt") && path.is_file() {
+            found.push(path);
+        }
+    }
+    if found.is_empty() {
+        bail!("directory '{shown}' holds no poems (regular files ending in .txt)");
+    }
+    found.sort();
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        dir
+    }
+
+    fn names(collection: &Collection, picks: usize) -> Vec<String> {
+        (0..picks)
+            .map(|_| {
+                collection
+                    .pick()
+                    .path()
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sequential_takes_the_poems_in_turn() {
+        let dir = dir_with(&[("a.txt", "A"), ("b.txt", "B")]);
+        let sources = [dir.path().join("b.txt"), dir.path().join("a.txt")];
+        let collection = Collection::open(&sources, Order::Sequential).unwrap();
+        assert_eq!(
+            names(&collection, 5),
+            ["b.txt", "a.txt", "b.txt", "a.txt", "b.txt"]
+        );
+    }
+
+    #[test]
+    fn a_directory_gives_its_txt_files_in_name_order() {
+        let dir = dir_with(&[("b.txt", "B"), ("a.txt", "A"), ("README.md", "not a poem")]);
+        let collection = Collection::open(&[dir.path().to_owned()], Order::Sequential).unwrap();
+        assert_eq!(names(&collection, 3), ["a.txt", "b.txt", "a.txt"]);
+    }
+
+    #[test]
+    fn a_directory_without_poems_is_refused() {
+        let dir = dir_with(&[("README.md", "not a poem")]);
+        let err = Collection::open(&[dir.path().to_owned()], Order::Sequential)
+            .err()
+            .unwrap();
+        assert!(format!("{err:#}").contains("holds no poems"), "{err:#}");
+    }
+
+    #[test]
+    fn random_picks_only_given_poems_and_not_always_the_same() {
+        let dir = dir_with(&[("a.txt", "A"), ("b.txt", "B"), ("c.txt", "C")]);
+        let collection = Collection::open(&[dir.path().to_owned()], Order::Random).unwrap();
+        let picked = names(&collection, 60);
+        assert!(
+            picked
+                .iter()
+                .all(|n| ["a.txt", "b.txt", "c.txt"].contains(&n.as_str()))
+        );
+        let distinct: std::collections::BTreeSet<_> = picked.iter().collect();
+        assert!(distinct.len() > 1, "60 random picks were all {distinct:?}");
+    }
+
+    #[test]
+    fn a_failed_reload_keeps_the_old_poems() {
+        let dir = dir_with(&[("a.txt", "A")]);
+        let path = dir.path().join("a.txt");
+        let collection = Collection::open(std::slice::from_ref(&path), Order::Sequential).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(collection.reload().is_err());
+        assert_eq!(names(&collection, 1), ["a.txt"]);
+        std::fs::write(&path, "A again").unwrap();
+        assert_eq!(collection.reload().unwrap(), 1);
+    }
+}
