@@ -63,9 +63,16 @@ impl Server {
 
     /// Like [`Server::start`], but adds no `--port`.
     pub fn start_raw(args: &[&str], poem: &Path) -> Server {
+        Server::start_with(args, &[poem], &[])
+    }
+
+    /// Starts the binary with `args`, then `poems`, with `env` added to its environment, and
+    /// waits for its listening line.
+    pub fn start_with(args: &[&str], poems: &[&Path], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .args(args)
-            .arg(poem)
+            .args(poems)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

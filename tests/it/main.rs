@@ -4,5 +4,6 @@
 mod cli;
 mod clients;
 mod common;
+mod operations;
 mod shutdown;
 mod streaming;

@@ -1,0 +1,219 @@
+//! Running it as a daemon: several poems, reload, stats, JSON logs, dual stack, SO_REUSEPORT.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::common::{LIMIT, Server, binary_bytes, poem_file, read_to_end};
+
+/// Three small poems, told apart by their first byte.
+fn three_poems() -> (tempfile::TempDir, Vec<Vec<u8>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut texts = Vec::new();
+    for (name, first) in [("a.txt", b'A'), ("b.txt", b'B'), ("c.txt", b'C')] {
+        let mut text = binary_bytes(300);
+        text[0] = first;
+        std::fs::write(dir.path().join(name), &text).unwrap();
+        texts.push(text);
+    }
+    std::fs::write(dir.path().join("README.md"), "not a poem").unwrap();
+    (dir, texts)
+}
+
+/// Several POEM arguments are served in turn, in the order given.
+#[test]
+fn several_poems_are_served_in_turn() {
+    let (dir, texts) = three_poems();
+    let (a, b, c) = (
+        dir.path().join("a.txt"),
+        dir.path().join("b.txt"),
+        dir.path().join("c.txt"),
+    );
+    let server = Server::start_with(&["--port", "0", "--delay", "0"], &[&c, &a, &b], &[]);
+    for expected in [&texts[2], &texts[0], &texts[1], &texts[2], &texts[0]] {
+        server.fetch_exact(expected);
+    }
+}
+
+/// A directory serves its .txt files in name order, and nothing else in it.
+#[test]
+fn a_directory_serves_its_txt_files() {
+    let (dir, texts) = three_poems();
+    let server = Server::start_with(&["--port", "0", "--delay", "0"], &[dir.path()], &[]);
+    for expected in [&texts[0], &texts[1], &texts[2], &texts[0]] {
+        server.fetch_exact(expected);
+    }
+}
+
+/// --order random serves only the given poems, and not always the same one.
+#[test]
+fn random_order_serves_each_poem_whole() {
+    let (dir, texts) = three_poems();
+    let server = Server::start_with(
+        &["--port", "0", "--delay", "0", "--order", "random"],
+        &[dir.path()],
+        &[],
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        let fetch = server.fetch();
+        assert!(
+            texts.contains(&fetch.bytes),
+            "not one of the poems: {}",
+            server.stderr()
+        );
+        seen.insert(fetch.bytes[0]);
+    }
+    assert!(seen.len() > 1, "30 random fetches all gave poem {seen:?}");
+}
+
+/// SIGHUP reloads: a poem in flight finishes with the old text, new connections get the new
+/// one, and a reload that fails keeps serving what was there.
+#[test]
+fn sighup_reloads_the_poems() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("poem.txt");
+    let old = binary_bytes(100);
+    std::fs::write(&path, &old).unwrap();
+    let server = Server::start(&path, &["--num-bytes", "10", "--delay", "0.05"]);
+    let started = Instant::now();
+    let mut in_flight = server.connect();
+    let mut head = [0u8; 10];
+    in_flight
+        .read_exact(&mut head)
+        .expect("first chunk of the old poem");
+
+    // Replace the file the way editors do: write a new one and rename it over the old.
+    let new = b"an entirely new poem\n".repeat(3);
+    std::fs::write(dir.path().join("poem.new"), &new).unwrap();
+    std::fs::rename(dir.path().join("poem.new"), &path).unwrap();
+    server.signal(libc::SIGHUP);
+    server.wait_for_log("reloaded");
+    server.fetch_exact(&new);
+
+    let mut rest = read_to_end(in_flight, started).expect("the rest of the old poem");
+    rest.bytes.splice(0..0, head);
+    server.assert_bytes(&rest.bytes, &old);
+
+    std::fs::remove_file(&path).unwrap();
+    server.signal(libc::SIGHUP);
+    server.wait_for_log("reload failed");
+    server.fetch_exact(&new);
+}
+
+/// SIGUSR1 prints the stats line even when logging is off, with busy and queued counts.
+#[test]
+fn sigusr1_prints_stats_at_any_log_level() {
+    let bytes = binary_bytes(100);
+    let poem = poem_file(&bytes);
+    let args = [
+        "--port",
+        "0",
+        "--workers",
+        "1",
+        "--num-bytes",
+        "10",
+        "--delay",
+        "0.3",
+    ];
+    let server = Server::start_with(&args, &[poem.path()], &[("RUST_LOG", "off")]);
+    let mut streaming = server.connect();
+    let mut head = [0u8; 10];
+    streaming.read_exact(&mut head).expect("first chunk");
+    let _queued = server.connect();
+    // The accept loop takes the second connection at once and queues it.
+    let started = Instant::now();
+    loop {
+        server.signal(libc::SIGUSR1);
+        let log = server.wait_for_log("stats: ");
+        if log.contains("queued=1") || started.elapsed() > LIMIT {
+            assert!(log.contains("accepted=2 completed=0 aborted=0"), "{log}");
+            assert!(log.contains("busy_workers=1 queued=1"), "{log}");
+            assert!(!log.contains("INFO"), "RUST_LOG=off, yet: {log}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// --log-format json writes one JSON object per line, with stable top-level field names.
+#[test]
+fn json_logs_have_stable_fields() {
+    let bytes = binary_bytes(50);
+    let poem = poem_file(&bytes);
+    let server = Server::start(poem.path(), &["--delay", "0", "--log-format", "json"]);
+    server.fetch_exact(&bytes);
+    let log = server.wait_for_log("connection ended");
+    for line in log.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|err| panic!("not JSON ({err}): {line}\n{log}"));
+    }
+    let ended: serde_json::Value = log
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|event| event["message"] == "connection ended")
+        .expect("a connection-ended event");
+    assert_eq!(ended["bytes"], 50, "{ended}");
+    assert_eq!(ended["outcome"], "complete", "{ended}");
+    assert!(
+        ended["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{ended}"
+    );
+    assert!(
+        ended["chunks"].is_u64() && ended["duration_ms"].is_u64(),
+        "{ended}"
+    );
+}
+
+/// --iface :: accepts IPv4 clients too, and logs them as plain IPv4 addresses.
+#[test]
+fn dual_stack_accepts_ipv4_clients() {
+    let bytes = binary_bytes(64);
+    let poem = poem_file(&bytes);
+    let server = Server::start(poem.path(), &["--iface", "::", "--delay", "0"]);
+    assert_eq!(server.addr.ip().to_string(), "::");
+    let v4: SocketAddr = ([127, 0, 0, 1], server.addr.port()).into();
+    let stream = TcpStream::connect_timeout(&v4, LIMIT).expect("IPv4 connect to a :: listener");
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    let fetch = read_to_end(stream, Instant::now()).expect("fetch over IPv4");
+    server.assert_bytes(&fetch.bytes, &bytes);
+    let log = server.wait_for_log("connection ended");
+    assert!(log.contains("peer=127.0.0.1:"), "{log}");
+    assert!(!log.contains("::ffff:"), "{log}");
+}
+
+/// With --reuse-port two servers share one port and both take connections; without it the
+/// second cannot bind.
+#[test]
+fn reuse_port_lets_two_servers_share_a_port() {
+    let bytes = binary_bytes(64);
+    let poem = poem_file(&bytes);
+    let first = Server::start(poem.path(), &["--reuse-port", "--delay", "0"]);
+    let port = first.addr.port().to_string();
+    let refused = crate::common::run(&["--port", &port, &poem.path().display().to_string()]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("in use"),
+        "{refused:?}"
+    );
+    let second = Server::start_raw(
+        &["--port", &port, "--reuse-port", "--delay", "0"],
+        poem.path(),
+    );
+    for _ in 0..40 {
+        first.fetch_exact(&bytes);
+    }
+    // The kernel spreads connections by a hash of their addresses: 40 all landing on one of
+    // two servers has a chance of 2 in 2^40.
+    let served = |server: &Server| server.stderr().matches("connection ended").count();
+    let started = Instant::now();
+    while served(&first) + served(&second) < 40 && started.elapsed() < LIMIT {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        served(&first) > 0 && served(&second) > 0,
+        "{} / {}",
+        served(&first),
+        served(&second)
+    );
+    assert_eq!(served(&first) + served(&second), 40);
+}
