@@ -26,6 +26,16 @@ pub enum Order {
     Random,
 }
 
+impl Order {
+    /// The name the command line uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Order::Sequential => "sequential",
+            Order::Random => "random",
+        }
+    }
+}
+
 /// The poems, as a set that can be swapped whole.
 pub struct Collection {
     /// The POEM arguments, files or directories, as given.

@@ -74,7 +74,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     info!(
         poems = ctx.poems.current().len(),
-        order = ?config.order,
+        order = config.order.name(),
         num_bytes = config.pacing.chunk(),
         delay_s = config.pacing.delay().as_secs_f64(),
         workers = config.workers,

@@ -128,7 +128,7 @@ impl Report {
     }
 
     /// The stats line, in `format`: `stats: uptime_s=… accepted=…` as text, or one JSON object
-    /// with `"message":"stats"` and the same fields as numbers.
+    /// shaped like the JSON log lines, with `"message":"stats"` and the same fields as numbers.
     pub fn line(&self, format: LogFormat) -> String {
         let fields = self.fields();
         match format {
@@ -137,14 +137,11 @@ impl Report {
                 format!("stats: {}", pairs.join(" "))
             }
             LogFormat::Json => {
-                let since_epoch = SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .unwrap_or_default();
                 let pairs: Vec<String> =
                     fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
                 format!(
-                    "{{\"unix_time\":{:.3},\"message\":\"stats\",{}}}",
-                    since_epoch.as_secs_f64(),
+                    "{{\"timestamp\":\"{}\",\"level\":\"INFO\",\"message\":\"stats\",{}}}",
+                    rfc3339_now(),
                     pairs.join(",")
                 )
             }
@@ -157,6 +154,37 @@ impl Report {
         // Nowhere else to report a failed write to stderr.
         let _ = writeln!(stderr, "{}", self.line(format));
     }
+}
+
+/// The current UTC time as `2026-11-24T23:44:42.610Z`, as the JSON log lines write it.
+fn rfc3339_now() -> String {
+    rfc3339(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
+/// A time since the Unix epoch as an RFC 3339 UTC timestamp with milliseconds.
+fn rfc3339(now: Duration) -> String {
+    let (days, secs) = (now.as_secs() / 86_400, now.as_secs() % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's days_from_civil, inverted).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        now.subsec_millis()
+    )
 }
 
 #[cfg(test)]
@@ -179,6 +207,19 @@ mod tests {
         assert_eq!((report.timed_out, report.busy, report.queued), (1, 2, 1));
         // At shutdown, with nothing left running, the two that were cut off are aborted.
         assert_eq!(stats.report(0, 0).aborted, 4);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339(Duration::ZERO), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(Duration::from_millis(951_827_696_789)),
+            "2000-02-29T12:34:56.789Z"
+        );
+        assert_eq!(
+            rfc3339(Duration::from_secs(1_795_564_799)),
+            "2026-11-24T23:59:59.000Z"
+        );
     }
 
     #[test]

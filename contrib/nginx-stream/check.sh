@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Scale-out recipe, tested: two poetry-serve processes on loopback behind nginx's stream (TCP)
+# load balancer. Starts both and nginx, fetches poems through nginx, checks each byte for byte
+# and that both instances served some, then stops everything it started.
+#
+# Needs Debian's nginx and libnginx-mod-stream, which it installs when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source contrib/lib.sh
+
+module=/usr/lib/nginx/modules/ngx_stream_module.so
+missing=()
+command -v nginx >/dev/null || missing+=(nginx)
+[ -e "$module" ] || missing+=(libnginx-mod-stream)
+install_packages "${missing[@]}"
+
+bin=$(build_poetry_serve)
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+ports=()
+for n in 1 2; do
+  "$bin" --port 0 --delay 0 poems/ >"$work/poet$n.out" 2>"$work/poet$n.log" &
+  pids+=($!)
+  ports+=("$(wait_for_port "$work/poet$n.out")")
+done
+
+front=$(free_port)
+cat >"$work/nginx.conf" <<CONF
+load_module $module;
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 256; }
+stream {
+    upstream poets {
+        server 127.0.0.1:${ports[0]};
+        server 127.0.0.1:${ports[1]};
+    }
+    server {
+        listen 127.0.0.1:$front;
+        proxy_pass poets;
+    }
+}
+CONF
+nginx -p "$work" -c "$work/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$front") 2>/dev/null && break
+  sleep 0.05
+done
+
+fetches=12
+for i in $(seq "$fetches"); do
+  fetch "$front" "$work/got$i"
+  if ! matches_one_of "$work/got$i" poems/*.txt; then
+    echo "fetch $i through nginx is not one of the poems ($(wc -c <"$work/got$i") bytes)" >&2
+    exit 1
+  fi
+done
+sleep 0.3 # let the last connection-ended lines reach the logs
+served1=$(grep -c 'connection ended' "$work/poet1.log" || true)
+served2=$(grep -c 'connection ended' "$work/poet2.log" || true)
+# nginx's first probe connection above also reached a backend, so the total may be one more.
+if [ "$served1" -eq 0 ] || [ "$served2" -eq 0 ] || [ $((served1 + served2)) -lt "$fetches" ]; then
+  echo "expected both instances to serve: $served1 and $served2" >&2
+  exit 1
+fi
+echo "nginx-stream: $fetches poems through nginx, byte for byte; instances served $served1 and $served2"
