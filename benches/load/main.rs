@@ -28,6 +28,11 @@ struct Row {
 }
 
 impl Row {
+    /// A figure reported without a target or a comparison.
+    fn report(scenario: &str, ours: String) -> Row {
+        Row::new(scenario, ours, String::new(), String::new(), "report", None)
+    }
+
     fn new(
         scenario: &str,
         ours: String,
@@ -240,21 +245,13 @@ impl Bench {
             "≤ 1.10×, all served",
             Some(slowest / ideal_s <= 1.10 && failed == 0),
         ));
-        self.rows.push(Row::new(
+        self.rows.push(Row::report(
             "3. 10k clients: longest wait for a first byte (ms)",
             format!("{:.0}", median(first_byte)),
-            String::new(),
-            String::new(),
-            "report",
-            None,
         ));
-        self.rows.push(Row::new(
+        self.rows.push(Row::report(
             "3. 10k clients: connects dropped by a full backlog, all runs",
             format!("{dropped}"),
-            String::new(),
-            String::new(),
-            "report",
-            None,
         ));
         self.rows.push(Row::new(
             "3. 10k clients: server peak RSS (MiB)",
@@ -330,13 +327,9 @@ impl Bench {
             "≤ 1.05× ideal + 0.1 s, all served",
             Some(slowest <= bound && failed == 0),
         ));
-        self.rows.push(Row::new(
+        self.rows.push(Row::report(
             "4. pacing: chunk lateness p50 / p99 (ms)",
             format!("{p50:.2} / {p99:.2}"),
-            String::new(),
-            String::new(),
-            "report",
-            None,
         ));
     }
 
