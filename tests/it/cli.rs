@@ -30,6 +30,12 @@ fn assert_refused(output: &Output, needles: &[&str]) {
     }
 }
 
+/// Asserts the exit status: 1 for a server that cannot start, 2 for a bad command line.
+#[track_caller]
+fn assert_code(output: &Output, code: i32) {
+    assert_eq!(output.status.code(), Some(code), "{output:?}");
+}
+
 /// Asserts a refusal of our own (not clap's usage error) is exactly one line.
 #[track_caller]
 fn assert_one_line(output: &Output, needles: &[&str]) {
@@ -54,6 +60,7 @@ fn missing_poem() {
     let path = dir.path().join("nope.txt").display().to_string();
     let output = run(&["--port", "0", &path]);
     assert_one_line(&output, &["cannot open poem", &path, "No such file"]);
+    assert_code(&output, 1);
 }
 
 /// A directory with no poems in it (no .txt files) is refused.
@@ -142,6 +149,7 @@ fn port_in_use() {
     let port = taken.local_addr().unwrap().port().to_string();
     let output = run(&["--port", &port, &science()]);
     assert_one_line(&output, &["cannot listen on 127.0.0.1:", &port, "in use"]);
+    assert_code(&output, 1);
 }
 
 /// A host name is not an address.
@@ -173,7 +181,9 @@ fn port_too_large() {
 /// Zero-byte chunks make no sense.
 #[test]
 fn zero_num_bytes() {
-    assert_one_line(&run(&["--num-bytes", "0", &science()]), &["--num-bytes 0"]);
+    let output = run(&["--num-bytes", "0", &science()]);
+    assert_one_line(&output, &["--num-bytes 0"]);
+    assert_code(&output, 2);
 }
 
 /// Delays must be finite and not negative, in either spelling of the flag.
@@ -211,7 +221,9 @@ fn zero_write_timeout() {
 /// Unknown options get clap's usage error.
 #[test]
 fn unknown_option() {
-    assert_refused(&run(&["--bogus", &science()]), &["--bogus", "Usage"]);
+    let output = run(&["--bogus", &science()]);
+    assert_refused(&output, &["--bogus", "Usage"]);
+    assert_code(&output, 2);
 }
 
 /// The poem is required.
