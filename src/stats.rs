@@ -32,8 +32,9 @@ pub struct Report {
     pub accepted: u64,
     /// Connections that received the whole poem.
     pub completed: u64,
-    /// Connections that did not: accepted, minus completed, minus those still streaming or
-    /// queued. At shutdown, after the grace period, whatever still streamed counts here.
+    /// Connections that did not and never will: the client left, stalled or failed, or
+    /// shutdown closed them unserved. In the report made at the very end (nothing streaming,
+    /// nothing queued), whatever the grace period cut off counts here too.
     pub aborted: u64,
     /// Of the aborted, those whose client hung up first.
     pub client_closed: u64,
@@ -88,15 +89,22 @@ impl Stats {
     pub fn report(&self, busy: usize, queued: usize) -> Report {
         let accepted = self.accepted.load(Relaxed);
         let completed = self.completed.load(Relaxed);
-        let in_flight = (busy + queued) as u64;
+        let client_closed = self.client_closed.load(Relaxed);
+        let timed_out = self.timed_out.load(Relaxed);
+        let failed = self.failed.load(Relaxed);
+        // Ended without the whole poem, or never served at all (accepted, but neither
+        // completed, nor streaming, nor queued: dropped at shutdown). A connection whose
+        // poem is complete but whose close is still lingering counts as both completed and
+        // busy, which is why the second figure alone can fall short.
+        let unserved = accepted.saturating_sub(completed + (busy + queued) as u64);
         Report {
             uptime: self.started.elapsed(),
             accepted,
             completed,
-            aborted: accepted.saturating_sub(completed + in_flight),
-            client_closed: self.client_closed.load(Relaxed),
-            timed_out: self.timed_out.load(Relaxed),
-            failed: self.failed.load(Relaxed),
+            aborted: (client_closed + timed_out + failed).max(unserved),
+            client_closed,
+            timed_out,
+            failed,
             bytes: self.bytes.load(Relaxed),
             busy,
             queued,
