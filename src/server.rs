@@ -49,7 +49,7 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// Accepts connections and queues them for the pool until the pool's queue is closed.
+/// Accepts connections and queues them for the pool until the pool is closed.
 pub fn accept_loop(listener: &TcpListener, pool: &Pool, ctx: &Arc<Context>) {
     loop {
         let accepted = listener.accept();

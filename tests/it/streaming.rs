@@ -97,3 +97,43 @@ fn ipv6_loopback() {
     let log = server.wait_for_log("connection ended");
     assert!(log.contains("peer=[::1]:"), "{log}");
 }
+
+/// A poem file truncated while it is served ends that poem early with a clean close; one
+/// deleted while served is still sent whole (the server holds it open). Neither stops the
+/// server.
+#[test]
+fn poem_file_truncated_or_deleted_while_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("poem.txt");
+    let bytes = binary_bytes(400);
+    std::fs::write(&path, &bytes).unwrap();
+    let server = Server::start(&path, &["--num-bytes", "10", "--delay", "0.02"]);
+
+    // Truncated to 100 bytes while the first client is at about byte 10.
+    let started = std::time::Instant::now();
+    let mut client = server.connect();
+    let mut head = [0u8; 10];
+    std::io::Read::read_exact(&mut client, &mut head).expect("first chunk");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    let fetch = crate::common::read_to_end(client, started).expect("a clean end, not a reset");
+    let got = [&head[..], &fetch.bytes[..]].concat();
+    server.assert_bytes(&got, &bytes[..100]);
+    // The next client gets the shorter file.
+    server.fetch_exact(&bytes[..100]);
+
+    // Deleted while the next client is mid-poem: it still gets all 100 bytes.
+    let started = std::time::Instant::now();
+    let mut client = server.connect();
+    std::io::Read::read_exact(&mut client, &mut head).expect("first chunk");
+    std::fs::remove_file(&path).unwrap();
+    let fetch = crate::common::read_to_end(client, started).expect("the rest");
+    let got = [&head[..], &fetch.bytes[..]].concat();
+    server.assert_bytes(&got, &bytes[..100]);
+    // And the server, holding the file open, serves it to newcomers too.
+    server.fetch_exact(&bytes[..100]);
+}
