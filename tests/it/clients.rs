@@ -206,3 +206,53 @@ fn nice_values(pid: u32) -> std::collections::BTreeMap<String, i32> {
     }
     nice
 }
+
+/// Out of file descriptors, the accept loop pauses instead of failing or spinning, and every
+/// client waiting in the backlog is served once descriptors free up: nothing is dropped.
+#[test]
+fn running_out_of_file_descriptors_drops_no_one() {
+    let bytes = binary_bytes(50);
+    let poem = poem_file(&bytes);
+    let mut command = std::process::Command::new("sh");
+    // 24 descriptors: a handful for the server itself, the rest for about 15 connections.
+    command.args([
+        "-c",
+        "ulimit -n 24 && exec \"$0\" \"$@\"",
+        crate::common::BIN,
+    ]);
+    command.args([
+        "--port",
+        "0",
+        "--workers",
+        "64",
+        "--num-bytes",
+        "10",
+        "--delay",
+        "0.05",
+    ]);
+    command.arg(poem.path());
+    let server = Server::spawn(command);
+    let started = Instant::now();
+    let fetches: Vec<_> = thread::scope(|scope| {
+        let clients: Vec<_> = (0..40)
+            .map(|_| {
+                let server = &server;
+                scope.spawn(move || read_to_end(server.connect(), started))
+            })
+            .collect();
+        clients
+            .into_iter()
+            .map(|c| c.join().expect("client thread"))
+            .collect()
+    });
+    for fetch in fetches {
+        let fetch =
+            fetch.unwrap_or_else(|err| panic!("a client lost out: {err}\n{}", server.stderr()));
+        server.assert_bytes(&fetch.bytes, &bytes);
+    }
+    let log = server.stderr();
+    assert!(
+        log.contains("accept failed; pausing"),
+        "the limit was never reached:\n{log}"
+    );
+}

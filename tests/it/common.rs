@@ -69,10 +69,15 @@ impl Server {
     /// Starts the binary with `args`, then `poems`, with `env` added to its environment, and
     /// waits for its listening line.
     pub fn start_with(args: &[&str], poems: &[&Path], env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .args(poems)
-            .envs(env.iter().copied())
+        let mut command = Command::new(BIN);
+        command.args(args).args(poems).envs(env.iter().copied());
+        Server::spawn(command)
+    }
+
+    /// Runs `command`, which must start poetry-serve (directly or through `exec`), and waits
+    /// for its listening line.
+    pub fn spawn(mut command: Command) -> Server {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
