@@ -10,7 +10,7 @@
 //! thread pool: the accept loop's sends never take a lock, and of the idle workers only the
 //! one holding the mutex waits on the channel while the rest sleep on the mutex. Two
 //! alternatives measured worse (benches/load): crossbeam's shared receiver made every idle
-//! worker spin and call `sched_yield` before sleeping, about a sixth of the server's CPU at
+//! worker spin and call `sched_yield` before sleeping, about 15% of the server's CPU at
 //! 20,000 connections a second; a `Mutex<VecDeque>` with condition variables made the accept
 //! loop wait on a lock held by workers it had outranked (see [`WORKER_NICENESS`]).
 //!
