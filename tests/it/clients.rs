@@ -148,14 +148,13 @@ fn a_client_that_sends_data_still_gets_every_byte() {
 fn typing_during_a_paced_poem_loses_nothing() {
     let (path, bytes) = shipped("fascination.txt");
     let server = Server::start(&path, &["--num-bytes", "50", "--delay", "0.01"]);
-    let started = Instant::now();
-    let mut client = server.connect();
-    let mut first = [0u8; 50];
-    client.read_exact(&mut first).expect("first chunk");
-    client.write_all(b"hello, is this thing on?\n").unwrap();
-    let mut fetch = read_to_end(client, started).expect("the rest");
-    fetch.bytes.splice(0..0, first);
-    server.assert_bytes(&fetch.bytes, &bytes);
+    let mut client = server.start_streaming(50);
+    client
+        .stream
+        .write_all(b"hello, is this thing on?\n")
+        .unwrap();
+    let got = client.finish().expect("the rest");
+    server.assert_bytes(&got, &bytes);
 }
 
 /// Workers run at the lowest CPU priority, below the accept loop, so that a burst of connects

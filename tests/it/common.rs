@@ -180,6 +180,19 @@ impl Server {
         stream
     }
 
+    /// Connects and reads the first `n` bytes, so the poem is known to be streaming.
+    pub fn start_streaming(&self, n: usize) -> InFlight {
+        let started = Instant::now();
+        let mut stream = self.connect();
+        let mut head = vec![0u8; n];
+        stream.read_exact(&mut head).expect("the first chunk");
+        InFlight {
+            stream,
+            head,
+            started,
+        }
+    }
+
     /// Fetches the whole poem on a new connection.
     pub fn fetch(&self) -> Fetch {
         let started = Instant::now();
@@ -215,6 +228,22 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A client partway through a poem: connected, its first bytes read.
+pub struct InFlight {
+    /// The connection, to read the rest from (or write to, as a chatty client would).
+    pub stream: TcpStream,
+    head: Vec<u8>,
+    started: Instant,
+}
+
+impl InFlight {
+    /// Reads the rest to EOF and returns every byte received, the first ones included.
+    pub fn finish(self) -> std::io::Result<Vec<u8>> {
+        let rest = read_to_end(self.stream, self.started)?;
+        Ok([self.head, rest.bytes].concat())
     }
 }
 

@@ -1,7 +1,7 @@
 //! SIGINT and SIGTERM: stop accepting at once, let poems in flight finish within the grace
 //! period, then exit 0 with a summary; a second signal exits at once.
 
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -23,15 +23,6 @@ fn assert_refused(server: &Server) {
     }
 }
 
-/// Connects and reads the first `n` bytes, so the poem is known to be streaming.
-fn start_streaming(server: &Server, n: usize) -> (TcpStream, Vec<u8>, Instant) {
-    let started = Instant::now();
-    let mut client = server.connect();
-    let mut head = vec![0u8; n];
-    client.read_exact(&mut head).expect("the first chunk");
-    (client, head, started)
-}
-
 /// SIGTERM closes the listener at once, lets the poem in flight finish, and exits 0 with a
 /// summary line.
 #[test]
@@ -39,13 +30,12 @@ fn sigterm_drains_poems_in_flight_and_refuses_new_connects() {
     let bytes = binary_bytes(100);
     let poem = poem_file(&bytes);
     let mut server = Server::start(poem.path(), &["--num-bytes", "10", "--delay", "0.1"]);
-    let (client, head, started) = start_streaming(&server, 10);
+    let client = server.start_streaming(10);
     server.signal(SIGTERM);
     server.wait_for_log("listener closed");
     assert_refused(&server);
-    let mut fetch = read_to_end(client, started).expect("the rest of the poem");
-    fetch.bytes.splice(0..0, head);
-    server.assert_bytes(&fetch.bytes, &bytes);
+    let got = client.finish().expect("the rest of the poem");
+    server.assert_bytes(&got, &bytes);
     let status = server.wait_exit(LIMIT);
     assert_eq!(status.code(), Some(0), "stderr:\n{}", server.stderr());
     let log = server.stderr();
@@ -63,16 +53,15 @@ fn shutdown_with_every_worker_busy() {
         poem.path(),
         &["--workers", "1", "--num-bytes", "10", "--delay", "0.05"],
     );
-    let (first, head, started) = start_streaming(&server, 10);
+    let first = server.start_streaming(10);
     let queued = server.connect(); // fills the queue (capacity 1)
     let waiting = server.connect(); // held by the accept loop, which now waits for room
     thread::sleep(Duration::from_millis(200)); // let the accept loop take it
     server.signal(SIGTERM);
     server.wait_for_log("listener closed");
     assert_refused(&server);
-    let mut fetch = read_to_end(first, started).expect("first client");
-    fetch.bytes.splice(0..0, head);
-    server.assert_bytes(&fetch.bytes, &bytes);
+    let got = first.finish().expect("first client");
+    server.assert_bytes(&got, &bytes);
     let fetch = read_to_end(queued, Instant::now()).expect("queued client");
     server.assert_bytes(&fetch.bytes, &bytes);
     // The one the accept loop held was never handed to a worker: it is closed unserved.
@@ -109,7 +98,7 @@ fn the_grace_period_bounds_shutdown() {
             "0.5",
         ],
     );
-    let (client, _, started) = start_streaming(&server, 10);
+    let client = server.start_streaming(10);
     server.signal(SIGTERM);
     assert_eq!(
         server.wait_exit(Duration::from_secs(10)).code(),
@@ -121,10 +110,10 @@ fn the_grace_period_bounds_shutdown() {
     assert!(log.contains("grace period over"), "{log}");
     assert!(log.contains("accepted=1 completed=0 aborted=1"), "{log}");
     // The client sees its connection end early, not hang.
-    let rest = read_to_end(client, started).map_or(0, |f| f.bytes.len());
+    let got = client.finish().map_or(10, |bytes| bytes.len());
     assert!(
-        rest < 290,
-        "{rest} more bytes arrived after the grace ran out"
+        got < 300,
+        "all {got} bytes arrived, though the grace ran out"
     );
 }
 
@@ -134,7 +123,7 @@ fn a_second_signal_exits_at_once() {
     let bytes = binary_bytes(300);
     let poem = poem_file(&bytes);
     let mut server = Server::start(poem.path(), &["--num-bytes", "10", "--delay", "1"]);
-    let (_client, _, _) = start_streaming(&server, 10);
+    let _client = server.start_streaming(10);
     server.signal(SIGINT);
     server.wait_for_log("listener closed");
     server.signal(SIGTERM);
