@@ -158,6 +158,7 @@ mod tests {
             .collect()
     }
 
+    /// Several poems are handed out in the order given, round and round.
     #[test]
     fn sequential_takes_the_poems_in_turn() {
         let dir = dir_with(&[("a.txt", "A"), ("b.txt", "B")]);
@@ -169,6 +170,7 @@ mod tests {
         );
     }
 
+    /// A directory contributes its .txt files, sorted, and nothing else.
     #[test]
     fn a_directory_gives_its_txt_files_in_name_order() {
         let dir = dir_with(&[("b.txt", "B"), ("a.txt", "A"), ("README.md", "not a poem")]);
@@ -176,6 +178,7 @@ mod tests {
         assert_eq!(names(&collection, 3), ["a.txt", "b.txt", "a.txt"]);
     }
 
+    /// A directory with no .txt file in it is an error that says so.
     #[test]
     fn a_directory_without_poems_is_refused() {
         let dir = dir_with(&[("README.md", "not a poem")]);
@@ -185,6 +188,7 @@ mod tests {
         assert!(format!("{err:#}").contains("holds no poems"), "{err:#}");
     }
 
+    /// Random order picks among the given poems, and does not always pick the same.
     #[test]
     fn random_picks_only_given_poems_and_not_always_the_same() {
         let dir = dir_with(&[("a.txt", "A"), ("b.txt", "B"), ("c.txt", "C")]);
@@ -199,6 +203,7 @@ mod tests {
         assert!(distinct.len() > 1, "60 random picks were all {distinct:?}");
     }
 
+    /// A reload that cannot open a poem leaves the old set in place; a later one succeeds.
     #[test]
     fn a_failed_reload_keeps_the_old_poems() {
         let dir = dir_with(&[("a.txt", "A")]);

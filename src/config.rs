@@ -184,6 +184,7 @@ mod tests {
         )
     }
 
+    /// With no flags, the defaults are the tutorial's (and the documented ones).
     #[test]
     fn defaults_match_the_tutorial() {
         let config = parse(&[]).unwrap();
@@ -195,6 +196,7 @@ mod tests {
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
     }
 
+    /// IPv6 addresses and fractional delays parse into the right types.
     #[test]
     fn ipv6_and_decimal_delays_are_accepted() {
         let config = parse(&["--iface", "::1", "--port", "0", "--delay", "0.05"]).unwrap();
@@ -203,6 +205,7 @@ mod tests {
         assert!(parse(&["--delay", "0"]).unwrap().pacing.delay().is_zero());
     }
 
+    /// Every out-of-range value is refused, naming its flag.
     #[test]
     fn bad_values_are_refused_with_the_flag_named() {
         assert!(error(&["--iface", "localhost"]).contains("--iface 'localhost'"));
@@ -217,6 +220,7 @@ mod tests {
         assert!(error(&["--shutdown-grace", "-1"]).contains("--shutdown-grace"));
     }
 
+    /// Port numbers past 65535 never reach the server.
     #[test]
     fn ports_above_65535_are_refused_by_clap() {
         assert!(error(&["--port", "65536"]).contains("65536"));

@@ -69,12 +69,14 @@ mod tests {
         )
     }
 
+    /// Chunk 0 is due the moment the connection starts.
     #[test]
     fn the_first_chunk_leaves_at_once() {
         let start = Instant::now();
         assert_eq!(pacing(10, 700).due(start, 0), start);
     }
 
+    /// Chunk k is due k delays after the start: 40 chunks at 50 ms end at 1.95 s.
     #[test]
     fn chunk_k_is_due_k_delays_after_the_start() {
         let start = Instant::now();
@@ -86,6 +88,7 @@ mod tests {
         assert_eq!(p.due(start, 39) - start, Duration::from_millis(1950));
     }
 
+    /// A late write does not push back the chunks after it.
     #[test]
     fn the_schedule_does_not_drift_with_late_writes() {
         // However late chunk 5 went out, chunk 6 is still due at its own deadline.
@@ -96,6 +99,7 @@ mod tests {
         assert_eq!(p.due(start, 6) - start, Duration::from_millis(300));
     }
 
+    /// With no delay the poem goes out in large steps, whatever the chunk size.
     #[test]
     fn zero_delay_means_large_unpaced_steps() {
         let p = pacing(10, 0);

@@ -166,6 +166,7 @@ mod sys {
 mod tests {
     use super::*;
 
+    /// Directories and devices are not poems.
     #[test]
     fn directories_and_devices_are_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -175,6 +176,7 @@ mod tests {
         assert!(err.contains("is a device"), "{err}");
     }
 
+    /// A missing poem's error names the path.
     #[test]
     fn a_missing_file_names_its_path() {
         let err = format!(

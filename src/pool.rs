@@ -270,6 +270,7 @@ mod tests {
         }
     }
 
+    /// A job that panics leaves its worker alive for the next jobs.
     #[test]
     fn a_panicking_job_does_not_shrink_the_pool() {
         let pool = pool(1);
@@ -291,6 +292,7 @@ mod tests {
         wait_busy(&pool, 0);
     }
 
+    /// Waiting for room in a full queue ends when the pool is closed.
     #[test]
     fn execute_gives_up_when_closed_while_the_queue_is_full() {
         let pool = pool(1);
@@ -315,6 +317,7 @@ mod tests {
         );
     }
 
+    /// Shutdown lets running and queued jobs finish when they fit in the grace.
     #[test]
     fn shutdown_waits_for_running_and_queued_jobs_within_the_grace() {
         let pool = pool(1);
@@ -335,6 +338,7 @@ mod tests {
         );
     }
 
+    /// Shutdown gives up after the grace and says how many jobs were still running.
     #[test]
     fn shutdown_reports_jobs_still_running_when_the_grace_ends() {
         let pool = pool(2);

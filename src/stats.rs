@@ -199,6 +199,7 @@ fn rfc3339(now: Duration) -> String {
 mod tests {
     use super::*;
 
+    /// Streaming and queued connections are not aborted, but cut-off ones at the end are.
     #[test]
     fn connections_in_flight_are_not_counted_as_aborted() {
         let stats = Stats::new();
@@ -217,6 +218,7 @@ mod tests {
         assert_eq!(stats.report(0, 0).aborted, 4);
     }
 
+    /// The JSON stats line's timestamps are RFC 3339 in UTC, leap days included.
     #[test]
     fn timestamps_are_rfc3339_utc() {
         assert_eq!(rfc3339(Duration::ZERO), "1970-01-01T00:00:00.000Z");
@@ -230,6 +232,7 @@ mod tests {
         );
     }
 
+    /// The stats line carries every field, as text and as JSON.
     #[test]
     fn the_line_has_every_field_in_both_formats() {
         let report = Stats::new().report(3, 4);
