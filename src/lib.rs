@@ -69,11 +69,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot start the signal thread")?;
 
     announce(local);
-    for poem in ctx.poems.current().iter() {
+    let poems = ctx.poems.current();
+    for poem in poems.iter() {
         info!(poem = %poem.path().display(), bytes = poem.size().unwrap_or(0), "poem");
     }
     info!(
-        poems = ctx.poems.current().len(),
+        poems = poems.len(),
         order = config.order.name(),
         num_bytes = config.pacing.chunk(),
         delay_s = config.pacing.delay().as_secs_f64(),

@@ -22,6 +22,15 @@ pub fn poem_file(bytes: &[u8]) -> tempfile::NamedTempFile {
     file
 }
 
+/// A directory holding one file, `poem.txt`, with `bytes` in it: for tests that replace,
+/// truncate or delete the poem while it is served. Both are deleted when the directory drops.
+pub fn poem_in_dir(bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let path = dir.path().join("poem.txt");
+    std::fs::write(&path, bytes).expect("write the temporary poem");
+    (dir, path)
+}
+
 /// `len` bytes that cover every byte value and do not repeat with a short period.
 pub fn binary_bytes(len: usize) -> Vec<u8> {
     let mut state: u32 = 0x9e37_79b9;

@@ -3,7 +3,7 @@
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::common::{LIMIT, Server, binary_bytes, poem_file, read_to_end};
+use crate::common::{LIMIT, Server, binary_bytes, poem_file, poem_in_dir, read_to_end};
 
 /// Three small poems, told apart by their first byte.
 fn three_poems() -> (tempfile::TempDir, Vec<Vec<u8>>) {
@@ -70,10 +70,8 @@ fn random_order_serves_each_poem_whole() {
 /// one, and a reload that fails keeps serving what was there.
 #[test]
 fn sighup_reloads_the_poems() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("poem.txt");
     let old = binary_bytes(100);
-    std::fs::write(&path, &old).unwrap();
+    let (dir, path) = poem_in_dir(&old);
     let server = Server::start(&path, &["--num-bytes", "10", "--delay", "0.05"]);
     let in_flight = server.start_streaming(10);
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::common::{Server, binary_bytes, poem_file, shipped};
+use crate::common::{Server, binary_bytes, poem_file, poem_in_dir, shipped};
 
 /// A shipped text poem arrives byte for byte through the paced path.
 #[test]
@@ -103,10 +103,8 @@ fn ipv6_loopback() {
 /// server.
 #[test]
 fn poem_file_truncated_or_deleted_while_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("poem.txt");
     let bytes = binary_bytes(400);
-    std::fs::write(&path, &bytes).unwrap();
+    let (_dir, path) = poem_in_dir(&bytes);
     let server = Server::start(&path, &["--num-bytes", "10", "--delay", "0.02"]);
 
     // Truncated to 100 bytes while the first client is at about byte 10.
