@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info};
 
 use crate::collection::Collection;
+use crate::outcome::Outcome;
 use crate::pacing::Pacing;
 use crate::poem::Poem;
 use crate::stats::Stats;
@@ -24,7 +25,7 @@ use crate::stats::Stats;
 pub const LINGER: Duration = Duration::from_secs(2);
 
 /// What every connection needs, shared by all workers.
-pub struct Context {
+pub struct Shared {
     /// The poems; each client gets one.
     pub poems: Collection,
     /// Chunk size and delay.
@@ -35,44 +36,6 @@ pub struct Context {
     pub stats: Stats,
 }
 
-/// How a connection ended.
-#[derive(Debug)]
-pub enum Outcome {
-    /// The client received the whole poem.
-    Complete,
-    /// The client hung up before the end.
-    ClientClosed,
-    /// The client accepted no data for `--write-timeout`.
-    TimedOut,
-    /// Any other I/O error.
-    Failed(io::Error),
-}
-
-impl Outcome {
-    /// Sorts an I/O error from the socket into the outcome it means.
-    fn from_error(err: io::Error) -> Outcome {
-        match err.kind() {
-            ErrorKind::BrokenPipe
-            | ErrorKind::ConnectionReset
-            | ErrorKind::ConnectionAborted
-            | ErrorKind::NotConnected => Outcome::ClientClosed,
-            // SO_SNDTIMEO expiring shows up as EAGAIN.
-            ErrorKind::WouldBlock | ErrorKind::TimedOut => Outcome::TimedOut,
-            _ => Outcome::Failed(err),
-        }
-    }
-
-    /// A short, stable name for logs.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Outcome::Complete => "complete",
-            Outcome::ClientClosed => "client_closed",
-            Outcome::TimedOut => "timed_out",
-            Outcome::Failed(_) => "error",
-        }
-    }
-}
-
 /// How far a connection got.
 #[derive(Debug, Default)]
 struct Progress {
@@ -81,18 +44,17 @@ struct Progress {
 }
 
 /// Streams the poem to one client, closes the connection, counts and logs how it went.
-pub fn serve(stream: TcpStream, peer: SocketAddr, ctx: &Context) {
+pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let start = Instant::now();
-    let poem = ctx.poems.pick();
+    let poem = shared.poems.pick();
     let mut progress = Progress::default();
-    let outcome = stream_poem(&stream, &poem, ctx, start, &mut progress);
+    let outcome = stream_poem(&stream, &poem, shared, start, &mut progress);
     // After the whole poem, shut the write side so the client sees EOF right after the last
     // byte; if that fails, the client is already gone.
-    let lingering =
-        matches!(outcome, Outcome::Complete) && stream.shutdown(Shutdown::Write).is_ok();
+    let lingering = outcome.is_complete() && stream.shutdown(Shutdown::Write).is_ok();
     // Log before lingering: by the time the line is written the client has often closed its
     // side already, and the wait below returns at once.
-    ctx.stats.ended(&outcome);
+    shared.stats.ended(&outcome);
     let error = match &outcome {
         Outcome::Failed(err) => Some(tracing::field::display(err)),
         _ => None,
@@ -119,19 +81,19 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, ctx: &Context) {
 fn stream_poem(
     stream: &TcpStream,
     poem: &Poem,
-    ctx: &Context,
+    shared: &Shared,
     start: Instant,
     progress: &mut Progress,
 ) -> Outcome {
-    let len = match prepare(stream, poem, ctx) {
+    let len = match prepare(stream, poem, shared) {
         Ok(len) => len,
         Err(err) => return Outcome::from_error(err),
     };
-    let step = ctx.pacing.step() as u64;
+    let step = shared.pacing.step() as u64;
     let mut offset = 0;
     while offset < len {
-        if ctx.pacing.is_paced() {
-            sleep_until(ctx.pacing.due(start, progress.chunks));
+        if shared.pacing.is_paced() {
+            sleep_until(shared.pacing.due(start, progress.chunks));
         }
         let end = len.min(offset + step);
         while offset < end {
@@ -148,7 +110,7 @@ fn stream_poem(
                 }
                 Ok(sent) => {
                     progress.bytes += sent as u64;
-                    ctx.stats.sent(sent);
+                    shared.stats.sent(sent);
                 }
                 Err(err) if err.kind() == ErrorKind::Interrupted => {}
                 Err(err) => return Outcome::from_error(err),
@@ -160,12 +122,12 @@ fn stream_poem(
 }
 
 /// Sets the socket up for streaming and returns how many bytes the poem has now.
-fn prepare(stream: &TcpStream, poem: &Poem, ctx: &Context) -> io::Result<u64> {
-    stream.set_write_timeout(Some(ctx.write_timeout))?;
+fn prepare(stream: &TcpStream, poem: &Poem, shared: &Shared) -> io::Result<u64> {
+    stream.set_write_timeout(Some(shared.write_timeout))?;
     // Nagle's algorithm would hold a small chunk back until the previous one is acknowledged;
     // a paced chunk must leave when it is due, as its own segment. (It is on by default, and
     // unpaced writes are large, so then it is left alone.)
-    if ctx.pacing.is_paced() {
+    if shared.pacing.is_paced() {
         stream.set_nodelay(true)?;
     }
     poem.size()
@@ -183,9 +145,8 @@ fn sleep_until(due: Instant) {
 /// kernel has no reason to reset the connection under the end of the poem.
 fn drain_until_closed(stream: &TcpStream) {
     let deadline = Instant::now() + LINGER;
-    // Small on purpose: this is on every worker's stack, and with 10,000 workers each 4 KiB
-    // page it touches is 40 MB of resident memory (measured: a 4 KiB buffer here raised the
-    // peak from 140 to 179 MiB).
+    // Small on purpose: it is on every worker's stack, and every stack page a worker touches
+    // is resident memory times the number of workers (CHANGELOG, Performance).
     let mut discard = [0u8; 512];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

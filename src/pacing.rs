@@ -88,17 +88,6 @@ mod tests {
         assert_eq!(p.due(start, 39) - start, Duration::from_millis(1950));
     }
 
-    /// A late write does not push back the chunks after it.
-    #[test]
-    fn the_schedule_does_not_drift_with_late_writes() {
-        // However late chunk 5 went out, chunk 6 is still due at its own deadline.
-        let start = Instant::now();
-        let p = pacing(10, 50);
-        let late_write_finished = p.due(start, 5) + Duration::from_millis(30);
-        assert!(p.due(start, 6) < late_write_finished + p.delay());
-        assert_eq!(p.due(start, 6) - start, Duration::from_millis(300));
-    }
-
     /// With no delay the poem goes out in large steps, whatever the chunk size.
     #[test]
     fn zero_delay_means_large_unpaced_steps() {

@@ -71,10 +71,9 @@ impl Poem {
 }
 
 /// Up to this many bytes, reading into a buffer on the stack and writing it out costs less CPU
-/// than `sendfile`, whose splice machinery outweighs copying a few bytes. Measured with
-/// 10,000 clients getting 10-byte chunks (benches/load, `crowd`): 27.7 µs per chunk against
-/// 32 µs with `sendfile`. Small, so the buffer stays within the stack pages a worker touches
-/// anyway (see `connection::drain_until_closed`).
+/// than `sendfile`, whose splice machinery outweighs copying a few bytes (measured with
+/// `benches/run crowd`; figures in the CHANGELOG, Performance). Small, so the buffer stays
+/// within the stack pages a worker touches anyway (see `connection::drain_until_closed`).
 const COPY_UP_TO: usize = 512;
 
 /// Reads at `*offset` into `buf` and writes what was read to `socket`: one `pread`, one `write`.

@@ -8,27 +8,27 @@
 //!
 //! The queue is std's bounded channel with its receiver behind a mutex, as in the Rust Book's
 //! thread pool: the accept loop's sends never take a lock, and of the idle workers only the
-//! one holding the mutex waits on the channel while the rest sleep on the mutex. Two
-//! alternatives measured worse (benches/load): crossbeam's shared receiver made every idle
-//! worker spin and call `sched_yield` before sleeping, about 15% of the server's CPU at
-//! 20,000 connections a second; a `Mutex<VecDeque>` with condition variables made the accept
-//! loop wait on a lock held by workers it had outranked (see [`WORKER_NICENESS`]).
+//! one holding the mutex waits on the channel while the rest sleep on the mutex. Queues that
+//! measured worse (crossbeam's spinning receivers, a `Mutex<VecDeque>` with condition
+//! variables) are in the CHANGELOG, Performance.
 //!
-//! Shutdown goes through ownership: [`Pool::shutdown`] (or dropping the pool) drops the
-//! sender, the workers finish what they hold and what is queued, see the channel disconnect
-//! and return, and are joined. A [`Closer`] tells the accept loop to stop first.
+//! Shutdown goes through ownership: [`Pool::drain`] (or dropping the pool) drops the sender,
+//! the workers finish what they hold and what is queued, see the channel disconnect and
+//! return, and are joined.
 
 use std::any::Any;
 use std::io;
 use std::num::NonZeroUsize;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use tracing::error;
+
+use crate::shutdown::Shutdown;
 
 /// One unit of work: serving one connection.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -41,15 +41,15 @@ pub const WORKER_STACK: usize = 128 * 1024;
 
 /// While the queue is full (every worker busy, every slot taken), how often
 /// [`Pool::execute`] looks for room again. Paced poems free workers seconds apart, so this
-/// adds nothing a client could notice, and it lets a closed pool stop the wait promptly.
+/// adds nothing a client could notice, and it lets a shutdown stop the wait promptly.
 const FULL_QUEUE_POLL: Duration = Duration::from_millis(5);
 
 /// A fixed set of worker threads and their queue.
 pub struct Pool {
-    /// `None` once shutdown has begun.
+    /// `None` once the pool is draining.
     jobs: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
-    closed: Arc<AtomicBool>,
+    shutdown: Shutdown,
     load: Arc<Load>,
     /// Every worker holds a sender of this channel, so it disconnects when the last returns.
     returned: Receiver<()>,
@@ -74,17 +74,14 @@ impl Load {
     }
 }
 
-/// Tells the pool's users to stop handing it work, from anywhere (the signal thread, say).
-#[derive(Clone)]
-pub struct Closer(Arc<AtomicBool>);
-
-/// The job was not queued: the pool is closed.
+/// The job was not queued: shutdown has begun.
 #[derive(Debug)]
 pub struct Closed;
 
 impl Pool {
-    /// Starts `size` workers named `worker-N`, with a queue of `size` slots.
-    pub fn new(size: NonZeroUsize) -> io::Result<Pool> {
+    /// Starts `size` workers named `worker-N`, with a queue of `size` slots. Once `shutdown`
+    /// begins, the pool takes no more jobs.
+    pub fn new(size: NonZeroUsize, shutdown: Shutdown) -> io::Result<Pool> {
         let size = size.get();
         let (jobs, queue) = mpsc::sync_channel::<Job>(size);
         let queue = Arc::new(Mutex::new(queue));
@@ -93,7 +90,7 @@ impl Pool {
         let mut pool = Pool {
             jobs: Some(jobs),
             workers: Vec::with_capacity(size),
-            closed: Arc::new(AtomicBool::new(false)),
+            shutdown,
             load: Arc::clone(&load),
             returned,
         };
@@ -110,16 +107,6 @@ impl Pool {
         Ok(pool)
     }
 
-    /// A handle that closes the pool to new work.
-    pub fn closer(&self) -> Closer {
-        Closer(Arc::clone(&self.closed))
-    }
-
-    /// Whether the pool has been closed to new work.
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
     /// How many workers are running a job right now.
     pub fn busy(&self) -> usize {
         self.load.busy()
@@ -130,16 +117,16 @@ impl Pool {
         Arc::clone(&self.load)
     }
 
-    /// Queues `job`, waiting while the queue is full. Fails, dropping the job unrun, if the
-    /// pool is or becomes closed first.
+    /// Queues `job`, waiting while the queue is full. Fails, dropping the job unrun, if
+    /// shutdown has begun or begins first.
     pub fn execute(&self, mut job: Job) -> Result<(), Closed> {
-        // Present until `shutdown`, which takes the pool by value.
+        // Present until `drain`, which takes the pool by value.
         let jobs = self
             .jobs
             .as_ref()
             .expect("the queue is open while the pool is shared");
         loop {
-            if self.is_closed() {
+            if self.shutdown.has_begun() {
                 return Err(Closed);
             }
             // Counted before the send, so a worker never takes a job not yet counted.
@@ -159,11 +146,10 @@ impl Pool {
         }
     }
 
-    /// Closes the pool, lets the workers finish what they hold and what is queued, and waits
-    /// for them until `grace` has passed. Returns how many jobs were still running then; their
-    /// threads are left to be ended with the process.
-    pub fn shutdown(mut self, grace: Duration) -> usize {
-        self.closed.store(true, Ordering::Release);
+    /// Takes no more jobs, lets the workers finish what they hold and what is queued, and
+    /// waits for them until `grace` has passed. Returns how many jobs were still running then;
+    /// their threads are left to be ended with the process.
+    pub fn drain(mut self, grace: Duration) -> usize {
         drop(self.jobs.take());
         match self.returned.recv_timeout(grace) {
             Err(RecvTimeoutError::Disconnected) => 0, // all returned; Drop joins them at once
@@ -172,13 +158,6 @@ impl Pool {
                 self.busy()
             }
         }
-    }
-}
-
-impl Closer {
-    /// Closes the pool to new work; what is queued or running carries on.
-    pub fn close(&self) {
-        self.0.store(true, Ordering::Release);
     }
 }
 
@@ -221,12 +200,8 @@ pub const WORKER_NICENESS: i32 = 10;
 /// When thousands of clients connect at once, thousands of workers wake to send their first
 /// chunk, and a fair scheduler gives the one accept thread a thousandth of the CPU: the listen
 /// backlog overflows, and every dropped connect costs its client a one-second SYN retry.
-/// Measured with 10,000 simultaneous clients on two cores (benches/load, `crowd`): at equal
-/// priority and at nice 5, 600 to 1,800 connects were dropped and the slowest client took
-/// 1.24× the poem's ideal time; at nice 10, none were dropped and it took 1.09×. Nice 19 did
-/// no better there and cost a tenth of the connection rate, as workers lost the CPU to
-/// clients on the same machine. A worker has little to do per chunk, so on an idle machine it
-/// loses nothing; on a busy one, paced chunks yield a little to other work.
+/// Below the accept loop, workers cannot starve it; a worker has little to do per chunk, so on
+/// an idle machine it loses nothing. How the value was chosen is in the CHANGELOG, Performance.
 fn yield_to_the_accept_loop() {
     // On Linux the nice value belongs to the thread, and `who = 0` means the calling thread.
     // Failure (it cannot fail when lowering priority) would only leave the worker as it was.
@@ -250,6 +225,7 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use std::net::TcpListener;
     use std::sync::mpsc;
     use std::time::Instant;
 
@@ -257,8 +233,12 @@ mod tests {
 
     const LIMIT: Duration = Duration::from_secs(10);
 
-    fn pool(size: usize) -> Pool {
-        Pool::new(NonZeroUsize::new(size).unwrap()).unwrap()
+    /// A pool of `size` workers, and the shutdown that closes it.
+    fn pool(size: usize) -> (Pool, Shutdown) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let shutdown = Shutdown::new(&listener).unwrap();
+        let pool = Pool::new(NonZeroUsize::new(size).unwrap(), shutdown.clone()).unwrap();
+        (pool, shutdown)
     }
 
     /// Waits until `pool` reports `busy` running jobs.
@@ -273,7 +253,7 @@ mod tests {
     /// A job that panics leaves its worker alive for the next jobs.
     #[test]
     fn a_panicking_job_does_not_shrink_the_pool() {
-        let pool = pool(1);
+        let (pool, _) = pool(1);
         let (done_tx, done) = mpsc::channel();
         pool.execute(Box::new(|| panic!("deliberate test panic")))
             .unwrap();
@@ -292,10 +272,10 @@ mod tests {
         wait_busy(&pool, 0);
     }
 
-    /// Waiting for room in a full queue ends when the pool is closed.
+    /// `execute` waits while the queue is full, and gives up once shutdown begins.
     #[test]
-    fn execute_gives_up_when_closed_while_the_queue_is_full() {
-        let pool = pool(1);
+    fn execute_waits_for_room_until_shutdown_begins() {
+        let (pool, shutdown) = pool(1);
         let (release_tx, release) = mpsc::channel::<()>();
         let release = Arc::new(Mutex::new(release));
         // One job occupies the worker, one fills the queue of capacity 1.
@@ -306,21 +286,33 @@ mod tests {
             }))
             .unwrap();
         }
-        let closer = pool.closer();
-        let blocked = thread::spawn(move || pool.execute(Box::new(|| ())).is_err());
-        thread::sleep(Duration::from_millis(50));
-        closer.close();
-        drop(release_tx); // lets the jobs end, so dropping the pool can join its worker
+        wait_busy(&pool, 1);
+        let (result_tx, result) = mpsc::channel();
+        let blocked = thread::spawn(move || {
+            result_tx
+                .send(pool.execute(Box::new(|| ())).is_err())
+                .unwrap();
+            pool // dropped here, once the jobs are released, joining the worker
+        });
         assert!(
-            blocked.join().unwrap(),
-            "execute must fail once the queue is closed"
+            result.recv_timeout(Duration::from_millis(200)).is_err(),
+            "execute must wait while the queue is full"
         );
+        shutdown.begin();
+        let refused = result
+            .recv_timeout(LIMIT)
+            .expect("execute must stop waiting once shutdown begins");
+        assert!(refused, "a job offered during shutdown must be refused");
+        drop(release_tx); // lets the jobs end, so dropping the pool can join its worker
+        let (joined_tx, joined) = mpsc::channel();
+        thread::spawn(move || joined_tx.send(blocked.join().is_ok()).unwrap());
+        assert_eq!(joined.recv_timeout(LIMIT), Ok(true), "the pool must drop");
     }
 
-    /// Shutdown lets running and queued jobs finish when they fit in the grace.
+    /// Draining lets running and queued jobs finish when they fit in the grace.
     #[test]
-    fn shutdown_waits_for_running_and_queued_jobs_within_the_grace() {
-        let pool = pool(1);
+    fn drain_waits_for_running_and_queued_jobs_within_the_grace() {
+        let (pool, _) = pool(1);
         let (done_tx, done) = mpsc::channel();
         for _ in 0..2 {
             let done_tx = done_tx.clone();
@@ -330,25 +322,25 @@ mod tests {
             }))
             .unwrap();
         }
-        assert_eq!(pool.shutdown(LIMIT), 0);
+        assert_eq!(pool.drain(LIMIT), 0);
         assert_eq!(
             done.try_iter().count(),
             2,
-            "both jobs finished before shutdown returned"
+            "both jobs finished before drain returned"
         );
     }
 
-    /// Shutdown gives up after the grace and says how many jobs were still running.
+    /// Draining gives up after the grace and says how many jobs were still running.
     #[test]
-    fn shutdown_reports_jobs_still_running_when_the_grace_ends() {
-        let pool = pool(2);
+    fn drain_reports_jobs_still_running_when_the_grace_ends() {
+        let (pool, _) = pool(2);
         let (release_tx, release) = mpsc::channel::<()>();
         pool.execute(Box::new(move || {
             let _ = release.recv_timeout(LIMIT);
         }))
         .unwrap();
         wait_busy(&pool, 1);
-        assert_eq!(pool.shutdown(Duration::from_millis(50)), 1);
+        assert_eq!(pool.drain(Duration::from_millis(50)), 1);
         drop(release_tx);
     }
 }

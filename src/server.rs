@@ -1,11 +1,12 @@
-//! The listener and the accept loop.
+//! The server's life: bind, serve, drain. [`run`] is the whole of it, read top to bottom; the
+//! listener and the accept loop are here too.
 //!
 //! The main thread accepts connections and hands each one to the worker pool. When every
 //! worker is busy and the pool's queue is full, it waits instead of accepting, so clients wait
 //! in the kernel's listen backlog; the backlog is set large so that a burst of thousands of
 //! connects is queued there rather than left to SYN retries.
 
-use std::io::{self, ErrorKind};
+use std::io::{self, ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread;
@@ -13,10 +14,81 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use socket2::{Domain, Protocol, Socket, Type};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use crate::connection::{self, Context};
+use crate::collection::Collection;
+use crate::config::Config;
+use crate::connection::{self, Shared};
 use crate::pool::Pool;
+use crate::shutdown::Shutdown;
+use crate::signals::Signals;
+use crate::stats::Stats;
+
+/// Runs the server until SIGINT or SIGTERM, then drains it and returns.
+///
+/// Every check that can fail on bad input (the poems, the address) happens before anything
+/// listens. Once listening, one line naming the bound address goes to stdout.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    // Bind: everything that can fail on bad input, before the listening line.
+    let signals = Signals::register().context("cannot install signal handlers")?;
+    let poems = Collection::open(&config.poems, config.order)?;
+    let listener = bind(config.addr, config.reuse_port)?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+    let shutdown = Shutdown::new(&listener).context("cannot set up shutdown")?;
+    let pool =
+        Pool::new(config.workers, shutdown.clone()).context("cannot start the worker threads")?;
+    let shared = Arc::new(Shared {
+        poems,
+        pacing: config.pacing,
+        write_timeout: config.write_timeout,
+        stats: Stats::new(),
+    });
+    signals
+        .watch(shutdown.clone(), Arc::clone(&shared), pool.load())
+        .context("cannot start the signal thread")?;
+
+    // Serve, until a signal begins the shutdown.
+    announce(local);
+    let poems = shared.poems.current();
+    for poem in poems.iter() {
+        info!(poem = %poem.path().display(), bytes = poem.size().unwrap_or(0), "poem");
+    }
+    info!(
+        poems = poems.len(),
+        order = config.order.name(),
+        num_bytes = config.pacing.chunk(),
+        delay_s = config.pacing.delay().as_secs_f64(),
+        workers = config.workers,
+        "serving"
+    );
+    accept_loop(&listener, &pool, &shared, &shutdown);
+    drop(listener); // from here on, connects are refused
+
+    // Drain: poems in flight get the grace period, then the final report.
+    info!(
+        streaming = pool.busy(),
+        grace_s = config.shutdown_grace.as_secs_f64(),
+        "listener closed; letting poems in flight finish"
+    );
+    let cut_off = pool.drain(config.shutdown_grace);
+    if cut_off > 0 {
+        warn!(
+            cut_off,
+            "grace period over; closing connections still streaming"
+        );
+    }
+    shared.stats.final_report().log();
+    Ok(())
+}
+
+/// Prints the one line on stdout that scripts wait for, with the real bound address.
+fn announce(local: SocketAddr) {
+    let mut stdout = std::io::stdout().lock();
+    // If nobody reads stdout, the line has nowhere to go and the server carries on regardless.
+    let _ = writeln!(stdout, "poetry-serve listening on {local}").and_then(|()| stdout.flush());
+}
 
 /// Listen backlog asked for; the kernel caps it at `net.core.somaxconn` (4096 on current
 /// Linux). std's `TcpListener::bind` asks for 128.
@@ -33,7 +105,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// `SO_REUSEPORT`, which does: every process that sets it may listen on the port, and the
 /// kernel spreads new connections among them. An unspecified IPv6 address (`::`) accepts
 /// IPv4 clients too.
-pub fn bind(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<TcpListener> {
+fn bind(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<TcpListener> {
     let fail = || format!("cannot listen on {addr}");
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .with_context(fail)?;
@@ -49,13 +121,13 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// Accepts connections and queues them for the pool until the pool is closed.
-pub fn accept_loop(listener: &TcpListener, pool: &Pool, ctx: &Arc<Context>) {
+/// Accepts connections and queues them for the pool until shutdown begins.
+fn accept_loop(listener: &TcpListener, pool: &Pool, shared: &Arc<Shared>, shutdown: &Shutdown) {
     loop {
         let accepted = listener.accept();
-        if pool.is_closed() {
-            // Whatever woke us (the signal thread's wake-up connection, or a client that
-            // arrived just then) is closed unserved.
+        if shutdown.has_begun() {
+            // Whatever woke us (the shut listener, or a client that arrived just then) is
+            // closed unserved.
             return;
         }
         let (stream, peer) = match accepted {
@@ -67,10 +139,10 @@ pub fn accept_loop(listener: &TcpListener, pool: &Pool, ctx: &Arc<Context>) {
         };
         // An IPv4 client of a dual-stack listener shows up as ::ffff:a.b.c.d; log it as a.b.c.d.
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        ctx.stats.accepted();
+        shared.stats.accepted();
         debug!(%peer, busy = pool.busy(), "accepted");
-        let ctx = Arc::clone(ctx);
-        let job = Box::new(move || connection::serve(stream, peer, &ctx));
+        let shared = Arc::clone(shared);
+        let job = Box::new(move || connection::serve(stream, peer, &shared));
         if pool.execute(job).is_err() {
             return;
         }

@@ -13,10 +13,9 @@ use crate::common::{LIMIT, Server, binary_bytes, poem_file, read_to_end, shipped
 fn the_pool_limits_concurrent_clients() {
     let bytes = binary_bytes(50); // 5 chunks: at least 0.8 s per client
     let poem = poem_file(&bytes);
-    let server = Server::start(
-        poem.path(),
-        &["--workers", "2", "--num-bytes", "10", "--delay", "0.2"],
-    );
+    let server = Server::launch(poem.path())
+        .args(&["--workers", "2", "--num-bytes", "10", "--delay", "0.2"])
+        .start();
     let started = Instant::now();
     let fetches: Vec<_> = thread::scope(|scope| {
         let clients: Vec<_> = (0..4)
@@ -62,10 +61,9 @@ fn the_pool_limits_concurrent_clients() {
 fn a_client_hanging_up_frees_its_worker() {
     let bytes = binary_bytes(200);
     let poem = poem_file(&bytes);
-    let server = Server::start(
-        poem.path(),
-        &["--workers", "1", "--num-bytes", "10", "--delay", "0.02"],
-    );
+    let server = Server::launch(poem.path())
+        .args(&["--workers", "1", "--num-bytes", "10", "--delay", "0.02"])
+        .start();
     let mut quitter = server.connect();
     let mut first = [0u8; 20];
     quitter.read_exact(&mut first).expect("the first chunks");
@@ -81,10 +79,9 @@ fn a_stalled_reader_is_dropped_after_the_write_timeout() {
     // Far more than loopback's socket buffers hold, so the server's writes must block.
     let bytes = binary_bytes(32 << 20);
     let poem = poem_file(&bytes);
-    let server = Server::start(
-        poem.path(),
-        &["--workers", "1", "--delay", "0", "--write-timeout", "1"],
-    );
+    let server = Server::launch(poem.path())
+        .args(&["--workers", "1", "--delay", "0", "--write-timeout", "1"])
+        .start();
     let staller = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     staller.set_recv_buffer_size(4096).unwrap();
     staller
@@ -102,7 +99,9 @@ fn a_stalled_reader_is_dropped_after_the_write_timeout() {
 #[test]
 fn a_client_that_keeps_talking_cannot_hold_the_worker() {
     let (path, bytes) = shipped("science.txt");
-    let server = Server::start(&path, &["--workers", "1", "--delay", "0"]);
+    let server = Server::launch(&path)
+        .args(&["--workers", "1", "--delay", "0"])
+        .start();
     let talker = server.connect();
     let mut writer = talker.try_clone().unwrap();
     let chatter = thread::spawn(move || {
@@ -128,7 +127,7 @@ fn a_client_that_keeps_talking_cannot_hold_the_worker() {
 fn a_client_that_sends_data_still_gets_every_byte() {
     let bytes = binary_bytes(1 << 20);
     let poem = poem_file(&bytes);
-    let server = Server::start(poem.path(), &["--delay", "0"]);
+    let server = Server::launch(poem.path()).args(&["--delay", "0"]).start();
     for _ in 0..3 {
         let started = Instant::now();
         let mut client = server.connect();
@@ -147,7 +146,9 @@ fn a_client_that_sends_data_still_gets_every_byte() {
 #[test]
 fn typing_during_a_paced_poem_loses_nothing() {
     let (path, bytes) = shipped("fascination.txt");
-    let server = Server::start(&path, &["--num-bytes", "50", "--delay", "0.01"]);
+    let server = Server::launch(&path)
+        .args(&["--num-bytes", "50", "--delay", "0.01"])
+        .start();
     let mut client = server.start_streaming(50);
     client
         .stream
@@ -162,7 +163,7 @@ fn typing_during_a_paced_poem_loses_nothing() {
 #[test]
 fn workers_run_below_the_accept_loop() {
     let (path, _) = shipped("science.txt");
-    let server = Server::start(&path, &["--workers", "3"]);
+    let server = Server::launch(&path).args(&["--workers", "3"]).start();
     // The main thread's nice value, then each worker's, once it has started (a thread names
     // itself and lowers its priority when it first runs, which on a loaded machine can come
     // after the listening line).
@@ -212,25 +213,11 @@ fn nice_values(pid: u32) -> std::collections::BTreeMap<String, i32> {
 fn running_out_of_file_descriptors_drops_no_one() {
     let bytes = binary_bytes(50);
     let poem = poem_file(&bytes);
-    let mut command = std::process::Command::new("sh");
     // 24 descriptors: a handful for the server itself, the rest for about 15 connections.
-    command.args([
-        "-c",
-        "ulimit -n 24 && exec \"$0\" \"$@\"",
-        crate::common::BIN,
-    ]);
-    command.args([
-        "--port",
-        "0",
-        "--workers",
-        "64",
-        "--num-bytes",
-        "10",
-        "--delay",
-        "0.05",
-    ]);
-    command.arg(poem.path());
-    let server = Server::spawn(command);
+    let server = Server::launch(poem.path())
+        .args(&["--workers", "64", "--num-bytes", "10", "--delay", "0.05"])
+        .under_shell("ulimit -n 24")
+        .start();
     let started = Instant::now();
     let fetches: Vec<_> = thread::scope(|scope| {
         let clients: Vec<_> = (0..40)

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -59,34 +59,72 @@ pub struct Server {
     /// The address from the listening line.
     pub addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
+    /// Says when the server's stderr has closed, that is, when everything it logged is in.
+    stderr_eof: Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
-impl Server {
-    /// Starts the binary on 127.0.0.1 port 0 with `args` and the poem at `poem`, and waits for
-    /// its listening line.
-    pub fn start(poem: &Path, args: &[&str]) -> Server {
-        let mut all = vec!["--port", "0"];
-        all.extend_from_slice(args);
-        Server::start_raw(&all, poem)
+/// How to start a server: the poems, the flags and the environment, then [`Launch::start`].
+pub struct Launch {
+    poems: Vec<PathBuf>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    port: String,
+    shell: Option<String>,
+}
+
+impl Launch {
+    /// Adds flags, in order, after `--port`.
+    pub fn args(mut self, args: &[&str]) -> Launch {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
     }
 
-    /// Like [`Server::start`], but adds no `--port`.
-    pub fn start_raw(args: &[&str], poem: &Path) -> Server {
-        Server::start_with(args, &[poem], &[])
+    /// Adds more poems after the first.
+    pub fn poem(mut self, poem: &Path) -> Launch {
+        self.poems.push(poem.to_owned());
+        self
     }
 
-    /// Starts the binary with `args`, then `poems`, with `env` added to its environment, and
-    /// waits for its listening line.
-    pub fn start_with(args: &[&str], poems: &[&Path], env: &[(&str, &str)]) -> Server {
-        let mut command = Command::new(BIN);
-        command.args(args).args(poems).envs(env.iter().copied());
-        Server::spawn(command)
+    /// Listens on `port` instead of port 0.
+    pub fn port(mut self, port: u16) -> Launch {
+        self.port = port.to_string();
+        self
     }
 
-    /// Runs `command`, which must start poetry-serve (directly or through `exec`), and waits
-    /// for its listening line.
-    pub fn spawn(mut command: Command) -> Server {
-        let mut child = command
+    /// Sets an environment variable for the server.
+    pub fn env(mut self, key: &str, value: &str) -> Launch {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Runs `prelude` in a shell that then `exec`s the server (`ulimit -n 24`, say).
+    pub fn under_shell(mut self, prelude: &str) -> Launch {
+        self.shell = Some(prelude.into());
+        self
+    }
+
+    /// The command this launch runs.
+    pub fn command(&self) -> Command {
+        let mut command = match &self.shell {
+            Some(prelude) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("{prelude} && exec \"$0\" \"$@\""), BIN]);
+                sh
+            }
+            None => Command::new(BIN),
+        };
+        command
+            .args(["--port", &self.port])
+            .args(&self.args)
+            .args(&self.poems)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    /// Starts the server and waits for its listening line.
+    pub fn start(self) -> Server {
+        let mut child = self
+            .command()
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -95,6 +133,7 @@ impl Server {
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut err_pipe = child.stderr.take().expect("stderr is piped");
         let sink = Arc::clone(&stderr);
+        let (eof_tx, stderr_eof) = std::sync::mpsc::channel();
         thread::spawn(move || {
             let mut chunk = [0u8; 4096];
             while let Ok(n @ 1..) = err_pipe.read(&mut chunk) {
@@ -102,6 +141,7 @@ impl Server {
                     .unwrap()
                     .push_str(&String::from_utf8_lossy(&chunk[..n]));
             }
+            let _ = eof_tx.send(());
         });
         let out_pipe = child.stdout.take().expect("stdout is piped");
         let (line_tx, line_rx) = std::sync::mpsc::channel();
@@ -112,6 +152,7 @@ impl Server {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
             stderr,
+            stderr_eof: Mutex::new(stderr_eof),
         };
         let line = match line_rx.recv_timeout(LIMIT) {
             Ok(Some(Ok(line))) => line,
@@ -128,6 +169,19 @@ impl Server {
             .unwrap_or_else(|_| panic!("odd address in {line:?}"));
         server
     }
+}
+
+impl Server {
+    /// A launch of the binary on 127.0.0.1, port 0, serving `poem`.
+    pub fn launch(poem: &Path) -> Launch {
+        Launch {
+            poems: vec![poem.to_owned()],
+            args: Vec::new(),
+            env: Vec::new(),
+            port: "0".into(),
+            shell: None,
+        }
+    }
 
     /// The server's process id.
     pub fn pid(&self) -> u32 {
@@ -141,15 +195,20 @@ impl Server {
 
     /// Waits until stderr contains `needle`, and returns stderr.
     pub fn wait_for_log(&self, needle: &str) -> String {
+        self.wait_for_logs(needle, 1)
+    }
+
+    /// Waits until stderr contains `needle` at least `count` times, and returns stderr.
+    pub fn wait_for_logs(&self, needle: &str, count: usize) -> String {
         let started = Instant::now();
         loop {
             let log = self.stderr();
-            if log.contains(needle) {
+            if log.matches(needle).count() >= count {
                 return log;
             }
             assert!(
                 started.elapsed() < LIMIT,
-                "no {needle:?} in the log:\n{log}"
+                "fewer than {count} of {needle:?} in the log:\n{log}"
             );
             thread::sleep(Duration::from_millis(10));
         }
@@ -167,8 +226,8 @@ impl Server {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // Let the stderr reader catch up with the last lines.
-                thread::sleep(Duration::from_millis(50));
+                // The last lines are in once the reader has seen stderr close.
+                let _ = self.stderr_eof.lock().unwrap().recv_timeout(LIMIT);
                 return status;
             }
             assert!(

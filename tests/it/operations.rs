@@ -28,7 +28,11 @@ fn several_poems_are_served_in_turn() {
         dir.path().join("b.txt"),
         dir.path().join("c.txt"),
     );
-    let server = Server::start_with(&["--port", "0", "--delay", "0"], &[&c, &a, &b], &[]);
+    let server = Server::launch(&c)
+        .poem(&a)
+        .poem(&b)
+        .args(&["--delay", "0"])
+        .start();
     for expected in [&texts[2], &texts[0], &texts[1], &texts[2], &texts[0]] {
         server.fetch_exact(expected);
     }
@@ -38,7 +42,7 @@ fn several_poems_are_served_in_turn() {
 #[test]
 fn a_directory_serves_its_txt_files() {
     let (dir, texts) = three_poems();
-    let server = Server::start_with(&["--port", "0", "--delay", "0"], &[dir.path()], &[]);
+    let server = Server::launch(dir.path()).args(&["--delay", "0"]).start();
     for expected in [&texts[0], &texts[1], &texts[2], &texts[0]] {
         server.fetch_exact(expected);
     }
@@ -48,11 +52,9 @@ fn a_directory_serves_its_txt_files() {
 #[test]
 fn random_order_serves_each_poem_whole() {
     let (dir, texts) = three_poems();
-    let server = Server::start_with(
-        &["--port", "0", "--delay", "0", "--order", "random"],
-        &[dir.path()],
-        &[],
-    );
+    let server = Server::launch(dir.path())
+        .args(&["--delay", "0", "--order", "random"])
+        .start();
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..30 {
         let fetch = server.fetch();
@@ -72,7 +74,9 @@ fn random_order_serves_each_poem_whole() {
 fn sighup_reloads_the_poems() {
     let old = binary_bytes(100);
     let (dir, path) = poem_in_dir(&old);
-    let server = Server::start(&path, &["--num-bytes", "10", "--delay", "0.05"]);
+    let server = Server::launch(&path)
+        .args(&["--num-bytes", "10", "--delay", "0.05"])
+        .start();
     let in_flight = server.start_streaming(10);
 
     // Replace the file the way editors do: write a new one and rename it over the old.
@@ -97,28 +101,25 @@ fn sighup_reloads_the_poems() {
 fn sigusr1_prints_stats_at_any_log_level() {
     let bytes = binary_bytes(100);
     let poem = poem_file(&bytes);
-    let args = [
-        "--port",
-        "0",
-        "--workers",
-        "1",
-        "--num-bytes",
-        "10",
-        "--delay",
-        "0.3",
-    ];
-    let server = Server::start_with(&args, &[poem.path()], &[("RUST_LOG", "off")]);
+    let args = ["--workers", "1", "--num-bytes", "10", "--delay", "0.3"];
+    let server = Server::launch(poem.path())
+        .args(&args)
+        .env("RUST_LOG", "off")
+        .start();
     let _streaming = server.start_streaming(10);
     let _queued = server.connect();
     // The accept loop takes the second connection at once and queues it.
     let started = Instant::now();
     loop {
         server.signal(libc::SIGUSR1);
-        let log = server.wait_for_log("stats: ");
+        let log = server.wait_for_log("stats uptime_s=");
         if log.contains("queued=1") || started.elapsed() > LIMIT {
-            assert!(log.contains("accepted=2 completed=0 aborted=0"), "{log}");
+            assert!(log.contains("accepted=2 complete=0 aborted=0"), "{log}");
             assert!(log.contains("busy_workers=1 queued=1"), "{log}");
-            assert!(!log.contains("INFO"), "RUST_LOG=off, yet: {log}");
+            assert!(
+                log.lines().all(|line| line.contains("poetry_serve::stats")),
+                "RUST_LOG=off lets through the stats line only, yet: {log}"
+            );
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -130,7 +131,9 @@ fn sigusr1_prints_stats_at_any_log_level() {
 fn json_logs_have_stable_fields() {
     let bytes = binary_bytes(50);
     let poem = poem_file(&bytes);
-    let server = Server::start(poem.path(), &["--delay", "0", "--log-format", "json"]);
+    let server = Server::launch(poem.path())
+        .args(&["--delay", "0", "--log-format", "json"])
+        .start();
     server.fetch_exact(&bytes);
     let log = server.wait_for_log("connection ended");
     for line in log.lines() {
@@ -159,7 +162,9 @@ fn json_logs_have_stable_fields() {
 fn dual_stack_accepts_ipv4_clients() {
     let bytes = binary_bytes(64);
     let poem = poem_file(&bytes);
-    let server = Server::start(poem.path(), &["--iface", "::", "--delay", "0"]);
+    let server = Server::launch(poem.path())
+        .args(&["--iface", "::", "--delay", "0"])
+        .start();
     assert_eq!(server.addr.ip().to_string(), "::");
     let v4: SocketAddr = ([127, 0, 0, 1], server.addr.port()).into();
     let stream = TcpStream::connect_timeout(&v4, LIMIT).expect("IPv4 connect to a :: listener");
@@ -177,17 +182,19 @@ fn dual_stack_accepts_ipv4_clients() {
 fn reuse_port_lets_two_servers_share_a_port() {
     let bytes = binary_bytes(64);
     let poem = poem_file(&bytes);
-    let first = Server::start(poem.path(), &["--reuse-port", "--delay", "0"]);
+    let first = Server::launch(poem.path())
+        .args(&["--reuse-port", "--delay", "0"])
+        .start();
     let port = first.addr.port().to_string();
     let refused = crate::common::run(&["--port", &port, &poem.path().display().to_string()]);
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("in use"),
         "{refused:?}"
     );
-    let second = Server::start_raw(
-        &["--port", &port, "--reuse-port", "--delay", "0"],
-        poem.path(),
-    );
+    let second = Server::launch(poem.path())
+        .port(first.addr.port())
+        .args(&["--reuse-port", "--delay", "0"])
+        .start();
     for _ in 0..40 {
         first.fetch_exact(&bytes);
     }

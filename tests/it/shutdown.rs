@@ -3,7 +3,6 @@
 
 use std::io::ErrorKind;
 use std::net::TcpStream;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::{LIMIT, Server, binary_bytes, poem_file, read_to_end};
@@ -29,7 +28,9 @@ fn assert_refused(server: &Server) {
 fn sigterm_drains_poems_in_flight_and_refuses_new_connects() {
     let bytes = binary_bytes(100);
     let poem = poem_file(&bytes);
-    let mut server = Server::start(poem.path(), &["--num-bytes", "10", "--delay", "0.1"]);
+    let mut server = Server::launch(poem.path())
+        .args(&["--num-bytes", "10", "--delay", "0.1"])
+        .start();
     let client = server.start_streaming(10);
     server.signal(SIGTERM);
     server.wait_for_log("listener closed");
@@ -39,7 +40,7 @@ fn sigterm_drains_poems_in_flight_and_refuses_new_connects() {
     let status = server.wait_exit(LIMIT);
     assert_eq!(status.code(), Some(0), "stderr:\n{}", server.stderr());
     let log = server.stderr();
-    assert!(log.contains("accepted=1 completed=1 aborted=0"), "{log}");
+    assert!(log.contains("accepted=1 complete=1 aborted=0"), "{log}");
     assert!(log.contains("bytes_sent=100"), "{log}");
 }
 
@@ -49,14 +50,14 @@ fn sigterm_drains_poems_in_flight_and_refuses_new_connects() {
 fn shutdown_with_every_worker_busy() {
     let bytes = binary_bytes(100);
     let poem = poem_file(&bytes);
-    let mut server = Server::start(
-        poem.path(),
-        &["--workers", "1", "--num-bytes", "10", "--delay", "0.05"],
-    );
+    let mut server = Server::launch(poem.path())
+        .args(&["--workers", "1", "--num-bytes", "10", "--delay", "0.05"])
+        .env("RUST_LOG", "debug")
+        .start();
     let first = server.start_streaming(10);
     let queued = server.connect(); // fills the queue (capacity 1)
     let waiting = server.connect(); // held by the accept loop, which now waits for room
-    thread::sleep(Duration::from_millis(200)); // let the accept loop take it
+    server.wait_for_logs(": accepted peer=", 3);
     server.signal(SIGTERM);
     server.wait_for_log("listener closed");
     assert_refused(&server);
@@ -78,7 +79,7 @@ fn shutdown_with_every_worker_busy() {
         server.stderr()
     );
     let log = server.stderr();
-    assert!(log.contains("accepted=3 completed=2 aborted=1"), "{log}");
+    assert!(log.contains("accepted=3 complete=2 aborted=1"), "{log}");
 }
 
 /// When the grace period runs out, what still streams is closed and the server exits 0,
@@ -87,17 +88,16 @@ fn shutdown_with_every_worker_busy() {
 fn the_grace_period_bounds_shutdown() {
     let bytes = binary_bytes(300); // 30 chunks at 1 s: half a minute if nothing cut it short
     let poem = poem_file(&bytes);
-    let mut server = Server::start(
-        poem.path(),
-        &[
+    let mut server = Server::launch(poem.path())
+        .args(&[
             "--num-bytes",
             "10",
             "--delay",
             "1",
             "--shutdown-grace",
             "0.5",
-        ],
-    );
+        ])
+        .start();
     let client = server.start_streaming(10);
     server.signal(SIGTERM);
     assert_eq!(
@@ -108,7 +108,7 @@ fn the_grace_period_bounds_shutdown() {
     );
     let log = server.stderr();
     assert!(log.contains("grace period over"), "{log}");
-    assert!(log.contains("accepted=1 completed=0 aborted=1"), "{log}");
+    assert!(log.contains("accepted=1 complete=0 aborted=1"), "{log}");
     // The client sees its connection end early, not hang.
     let got = client.finish().map_or(10, |bytes| bytes.len());
     assert!(
@@ -122,7 +122,9 @@ fn the_grace_period_bounds_shutdown() {
 fn a_second_signal_exits_at_once() {
     let bytes = binary_bytes(300);
     let poem = poem_file(&bytes);
-    let mut server = Server::start(poem.path(), &["--num-bytes", "10", "--delay", "1"]);
+    let mut server = Server::launch(poem.path())
+        .args(&["--num-bytes", "10", "--delay", "1"])
+        .start();
     let _client = server.start_streaming(10);
     server.signal(SIGINT);
     server.wait_for_log("listener closed");
@@ -134,4 +136,31 @@ fn a_second_signal_exits_at_once() {
         "{}",
         server.stderr()
     );
+}
+
+/// SIGTERM stops the process that got it, every time, even when another `--reuse-port`
+/// server shares the port; the other one keeps serving and sees nothing of it.
+#[test]
+fn sigterm_stops_only_its_own_server_when_the_port_is_shared() {
+    let bytes = binary_bytes(64);
+    let poem = poem_file(&bytes);
+    let args = ["--reuse-port", "--delay", "0", "--shutdown-grace", "2"];
+    let other = Server::launch(poem.path()).args(&args).start();
+    for round in 1..=8 {
+        let mut server = Server::launch(poem.path())
+            .port(other.addr.port())
+            .args(&args)
+            .start();
+        server.signal(SIGTERM);
+        let status = server.wait_exit(Duration::from_secs(5));
+        assert_eq!(status.code(), Some(0), "round {round}: {}", server.stderr());
+        // With the signalled server gone, every connect reaches the other one.
+        other.fetch_exact(&bytes);
+        let served = other.wait_for_logs("connection ended", round);
+        assert_eq!(
+            served.matches("connection ended").count(),
+            round,
+            "round {round}: the other server saw a connection it was not sent:\n{served}"
+        );
+    }
 }

@@ -1,14 +1,17 @@
 //! What a client receives: every byte of the file, on schedule, over IPv4 and IPv6.
 
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
-use crate::common::{Server, binary_bytes, poem_file, poem_in_dir, shipped};
+use crate::common::{Server, binary_bytes, poem_file, poem_in_dir, read_to_end, shipped};
 
 /// A shipped text poem arrives byte for byte through the paced path.
 #[test]
 fn text_poem_arrives_exactly() {
     let (path, bytes) = shipped("science.txt");
-    let server = Server::start(&path, &["--num-bytes", "7", "--delay", "0.001"]);
+    let server = Server::launch(&path)
+        .args(&["--num-bytes", "7", "--delay", "0.001"])
+        .start();
     server.fetch_exact(&bytes);
     let log = server.wait_for_log("outcome=\"complete\"");
     assert!(log.contains(&format!("bytes={}", bytes.len())), "{log}");
@@ -19,18 +22,24 @@ fn text_poem_arrives_exactly() {
 fn binary_poem_arrives_exactly() {
     let small = binary_bytes(4099);
     let poem = poem_file(&small);
-    Server::start(poem.path(), &["--num-bytes", "1000", "--delay", "0.001"]).fetch_exact(&small);
+    Server::launch(poem.path())
+        .args(&["--num-bytes", "1000", "--delay", "0.001"])
+        .start()
+        .fetch_exact(&small);
 
     let large = binary_bytes(3 << 20);
     let poem = poem_file(&large);
-    Server::start(poem.path(), &["--delay", "0"]).fetch_exact(&large);
+    Server::launch(poem.path())
+        .args(&["--delay", "0"])
+        .start()
+        .fetch_exact(&large);
 }
 
 /// An empty file gives an immediate, clean close.
 #[test]
 fn empty_poem_closes_cleanly() {
     let poem = poem_file(b"");
-    let server = Server::start(poem.path(), &[]);
+    let server = Server::launch(poem.path()).start();
     let fetch = server.fetch_exact(b"");
     assert!(
         fetch.elapsed < Duration::from_secs(5),
@@ -46,7 +55,9 @@ fn empty_poem_closes_cleanly() {
 fn chunks_are_paced_on_schedule() {
     let bytes = binary_bytes(400);
     let poem = poem_file(&bytes);
-    let server = Server::start(poem.path(), &["--num-bytes", "10", "--delay", "0.05"]);
+    let server = Server::launch(poem.path())
+        .args(&["--num-bytes", "10", "--delay", "0.05"])
+        .start();
     let fetch = server.fetch_exact(&bytes);
     let delay = Duration::from_millis(50);
     // The client starts its clock before connecting, the server after accepting, so chunk k
@@ -76,13 +87,38 @@ fn chunks_are_paced_on_schedule() {
     server.wait_for_log("bytes=400 chunks=40 ");
 }
 
+/// A chunk that goes out late does not push back the ones after it: the schedule is counted
+/// from the connection's start, so overdue chunks leave at once and the poem ends on time.
+#[test]
+fn a_late_chunk_does_not_delay_the_rest() {
+    // 4 chunks of 16 MiB, 0.5 s apart: the last is due at 1.5 s. The client reads nothing for
+    // 2 s, so the first chunk cannot leave before then (far more than the socket buffers
+    // hold); the others are overdue by then and follow at once. A schedule that waited a
+    // delay after each write would end at 2 s + 3 × 0.5 s = 3.5 s.
+    let bytes = binary_bytes(64 << 20);
+    let poem = poem_file(&bytes);
+    let server = Server::launch(poem.path())
+        .args(&["--num-bytes", &(16 << 20).to_string(), "--delay", "0.5"])
+        .start();
+    let started = Instant::now();
+    let stream = server.connect();
+    thread::sleep(Duration::from_secs(2));
+    let fetch = read_to_end(stream, started).expect("the whole poem");
+    server.assert_bytes(&fetch.bytes, &bytes);
+    assert!(
+        fetch.elapsed < Duration::from_millis(3000),
+        "the late first chunk pushed the rest back: EOF at {:?}",
+        fetch.elapsed
+    );
+}
+
 /// With --delay 0 the poem is not cut into --num-bytes writes: a 3 MiB poem at the default
 /// 10-byte chunk takes a handful of writes, not 300,000.
 #[test]
 fn zero_delay_is_unpaced() {
     let bytes = binary_bytes(3 << 20);
     let poem = poem_file(&bytes);
-    let server = Server::start(poem.path(), &["--delay", "0"]);
+    let server = Server::launch(poem.path()).args(&["--delay", "0"]).start();
     server.fetch_exact(&bytes);
     server.wait_for_log("bytes=3145728 chunks=3 ");
 }
@@ -91,7 +127,9 @@ fn zero_delay_is_unpaced() {
 #[test]
 fn ipv6_loopback() {
     let (path, bytes) = shipped("fascination.txt");
-    let server = Server::start(&path, &["--iface", "::1", "--delay", "0"]);
+    let server = Server::launch(&path)
+        .args(&["--iface", "::1", "--delay", "0"])
+        .start();
     assert_eq!(server.addr.ip().to_string(), "::1");
     server.fetch_exact(&bytes);
     let log = server.wait_for_log("connection ended");
@@ -105,7 +143,9 @@ fn ipv6_loopback() {
 fn poem_file_truncated_or_deleted_while_served() {
     let bytes = binary_bytes(400);
     let (_dir, path) = poem_in_dir(&bytes);
-    let server = Server::start(&path, &["--num-bytes", "10", "--delay", "0.02"]);
+    let server = Server::launch(&path)
+        .args(&["--num-bytes", "10", "--delay", "0.02"])
+        .start();
 
     // Truncated to 100 bytes while the first client is at about byte 10.
     let client = server.start_streaming(10);
