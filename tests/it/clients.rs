@@ -16,22 +16,11 @@ fn the_pool_limits_concurrent_clients() {
     let server = Server::launch(poem.path())
         .args(&["--workers", "2", "--num-bytes", "10", "--delay", "0.2"])
         .start();
-    let started = Instant::now();
-    let fetches: Vec<_> = thread::scope(|scope| {
-        let clients: Vec<_> = (0..4)
-            .map(|_| {
-                let server = &server;
-                scope.spawn(move || {
-                    let stream = server.connect();
-                    read_to_end(stream, started).expect("fetch")
-                })
-            })
-            .collect();
-        clients
-            .into_iter()
-            .map(|client| client.join().expect("client thread"))
-            .collect()
-    });
+    let fetches: Vec<_> = server
+        .fetch_many(4)
+        .into_iter()
+        .map(|fetch| fetch.expect("fetch"))
+        .collect();
     for fetch in &fetches {
         server.assert_bytes(&fetch.bytes, &bytes);
     }
@@ -128,14 +117,15 @@ fn a_client_that_sends_data_still_gets_every_byte() {
     let bytes = binary_bytes(1 << 20);
     let poem = poem_file(&bytes);
     let server = Server::launch(poem.path()).args(&["--delay", "0"]).start();
-    for _ in 0..3 {
+    for round in 1..=3 {
         let started = Instant::now();
         let mut client = server.connect();
         client
             .write_all(&[b'y'; 50_000])
             .expect("send before reading");
-        // Let the server finish writing and reach its close while the poem sits unread here.
-        thread::sleep(Duration::from_millis(300));
+        // The whole poem fits in the socket buffers: the server finishes writing and reaches
+        // its close (logging the connection first) while the poem sits unread here.
+        server.wait_for_logs("connection ended", round);
         let fetch = read_to_end(client, started)
             .unwrap_or_else(|err| panic!("lost the poem's tail: {err}; {}", server.stderr()));
         server.assert_bytes(&fetch.bytes, &bytes);
@@ -218,19 +208,7 @@ fn running_out_of_file_descriptors_drops_no_one() {
         .args(&["--workers", "64", "--num-bytes", "10", "--delay", "0.05"])
         .under_shell("ulimit -n 24")
         .start();
-    let started = Instant::now();
-    let fetches: Vec<_> = thread::scope(|scope| {
-        let clients: Vec<_> = (0..40)
-            .map(|_| {
-                let server = &server;
-                scope.spawn(move || read_to_end(server.connect(), started))
-            })
-            .collect();
-        clients
-            .into_iter()
-            .map(|c| c.join().expect("client thread"))
-            .collect()
-    });
+    let fetches = server.fetch_many(40);
     for fetch in fetches {
         let fetch =
             fetch.unwrap_or_else(|err| panic!("a client lost out: {err}\n{}", server.stderr()));

@@ -270,6 +270,21 @@ impl Server {
         })
     }
 
+    /// Fetches the poem on `n` connections at once, all timed from one start, and returns what
+    /// each received (in no particular order).
+    pub fn fetch_many(&self, n: usize) -> Vec<std::io::Result<Fetch>> {
+        let started = Instant::now();
+        thread::scope(|scope| {
+            let clients: Vec<_> = (0..n)
+                .map(|_| scope.spawn(move || read_to_end(self.connect(), started)))
+                .collect();
+            clients
+                .into_iter()
+                .map(|client| client.join().expect("client thread"))
+                .collect()
+        })
+    }
+
     /// Fetches and checks that the poem arrived byte for byte.
     pub fn fetch_exact(&self, expected: &[u8]) -> Fetch {
         let fetch = self.fetch();
