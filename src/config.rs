@@ -5,7 +5,7 @@
 //! of the program never checks them again.
 
 use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -86,6 +86,19 @@ pub struct Cli {
     #[arg(long)]
     pub reuse_port: bool,
 
+    /// Most connections one source may hold at once, streaming or waiting; 0 means no limit.
+    /// A source is an IPv4 address or an IPv6 /64. A connection over the limit is closed at
+    /// once, unserved, and counted as rejected. Turn it on when serving the open Internet, so
+    /// that one host cannot take every worker
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_per_source: u32,
+
+    /// Expect every connection to begin with a PROXY protocol header (v1 or v2), as a load
+    /// balancer sends it, and treat the client it names as the peer: in the logs and for
+    /// --max-per-source. A connection without a valid header within 5 s is closed
+    #[arg(long)]
+    pub proxy_protocol: bool,
+
     /// Log lines as plain text, or as one JSON object per line for log shippers
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -121,6 +134,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Whether to set SO_REUSEPORT on the listener.
     pub reuse_port: bool,
+    /// Most connections per source at once; `None` for no limit.
+    pub max_per_source: Option<NonZeroU32>,
+    /// Whether connections begin with a PROXY protocol header.
+    pub proxy_protocol: bool,
     /// How logs and the stats line are written.
     pub log_format: LogFormat,
 }
@@ -149,6 +166,8 @@ impl Cli {
             poems: self.poems,
             order: self.order,
             reuse_port: self.reuse_port,
+            max_per_source: NonZeroU32::new(self.max_per_source),
+            proxy_protocol: self.proxy_protocol,
             log_format: self.log_format,
             addr: SocketAddr::new(ip, self.port),
             pacing: Pacing::new(chunk, delay),

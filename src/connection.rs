@@ -7,15 +7,18 @@
 
 use std::io::{self, ErrorKind, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::thread;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 
 use crate::collection::Collection;
+use crate::limit::{Admission, Limit, OverLimit};
 use crate::outcome::Outcome;
 use crate::pacing::Pacing;
 use crate::poem::Poem;
+use crate::proxy;
+use crate::shutdown;
 use crate::stats::Stats;
 
 /// After the last byte, how long to wait for the client to close its side, discarding whatever
@@ -30,45 +33,72 @@ pub struct Shared {
     pub poems: Collection,
     /// Chunk size and delay.
     pub pacing: Pacing,
-    /// How long a write may make no progress before the client is dropped.
+    /// How long a write may make no progress, or sent data go unacknowledged, before the
+    /// client is dropped.
     pub write_timeout: Duration,
+    /// Whether every connection begins with a PROXY header naming the real client.
+    pub proxy_protocol: bool,
+    /// Connections per source.
+    pub limit: Arc<Limit>,
     /// Server-wide totals.
     pub stats: Stats,
+    /// Ends connections still streaming when the grace period is over.
+    pub shutdown: shutdown::Shutdown,
 }
 
-/// How far a connection got.
-#[derive(Debug, Default)]
-struct Progress {
+/// What the connection's log line tells.
+struct Record {
+    /// The client: the socket's peer, or the one a PROXY header names.
+    peer: SocketAddr,
+    /// The balancer the connection came through, with `--proxy-protocol`.
+    via: Option<SocketAddr>,
+    poem: Option<Arc<Poem>>,
+    start: Instant,
     bytes: u64,
     chunks: u64,
 }
 
 /// Streams the poem to one client, closes the connection, counts and logs how it went.
-pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
-    let start = Instant::now();
+///
+/// `admission` is the connection's place under the per-source limit, taken by the accept loop;
+/// with `--proxy-protocol` the client is known only once its header is read, so it is `None`
+/// and the place is taken here.
+pub fn serve(stream: TcpStream, peer: SocketAddr, admission: Option<Admission>, shared: &Shared) {
+    // Declared after `stream`, so dropped before it: the socket is closed untracked.
+    let _tracked = shared.shutdown.track(&stream);
+    let mut record = Record {
+        peer,
+        via: None,
+        poem: None,
+        start: Instant::now(),
+        bytes: 0,
+        chunks: 0,
+    };
+    let _admission = if shared.proxy_protocol {
+        record.via = Some(peer);
+        record.peer = match proxy::read_header(&stream, peer) {
+            Ok(client) => client,
+            Err(reason) => return record.end(Outcome::BadHeader(reason), shared),
+        };
+        match shared.limit.admit(record.peer.ip()) {
+            Ok(admission) => admission,
+            Err(OverLimit) => return reject(record.peer, shared),
+        }
+    } else {
+        admission
+    };
     let poem = shared.poems.pick();
-    let mut progress = Progress::default();
-    let outcome = stream_poem(&stream, &poem, shared, start, &mut progress);
+    record.poem = Some(Arc::clone(&poem));
+    let mut outcome = stream_poem(&stream, &poem, shared, &mut record);
+    if !outcome.is_complete() && shared.shutdown.is_cut_off() {
+        outcome = Outcome::CutOff; // whatever error the cut caused, the cut is why it ended
+    }
     // After the whole poem, shut the write side so the client sees EOF right after the last
     // byte; if that fails, the client is already gone.
     let lingering = outcome.is_complete() && stream.shutdown(Shutdown::Write).is_ok();
     // Log before lingering: by the time the line is written the client has often closed its
     // side already, and the wait below returns at once.
-    shared.stats.ended(&outcome);
-    let error = match &outcome {
-        Outcome::Failed(err) => Some(tracing::field::display(err)),
-        _ => None,
-    };
-    info!(
-        %peer,
-        poem = %poem.path().display(),
-        bytes = progress.bytes,
-        chunks = progress.chunks,
-        duration_ms = start.elapsed().as_millis() as u64,
-        outcome = outcome.label(),
-        error,
-        "connection ended"
-    );
+    record.end(outcome, shared);
     if lingering {
         drain_until_closed(&stream);
     }
@@ -76,15 +106,39 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     // the right answer to it.
 }
 
+/// Counts and logs a connection from `peer` turned away by the per-source limit. The caller
+/// closes it, unserved.
+pub fn reject(peer: SocketAddr, shared: &Shared) {
+    shared.stats.ended(&Outcome::Rejected);
+    shared.limit.rejected(peer.ip());
+}
+
+impl Record {
+    /// Counts the connection's `outcome` and writes its one log line.
+    fn end(&self, outcome: Outcome, shared: &Shared) {
+        shared.stats.ended(&outcome);
+        let error = match &outcome {
+            Outcome::Failed(err) => Some(err.to_string()),
+            Outcome::BadHeader(reason) => Some(reason.clone()),
+            _ => None,
+        };
+        info!(
+            peer = %self.peer,
+            via = self.via.map(tracing::field::display),
+            poem = self.poem.as_ref().map(|p| tracing::field::display(p.path().display())),
+            bytes = self.bytes,
+            chunks = self.chunks,
+            duration_ms = self.start.elapsed().as_millis() as u64,
+            outcome = outcome.label(),
+            error,
+            "connection ended"
+        );
+    }
+}
+
 /// Sends the poem on the pacing schedule, as it was when the connection began (a file that is
 /// truncated meanwhile ends the poem early).
-fn stream_poem(
-    stream: &TcpStream,
-    poem: &Poem,
-    shared: &Shared,
-    start: Instant,
-    progress: &mut Progress,
-) -> Outcome {
+fn stream_poem(stream: &TcpStream, poem: &Poem, shared: &Shared, record: &mut Record) -> Outcome {
     let len = match prepare(stream, poem, shared) {
         Ok(len) => len,
         Err(err) => return Outcome::from_error(err),
@@ -92,8 +146,14 @@ fn stream_poem(
     let step = shared.pacing.step() as u64;
     let mut offset = 0;
     while offset < len {
-        if shared.pacing.is_paced() {
-            sleep_until(shared.pacing.due(start, progress.chunks));
+        // Unpaced, every step is due at once; either way, the cut ends the poem here.
+        let due = if shared.pacing.is_paced() {
+            shared.pacing.due(record.start, record.chunks)
+        } else {
+            record.start
+        };
+        if !shared.shutdown.sleep_until(due) {
+            return Outcome::CutOff;
         }
         let end = len.min(offset + step);
         while offset < end {
@@ -109,21 +169,67 @@ fn stream_poem(
                     return Outcome::Complete;
                 }
                 Ok(sent) => {
-                    progress.bytes += sent as u64;
+                    record.bytes += sent as u64;
                     shared.stats.sent(sent);
                 }
                 Err(err) if err.kind() == ErrorKind::Interrupted => {}
-                Err(err) => return Outcome::from_error(err),
+                Err(err) => return sort_error(err, stream, shared.write_timeout),
             }
         }
-        progress.chunks += 1;
+        record.chunks += 1;
     }
     Outcome::Complete
+}
+
+/// Sorts a failed send into its outcome. When the kernel gives up on a client that stopped
+/// acknowledging (`TCP_USER_TIMEOUT`), the send that notices often reports only a broken
+/// pipe (`sendfile` consumes the timeout error itself), so the socket's own record decides:
+/// data outstanding or the window shut, and nothing heard for the whole timeout, is a time-out.
+fn sort_error(err: io::Error, stream: &TcpStream, timeout: Duration) -> Outcome {
+    let outcome = Outcome::from_error(err);
+    if matches!(outcome, Outcome::ClientClosed) && went_silent(stream, timeout) {
+        Outcome::TimedOut
+    } else {
+        outcome
+    }
+}
+
+/// Whether the peer has left data unacknowledged, or its window shut, for at least `timeout`.
+#[cfg(target_os = "linux")]
+fn went_silent(stream: &TcpStream, timeout: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain data, for which all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, which is that large.
+    let read = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    read == 0
+        && (info.tcpi_unacked > 0 || info.tcpi_probes > 0)
+        && u128::from(info.tcpi_last_ack_recv) >= timeout.as_millis()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn went_silent(_: &TcpStream, _: Duration) -> bool {
+    false
 }
 
 /// Sets the socket up for streaming and returns how many bytes the poem has now.
 fn prepare(stream: &TcpStream, poem: &Poem, shared: &Shared) -> io::Result<u64> {
     stream.set_write_timeout(Some(shared.write_timeout))?;
+    // A client that vanishes without a reset (cable pulled, NAT entry dropped) leaves paced
+    // chunks unacknowledged while they still fit the socket buffer, so the write timeout
+    // never fires; this makes the kernel give up on it after the same time, instead of after
+    // TCP's own retransmissions (about 15 minutes).
+    #[cfg(target_os = "linux")]
+    socket2::SockRef::from(stream).set_tcp_user_timeout(Some(shared.write_timeout))?;
     // Nagle's algorithm would hold a small chunk back until the previous one is acknowledged;
     // a paced chunk must leave when it is due, as its own segment. (It is on by default, and
     // unpaced writes are large, so then it is left alone.)
@@ -131,13 +237,6 @@ fn prepare(stream: &TcpStream, poem: &Poem, shared: &Shared) -> io::Result<u64> 
         stream.set_nodelay(true)?;
     }
     poem.size()
-}
-
-fn sleep_until(due: Instant) {
-    let now = Instant::now();
-    if due > now {
-        thread::sleep(due - now);
-    }
 }
 
 /// Reads and throws away whatever the client sends (a netcat user typing, say) until it closes

@@ -15,6 +15,8 @@
 //!   accept loop and the pool.
 //! - [`pool`]: the fixed pool of worker threads and its bounded queue.
 //! - [`connection`]: streams a poem to one client on schedule and closes without loss.
+//! - [`limit`]: the per-source limit on connections.
+//! - [`proxy`]: reads the PROXY protocol header that names the client behind a balancer.
 //! - [`pacing`]: the chunk size and the deadline of each chunk.
 //! - [`collection`]: the poems being served, picked per connection, reloaded on SIGHUP.
 //! - [`poem`]: opens one poem file and sends from it at any offset, without copying it.
@@ -25,11 +27,13 @@
 pub mod collection;
 pub mod config;
 pub mod connection;
+pub mod limit;
 pub mod logging;
 pub mod outcome;
 pub mod pacing;
 pub mod poem;
 pub mod pool;
+pub mod proxy;
 pub mod server;
 pub mod shutdown;
 pub mod signals;

@@ -1,6 +1,7 @@
 //! Logging: every event goes to stderr through `tracing`, as text or JSON, at the level
 //! `RUST_LOG` asks for (info by default), except the stats line, which is always written
-//! because it is asked for explicitly (SIGUSR1, shutdown).
+//! because it is asked for explicitly (SIGUSR1, shutdown). A line that cannot be written is
+//! dropped: logging never stops the server.
 
 use std::io::IsTerminal;
 
@@ -17,8 +18,12 @@ use crate::stats;
 pub fn init(format: LogFormat) {
     let level = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let stats_line = filter_fn(|meta| meta.target() == stats::TARGET);
+    // A line that cannot be written (stderr a pipe whose reader has gone) is dropped. By
+    // default the fmt layer reports the failure with `eprintln!`, which panics on that same
+    // broken stderr and would kill whichever worker or signal thread was logging.
     let layer = fmt::layer()
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .with_thread_names(true);
     let layer = match format {
         LogFormat::Text => layer.with_ansi(std::io::stderr().is_terminal()).boxed(),

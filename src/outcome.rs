@@ -13,16 +13,30 @@ pub enum Outcome {
     TimedOut,
     /// Any other I/O error.
     Failed(io::Error),
+    /// Still streaming when the shutdown grace period ran out.
+    CutOff,
+    /// Turned away unserved: its source already held `--max-per-source` connections.
+    Rejected,
+    /// `--proxy-protocol` is on, and the connection did not begin with a valid PROXY header
+    /// in time; the reason says what was wrong.
+    BadHeader(String),
 }
 
 impl Outcome {
     /// How many kinds of outcome there are: the length of [`Outcome::LABELS`].
-    pub const KINDS: usize = 4;
+    pub const KINDS: usize = 7;
 
     /// Every outcome's label, in the order of [`Outcome::index`]. The stats line and the
     /// counters use these same words.
-    pub const LABELS: [&'static str; Outcome::KINDS] =
-        ["complete", "client_closed", "timed_out", "error"];
+    pub const LABELS: [&'static str; Outcome::KINDS] = [
+        "complete",
+        "client_closed",
+        "timed_out",
+        "error",
+        "shutdown",
+        "rejected",
+        "bad_header",
+    ];
 
     /// Sorts an I/O error from the socket into the outcome it means.
     pub fn from_error(err: io::Error) -> Outcome {
@@ -44,6 +58,9 @@ impl Outcome {
             Outcome::ClientClosed => 1,
             Outcome::TimedOut => 2,
             Outcome::Failed(_) => 3,
+            Outcome::CutOff => 4,
+            Outcome::Rejected => 5,
+            Outcome::BadHeader(_) => 6,
         }
     }
 

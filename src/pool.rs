@@ -44,6 +44,10 @@ pub const WORKER_STACK: usize = 128 * 1024;
 /// adds nothing a client could notice, and it lets a shutdown stop the wait promptly.
 const FULL_QUEUE_POLL: Duration = Duration::from_millis(5);
 
+/// After the cut, how long [`Pool::drain`] waits for the workers to end their connections
+/// and log them. A cut connection ends at once, so this is only a bound.
+pub const CUT_OFF_WAIT: Duration = Duration::from_secs(2);
+
 /// A fixed set of worker threads and their queue.
 pub struct Pool {
     /// `None` once the pool is draining.
@@ -147,15 +151,30 @@ impl Pool {
     }
 
     /// Takes no more jobs, lets the workers finish what they hold and what is queued, and
-    /// waits for them until `grace` has passed. Returns how many jobs were still running then;
-    /// their threads are left to be ended with the process.
+    /// waits for them until `grace` has passed. Then it cuts off what still runs (see
+    /// [`Shutdown::cut_off`]), so that each connection ends and is logged, and waits up to
+    /// [`CUT_OFF_WAIT`] for that. Returns how many jobs were still running when the grace
+    /// ended; a worker that outlasts the wait is left to be ended with the process.
     pub fn drain(mut self, grace: Duration) -> usize {
         drop(self.jobs.take());
-        match self.returned.recv_timeout(grace) {
-            Err(RecvTimeoutError::Disconnected) => 0, // all returned; Drop joins them at once
-            Ok(()) | Err(RecvTimeoutError::Timeout) => {
-                self.workers.clear(); // detach: a dropped JoinHandle does not wait
-                self.busy()
+        if self.all_returned(grace) {
+            return 0; // Drop joins them at once
+        }
+        let running = self.busy() + self.load.queued();
+        self.shutdown.cut_off();
+        if !self.all_returned(CUT_OFF_WAIT) {
+            self.workers.clear(); // detach: a dropped JoinHandle does not wait
+        }
+        running
+    }
+
+    /// Waits up to `limit` for every worker to return.
+    fn all_returned(&self, limit: Duration) -> bool {
+        loop {
+            match self.returned.recv_timeout(limit) {
+                Err(RecvTimeoutError::Disconnected) => return true,
+                Err(RecvTimeoutError::Timeout) => return false,
+                Ok(()) => {} // nobody sends; only the disconnect counts
             }
         }
     }

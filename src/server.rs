@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use crate::collection::Collection;
 use crate::config::Config;
 use crate::connection::{self, Shared};
+use crate::limit::{Limit, OverLimit};
 use crate::pool::Pool;
 use crate::shutdown::Shutdown;
 use crate::signals::Signals;
@@ -43,7 +44,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         poems,
         pacing: config.pacing,
         write_timeout: config.write_timeout,
+        proxy_protocol: config.proxy_protocol,
+        limit: Arc::new(Limit::new(config.max_per_source)),
         stats: Stats::new(),
+        shutdown: shutdown.clone(),
     });
     signals
         .watch(shutdown.clone(), Arc::clone(&shared), pool.load())
@@ -76,7 +80,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     if cut_off > 0 {
         warn!(
             cut_off,
-            "grace period over; closing connections still streaming"
+            "grace period over; closed connections still streaming"
         );
     }
     shared.stats.final_report().log();
@@ -141,8 +145,20 @@ fn accept_loop(listener: &TcpListener, pool: &Pool, shared: &Arc<Shared>, shutdo
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         shared.stats.accepted();
         debug!(%peer, busy = pool.busy(), "accepted");
+        // Behind a balancer the client is known only from its PROXY header, which a worker
+        // reads; otherwise the limit is applied here, before the connection takes a worker.
+        let admission = match shared.proxy_protocol {
+            true => None,
+            false => match shared.limit.admit(peer.ip()) {
+                Ok(admission) => admission,
+                Err(OverLimit) => {
+                    connection::reject(peer, shared);
+                    continue; // `stream` is closed here, unserved
+                }
+            },
+        };
         let shared = Arc::clone(shared);
-        let job = Box::new(move || connection::serve(stream, peer, &shared));
+        let job = Box::new(move || connection::serve(stream, peer, admission, &shared));
         if pool.execute(job).is_err() {
             return;
         }

@@ -1,19 +1,27 @@
-//! Shutdown, in one place: the one type that the signal thread, the accept loop and the pool
-//! share to stop taking new connections.
+//! Shutdown, in one place: the one type that the signal thread, the accept loop, the pool
+//! and every connection share.
 //!
-//! The first SIGINT or SIGTERM calls [`Shutdown::begin`]. That sets a flag, which the accept
-//! loop checks after every `accept` and the pool checks while it waits for room in a full
-//! queue, and it wakes the accept loop if it is blocked in `accept`: on Linux by shutting
-//! down the listening socket itself, which makes a blocked `accept` fail at once. That only
-//! touches this process's socket, so it works whatever else listens on the port (several
-//! `--reuse-port` instances, say); connecting to ourselves instead could be answered by any
-//! of them. The grace period and the final report follow in [`crate::server::run`].
+//! It has two steps. The first SIGINT or SIGTERM calls [`Shutdown::begin`]: no new
+//! connections. That sets a flag, which the accept loop checks after every `accept` and the
+//! pool checks while it waits for room in a full queue, and it wakes the accept loop if it is
+//! blocked in `accept`: on Linux by shutting down the listening socket itself, which makes a
+//! blocked `accept` fail at once. That only touches this process's socket, so it works
+//! whatever else listens on the port (several `--reuse-port` instances, say); connecting to
+//! ourselves instead could be answered by any of them.
+//!
+//! When the grace period runs out, [`Shutdown::cut_off`] ends the connections still
+//! streaming: every connection is [tracked](Shutdown::track) while it is served, so the cut
+//! can wake a worker sleeping between chunks and shut down a socket that a worker is blocked
+//! writing to. Each connection then ends, and is logged, like any other.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
@@ -30,6 +38,17 @@ struct Inner {
     /// Where the listener listens, for the fallback wake-up on systems where shutting down a
     /// listening socket does not wake `accept`.
     listening: SocketAddr,
+    cut_off: AtomicBool,
+    /// The sockets being served now, by descriptor, with the thread serving each. A socket is
+    /// removed before it is closed, and the cut holds this lock while it shuts sockets down,
+    /// so it never touches a descriptor that has been closed and reused.
+    serving: Mutex<HashMap<RawFd, Thread>>,
+}
+
+/// A connection registered with [`Shutdown::track`], until dropped.
+pub struct Tracked<'a> {
+    shutdown: &'a Shutdown,
+    fd: RawFd,
 }
 
 impl Shutdown {
@@ -40,6 +59,8 @@ impl Shutdown {
                 begun: AtomicBool::new(false),
                 listening: listener.local_addr()?,
                 listener: Socket::from(listener.try_clone()?),
+                cut_off: AtomicBool::new(false),
+                serving: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -63,6 +84,62 @@ impl Shutdown {
     /// Whether [`Shutdown::begin`] has been called.
     pub fn has_begun(&self) -> bool {
         self.inner.begun.load(Ordering::Acquire)
+    }
+
+    /// Registers `stream`, served by the calling thread, so that a cut can end it. Keep the
+    /// result while the stream is open; drop it before closing the stream.
+    pub fn track(&self, stream: &TcpStream) -> Tracked<'_> {
+        let fd = stream.as_raw_fd();
+        self.serving().insert(fd, thread::current());
+        Tracked { shutdown: self, fd }
+    }
+
+    /// Ends every tracked connection now: sleeping workers wake, blocked writes fail, and
+    /// from now on [`Shutdown::is_cut_off`] is true.
+    pub fn cut_off(&self) {
+        self.inner.cut_off.store(true, Ordering::Release);
+        for (&fd, thread) in self.serving().iter() {
+            // SAFETY: `fd` is open: it is removed from the map, under this lock, before its
+            // stream is closed. Shutting down a socket does not close the descriptor.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            thread.unpark();
+        }
+    }
+
+    /// Whether the grace period is over and connections must end.
+    pub fn is_cut_off(&self) -> bool {
+        self.inner.cut_off.load(Ordering::Acquire)
+    }
+
+    /// Sleeps until `due`, or until the cut if that comes first. Returns whether `due` was
+    /// reached, that is, false once cut off.
+    pub fn sleep_until(&self, due: Instant) -> bool {
+        loop {
+            if self.is_cut_off() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= due {
+                return true;
+            }
+            // May wake early (an unpark, or spuriously): the loop checks again.
+            thread::park_timeout(due - now);
+        }
+    }
+
+    fn serving(&self) -> MutexGuard<'_, HashMap<RawFd, Thread>> {
+        // Nothing panics while the lock is held, so it cannot be poisoned; if it were, the
+        // map is still consistent.
+        self.inner
+            .serving
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        self.shutdown.serving().remove(&self.fd);
     }
 }
 
@@ -109,5 +186,46 @@ mod tests {
         assert!(!accepted, "the wake-up is an error, not a connection");
         assert!(shutdown.has_begun());
         acceptor.join().unwrap();
+    }
+
+    /// The cut wakes a worker sleeping until a far deadline, and fails a blocked write.
+    #[test]
+    fn cut_off_wakes_sleepers_and_blocked_writers() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let shutdown = Shutdown::new(&listener).unwrap();
+        let (done_tx, done) = mpsc::channel();
+        let mut clients = Vec::new();
+        for writes in [false, true] {
+            clients.push(TcpStream::connect(listener.local_addr().unwrap()).unwrap());
+            let (served, _) = listener.accept().unwrap();
+            let (shutdown, done_tx) = (shutdown.clone(), done_tx.clone());
+            thread::spawn(move || {
+                let _tracked = shutdown.track(&served);
+                let ended = if writes {
+                    // The client never reads, so this blocks until the cut shuts the socket.
+                    let wrote = io::copy(&mut io::repeat(b'x'), &mut &served);
+                    format!("write failed: {}", wrote.is_err())
+                } else {
+                    let far = Instant::now() + Duration::from_secs(3600);
+                    format!("slept to the end: {}", shutdown.sleep_until(far))
+                };
+                done_tx.send(ended).unwrap();
+            });
+        }
+        assert!(done.recv_timeout(Duration::from_millis(200)).is_err());
+        shutdown.cut_off();
+        let mut ended: Vec<String> = (0..2)
+            .map(|_| {
+                done.recv_timeout(Duration::from_secs(10))
+                    .expect("the cut must end the sleep and the write")
+            })
+            .collect();
+        ended.sort();
+        assert_eq!(ended, ["slept to the end: false", "write failed: true"]);
+        let started = Instant::now();
+        while !shutdown.serving().is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(10), "still tracked");
+            thread::sleep(Duration::from_millis(5));
+        }
     }
 }

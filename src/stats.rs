@@ -36,7 +36,7 @@ pub struct Report {
     /// Connections ended, by [`Outcome::index`].
     pub ended: [u64; Outcome::KINDS],
     /// Connections that did not get the whole poem and never will: the client left, stalled
-    /// or failed, or shutdown closed them unserved. In the final report (nothing streaming,
+    /// or failed, they were turned away (a limit, a bad PROXY header), or shutdown closed them. In the final report (nothing streaming,
     /// nothing queued), whatever the grace period cut off counts here too.
     pub aborted: u64,
     /// Poem bytes handed to the kernel for all connections.
@@ -116,7 +116,15 @@ impl Report {
     /// Logs the stats line, at any log level. Its outcome fields are named by
     /// [`Outcome::LABELS`] (a test holds them to it).
     pub fn log(&self) {
-        let [complete, client_closed, timed_out, error] = self.ended;
+        let [
+            complete,
+            client_closed,
+            timed_out,
+            error,
+            shutdown,
+            rejected,
+            bad_header,
+        ] = self.ended;
         info!(
             target: TARGET,
             uptime_s = (self.uptime.as_secs_f64() * 10.0).round() / 10.0,
@@ -126,6 +134,9 @@ impl Report {
             client_closed,
             timed_out,
             error,
+            shutdown,
+            rejected,
+            bad_header,
             bytes_sent = self.bytes,
             busy_workers = self.busy,
             queued = self.queued,

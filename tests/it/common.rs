@@ -70,6 +70,7 @@ pub struct Launch {
     env: Vec<(String, String)>,
     port: String,
     shell: Option<String>,
+    close_stderr: bool,
 }
 
 impl Launch {
@@ -100,6 +101,13 @@ impl Launch {
     /// Runs `prelude` in a shell that then `exec`s the server (`ulimit -n 24`, say).
     pub fn under_shell(mut self, prelude: &str) -> Launch {
         self.shell = Some(prelude.into());
+        self
+    }
+
+    /// Closes the reading end of the server's stderr as soon as it starts, as a stopped
+    /// `… | tee log` would: every line it logs then fails with EPIPE.
+    pub fn stderr_closed(mut self) -> Launch {
+        self.close_stderr = true;
         self
     }
 
@@ -134,15 +142,20 @@ impl Launch {
         let mut err_pipe = child.stderr.take().expect("stderr is piped");
         let sink = Arc::clone(&stderr);
         let (eof_tx, stderr_eof) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n @ 1..) = err_pipe.read(&mut chunk) {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
-            }
+        if self.close_stderr {
+            drop(err_pipe);
             let _ = eof_tx.send(());
-        });
+        } else {
+            thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = err_pipe.read(&mut chunk) {
+                    sink.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&chunk[..n]));
+                }
+                let _ = eof_tx.send(());
+            });
+        }
         let out_pipe = child.stdout.take().expect("stdout is piped");
         let (line_tx, line_rx) = std::sync::mpsc::channel();
         thread::spawn(move || {
@@ -180,6 +193,7 @@ impl Server {
             env: Vec::new(),
             port: "0".into(),
             shell: None,
+            close_stderr: false,
         }
     }
 
@@ -246,6 +260,45 @@ impl Server {
         stream.set_read_timeout(Some(LIMIT)).unwrap();
         stream.set_write_timeout(Some(LIMIT)).unwrap();
         stream
+    }
+
+    /// Connects from the loopback address `from` (127.0.0.2, say): another source, as far
+    /// as the server can tell.
+    pub fn connect_from(&self, from: std::net::IpAddr) -> TcpStream {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(self.addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .expect("a client socket");
+        socket
+            .bind(&SocketAddr::new(from, 0).into())
+            .expect("bind the client to its source address");
+        socket
+            .connect_timeout(&self.addr.into(), LIMIT)
+            .unwrap_or_else(|err| panic!("connect failed: {err}; stderr:\n{}", self.stderr()));
+        let stream = TcpStream::from(socket);
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        stream.set_write_timeout(Some(LIMIT)).unwrap();
+        stream
+    }
+
+    /// Sends SIGUSR1 until the stats line shows `needle` (`rejected=36`, say), and returns
+    /// the log.
+    pub fn wait_for_stats(&self, needle: &str) -> String {
+        let started = Instant::now();
+        loop {
+            self.signal(libc::SIGUSR1);
+            thread::sleep(Duration::from_millis(50));
+            let log = self.stderr();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                started.elapsed() < LIMIT,
+                "no stats line with {needle:?}:\n{log}"
+            );
+        }
     }
 
     /// Connects and reads the first `n` bytes, so the poem is known to be streaming.

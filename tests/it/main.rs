@@ -4,6 +4,7 @@
 mod cli;
 mod clients;
 mod common;
+mod open;
 mod operations;
 mod shutdown;
 mod streaming;

@@ -82,8 +82,8 @@ fn shutdown_with_every_worker_busy() {
     assert!(log.contains("accepted=3 complete=2 aborted=1"), "{log}");
 }
 
-/// When the grace period runs out, what still streams is closed and the server exits 0,
-/// counting it as aborted.
+/// When the grace period runs out, what still streams is closed, logged with the outcome
+/// `shutdown`, and counted as aborted; the server exits 0.
 #[test]
 fn the_grace_period_bounds_shutdown() {
     let bytes = binary_bytes(300); // 30 chunks at 1 s: half a minute if nothing cut it short
@@ -109,12 +109,41 @@ fn the_grace_period_bounds_shutdown() {
     let log = server.stderr();
     assert!(log.contains("grace period over"), "{log}");
     assert!(log.contains("accepted=1 complete=0 aborted=1"), "{log}");
+    assert!(log.contains("outcome=\"shutdown\""), "{log}");
+    assert!(log.contains(" shutdown=1 "), "{log}");
     // The client sees its connection end early, not hang.
     let got = client.finish().map_or(10, |bytes| bytes.len());
     assert!(
         got < 300,
         "all {got} bytes arrived, though the grace ran out"
     );
+}
+
+/// A connection whose write is blocked on a client that reads nothing is cut off when the
+/// grace ends too, and logged, instead of holding the exit for the whole write timeout.
+#[test]
+fn the_grace_period_cuts_off_a_blocked_write() {
+    let bytes = binary_bytes(32 << 20); // far more than the socket buffers hold
+    let poem = poem_file(&bytes);
+    let mut server = Server::launch(poem.path())
+        .args(&[
+            "--delay",
+            "0",
+            "--write-timeout",
+            "60",
+            "--shutdown-grace",
+            "0.5",
+        ])
+        .env("RUST_LOG", "debug")
+        .start();
+    let staller = server.connect(); // never reads
+    server.wait_for_log(": accepted peer=");
+    server.signal(SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+    let log = server.stderr();
+    assert!(log.contains("outcome=\"shutdown\""), "{log}");
+    drop(staller);
 }
 
 /// A second signal ends the server at once, with the conventional 128 + signal status.

@@ -1,0 +1,217 @@
+//! Running it in the open: per-source limits, the PROXY protocol, a broken log pipe and
+//! impossible worker counts. Each ends its own connection, or start-up, never the server.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::common::{LIMIT, Server, binary_bytes, poem_file, read_to_end};
+
+const OTHER_SOURCE: [u8; 4] = [127, 0, 0, 2];
+
+/// With --max-per-source 4, one source holding ten times the limit in idle sockets cannot
+/// keep a client from another source waiting: the flood's extra connections are closed
+/// unserved and counted as rejected, and the other client gets its first byte at once.
+#[test]
+fn one_source_cannot_take_every_worker() {
+    let bytes = binary_bytes(2000); // 200 chunks at 0.1 s: 20 s a poem
+    let poem = poem_file(&bytes);
+    let server = Server::launch(poem.path())
+        .args(&["--workers", "8", "--num-bytes", "10", "--delay", "0.1"])
+        .args(&["--max-per-source", "4"])
+        .start();
+    // None of these reads: they would hold 8 workers and 8 queue slots for 20 s.
+    let flood: Vec<TcpStream> = (0..40).map(|_| server.connect()).collect();
+    let started = Instant::now();
+    let mut other = server.connect_from(IpAddr::from(OTHER_SOURCE));
+    other
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut first = [0u8; 10];
+    other
+        .read_exact(&mut first)
+        .unwrap_or_else(|err| panic!("the other source waited: {err}\n{}", server.stderr()));
+    assert_eq!(first, bytes[..10], "{}", server.stderr());
+    eprintln!("other source's first chunk after {:?}", started.elapsed());
+    let log = server.wait_for_stats("rejected=36 ");
+    assert!(
+        log.contains("over --max-per-source closed unserved"),
+        "{log}"
+    );
+    // A rejected connection was closed without a byte of poem; an admitted one is streaming.
+    let rejected = flood
+        .into_iter()
+        .filter(|mut stream| {
+            let mut buf = [0u8; 10];
+            matches!(stream.read(&mut buf), Ok(0) | Err(_))
+        })
+        .count();
+    assert_eq!(rejected, 36, "{}", server.stderr());
+}
+
+/// The PROXY v1 header's client is the peer in the log, and the balancer is logged beside it.
+#[test]
+fn proxy_v1_names_the_client() {
+    let bytes = binary_bytes(100);
+    let poem = poem_file(&bytes);
+    let server = Server::launch(poem.path())
+        .args(&["--delay", "0", "--proxy-protocol"])
+        .start();
+    for header in [
+        &b"PROXY TCP4 203.0.113.9 127.0.0.1 51000 10000\r\n"[..],
+        &b"PROXY TCP6 2001:db8::9 ::1 51001 10000\r\n"[..],
+    ] {
+        let mut client = server.connect();
+        client.write_all(header).unwrap();
+        let fetch = read_to_end(client, Instant::now()).expect("the poem");
+        server.assert_bytes(&fetch.bytes, &bytes);
+    }
+    let log = server.wait_for_logs("connection ended", 2);
+    assert!(
+        log.contains("peer=203.0.113.9:51000 via=127.0.0.1:"),
+        "{log}"
+    );
+    assert!(
+        log.contains("peer=[2001:db8::9]:51001 via=127.0.0.1:"),
+        "{log}"
+    );
+}
+
+/// A binary PROXY v2 header, built by hand, for a TCP client over IPv4 or IPv6.
+fn proxy_v2(client: std::net::SocketAddr) -> Vec<u8> {
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    header.push(0x21); // version 2, PROXY
+    let (family, addresses): (u8, Vec<u8>) = match client.ip() {
+        IpAddr::V4(ip) => (0x11, [ip.octets(), [127, 0, 0, 1]].concat()),
+        IpAddr::V6(ip) => (
+            0x21,
+            [ip.octets(), std::net::Ipv6Addr::LOCALHOST.octets()].concat(),
+        ),
+    };
+    header.push(family); // TCP over IPv4 or IPv6
+    let len = (addresses.len() + 4) as u16;
+    header.extend_from_slice(&len.to_be_bytes());
+    header.extend_from_slice(&addresses);
+    header.extend_from_slice(&client.port().to_be_bytes());
+    header.extend_from_slice(&10000u16.to_be_bytes());
+    header
+}
+
+/// The PROXY v2 header's client is the peer too, IPv4 or IPv6.
+#[test]
+fn proxy_v2_names_the_client() {
+    let bytes = binary_bytes(100);
+    let poem = poem_file(&bytes);
+    let server = Server::launch(poem.path())
+        .args(&["--delay", "0", "--proxy-protocol", "--log-format", "json"])
+        .start();
+    for client in ["198.51.100.20:40000", "[2001:db8::20]:40001"] {
+        let mut stream = server.connect();
+        stream
+            .write_all(&proxy_v2(client.parse().unwrap()))
+            .unwrap();
+        let fetch = read_to_end(stream, Instant::now()).expect("the poem");
+        server.assert_bytes(&fetch.bytes, &bytes);
+    }
+    let log = server.wait_for_logs("connection ended", 2);
+    assert!(log.contains(r#""peer":"198.51.100.20:40000""#), "{log}");
+    assert!(log.contains(r#""peer":"[2001:db8::20]:40001""#), "{log}");
+}
+
+/// A missing, malformed or slow header ends that connection only, with a log line saying
+/// why; the next client with a good header is served.
+#[test]
+fn bad_proxy_headers_end_only_their_connection() {
+    let bytes = binary_bytes(100);
+    let poem = poem_file(&bytes);
+    let server = Server::launch(poem.path())
+        .args(&["--delay", "0", "--proxy-protocol", "--workers", "2"])
+        .start();
+    let mut slow = server.connect();
+    slow.write_all(b"PROXY TCP4 203.0.113.9").unwrap(); // and nothing more
+    for garbage in [
+        &b"GET / HTTP/1.0\r\n\r\n"[..],
+        &[0u8; 64][..],
+        b"PROXY TCP4 x y z w\r\n",
+    ] {
+        let mut client = server.connect();
+        client.write_all(garbage).unwrap();
+        let got = read_to_end(client, Instant::now()).map_or(0, |f| f.bytes.len());
+        assert_eq!(got, 0, "garbage got {got} bytes of poem");
+    }
+    let closed_early = server.connect(); // sends nothing at all, then hangs up
+    drop(closed_early);
+    let mut good = server.connect();
+    good.write_all(b"PROXY TCP4 203.0.113.9 127.0.0.1 51000 10000\r\n")
+        .unwrap();
+    let fetch = read_to_end(good, Instant::now()).expect("the good client's poem");
+    server.assert_bytes(&fetch.bytes, &bytes);
+    // The slow one is closed once its 5 s are up.
+    let started = Instant::now();
+    let got = read_to_end(slow, Instant::now()).map_or(0, |f| f.bytes.len());
+    assert_eq!(got, 0);
+    assert!(started.elapsed() < LIMIT);
+    let log = server.wait_for_logs("outcome=\"bad_header\"", 5);
+    for reason in [
+        "bad PROXY",
+        "closed before any PROXY header",
+        "no complete PROXY header within 5s",
+    ] {
+        assert!(log.contains(reason), "{reason}: {log}");
+    }
+}
+
+/// Behind a balancer the per-source limit counts the clients its headers name, not the
+/// balancer: two clients are each held to the limit, separately.
+#[test]
+fn the_limit_applies_to_the_client_a_proxy_header_names() {
+    let bytes = binary_bytes(1000); // 100 chunks at 0.1 s: 10 s a poem
+    let poem = poem_file(&bytes);
+    let server = Server::launch(poem.path())
+        .args(&["--num-bytes", "10", "--delay", "0.1", "--proxy-protocol"])
+        .args(&["--max-per-source", "1"])
+        .start();
+    let open = |client: &str| {
+        let mut stream = server.connect();
+        stream
+            .write_all(&proxy_v2(client.parse().unwrap()))
+            .unwrap();
+        stream
+    };
+    let mut first = open("198.51.100.1:1000");
+    let mut chunk = [0u8; 10];
+    first
+        .read_exact(&mut chunk)
+        .expect("the first client is served");
+    let second = open("198.51.100.1:1001"); // same client: over the limit
+    let got = read_to_end(second, Instant::now()).map_or(0, |f| f.bytes.len());
+    assert_eq!(got, 0, "{}", server.stderr());
+    let mut third = open("198.51.100.2:1000"); // another client: served
+    third
+        .read_exact(&mut chunk)
+        .expect("another client is served");
+    let log = server.wait_for_stats("rejected=1 ");
+    assert!(log.contains("latest=198.51.100.1"), "{log}");
+}
+
+/// With its stderr pipe closed (a stopped `… | tee log`), every log line fails, yet the
+/// server serves every client byte for byte with its pool full, survives SIGUSR1, and stops
+/// on SIGTERM with status 0.
+#[test]
+fn a_broken_log_pipe_stops_nothing() {
+    let bytes = binary_bytes(100);
+    let poem = poem_file(&bytes);
+    let mut server = Server::launch(poem.path())
+        .args(&["--workers", "2", "--num-bytes", "10", "--delay", "0.01"])
+        .stderr_closed()
+        .start();
+    for _ in 0..3 {
+        for fetch in server.fetch_many(6) {
+            let fetch = fetch.expect("a client of a server with a broken log");
+            server.assert_bytes(&fetch.bytes, &bytes);
+        }
+        server.signal(libc::SIGUSR1);
+    }
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit(LIMIT).code(), Some(0));
+}
