@@ -14,6 +14,7 @@
 //! - [`shutdown`]: the one handle that stops new connections, shared by the signal thread, the
 //!   accept loop and the pool.
 //! - [`pool`]: the fixed pool of worker threads and its bounded queue.
+//! - [`capacity`]: how many worker threads the system lets one process start.
 //! - [`connection`]: streams a poem to one client on schedule and closes without loss.
 //! - [`limit`]: the per-source limit on connections.
 //! - [`proxy`]: reads the PROXY protocol header that names the client behind a balancer.
@@ -24,6 +25,7 @@
 //! - [`stats`]: server-wide counters and the stats line.
 //! - [`signals`]: SIGINT/SIGTERM (shutdown), SIGUSR1 (stats line), SIGHUP (reload).
 
+pub mod capacity;
 pub mod collection;
 pub mod config;
 pub mod connection;

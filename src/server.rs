@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, info, warn};
 
+use crate::capacity;
 use crate::collection::Collection;
 use crate::config::Config;
 use crate::connection::{self, Shared};
@@ -38,6 +39,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .local_addr()
         .context("cannot read the listening address")?;
     let shutdown = Shutdown::new(&listener).context("cannot set up shutdown")?;
+    capacity::check(config.workers.get())?;
     let pool =
         Pool::new(config.workers, shutdown.clone()).context("cannot start the worker threads")?;
     let shared = Arc::new(Shared {

@@ -252,3 +252,26 @@ fn help_and_version() {
     assert!(version.status.success());
     assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
+
+/// A worker count the system cannot start gets one line naming the limit and status 1, not
+/// an abort halfway through starting threads. Ten million fits nowhere; twenty thousand does
+/// not fit the usual vm.max_map_count of 65530 (four maps a thread).
+#[test]
+fn impossible_worker_counts() {
+    let output = run(&["--port", "0", "--workers", "10000000", &science()]);
+    assert_one_line(&output, &["--workers 10000000 does not fit", "raise"]);
+    assert_code(&output, 1);
+    let max_maps: u64 = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    if max_maps < 20_000 * 4 {
+        let output = run(&["--port", "0", "--workers", "20000", &science()]);
+        assert_one_line(
+            &output,
+            &["--workers 20000 does not fit", "vm.max_map_count"],
+        );
+        assert_code(&output, 1);
+    }
+}

@@ -1,0 +1,136 @@
+//! How many worker threads this system lets one process start, checked before any starts.
+//!
+//! Starting a thread past some of these limits does not fail cleanly: when the kernel refuses
+//! the memory map for a new thread's signal stack guard page, the Rust runtime aborts the
+//! whole process. So the pool's size is checked against each limit first, and a size that
+//! cannot fit gets one line naming the limit and what to raise.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::bail;
+
+/// Memory maps each thread adds: its stack and guard page, and the signal stack the Rust
+/// runtime gives it with its own guard page (counted in `/proc/PID/maps`).
+pub const MAPS_PER_THREAD: u64 = 4;
+
+/// Threads the process has besides the workers (main, signals) and a margin for what else
+/// may map memory or start a task (the allocator, a reload, the log).
+const HEADROOM: u64 = 64;
+
+/// Fails, naming the limit, if `workers` more threads cannot be started here.
+pub fn check(workers: usize) -> anyhow::Result<()> {
+    let workers = workers as u64;
+    let wanted = workers + HEADROOM;
+    if let (Some(max), Some(used)) = (read_number("/proc/sys/vm/max_map_count"), maps_in_use()) {
+        let fit = max.saturating_sub(used + HEADROOM * MAPS_PER_THREAD) / MAPS_PER_THREAD;
+        if workers > fit {
+            bail!(
+                "--workers {workers} does not fit: each thread takes {MAPS_PER_THREAD} memory \
+                 maps and vm.max_map_count is {max} ({used} in use), so at most {fit} workers \
+                 fit; lower --workers or raise vm.max_map_count (sysctl)"
+            );
+        }
+    }
+    for (limit, path) in [
+        ("kernel.pid_max", "/proc/sys/kernel/pid_max"),
+        ("kernel.threads-max", "/proc/sys/kernel/threads-max"),
+    ] {
+        if let (Some(max), Some(used)) = (read_number(path), tasks_on_the_machine()) {
+            let fit = max.saturating_sub(used + HEADROOM);
+            if workers > fit {
+                bail!(
+                    "--workers {workers} does not fit: {limit} is {max} threads for the whole \
+                     machine and {used} exist, so at most {fit} more fit; lower --workers or \
+                     raise {limit} (sysctl)"
+                );
+            }
+        }
+    }
+    if let Some((max, used)) = cgroup_pids() {
+        let fit = max.saturating_sub(used + HEADROOM);
+        if workers > fit {
+            bail!(
+                "--workers {workers} does not fit: this control group allows {max} tasks \
+                 (pids.max; TasksMax= in a systemd unit) and has {used}, so at most {fit} \
+                 workers fit; lower --workers or raise the limit"
+            );
+        }
+    }
+    if let Some(max) = process_limit()
+        && wanted > max
+    {
+        bail!(
+            "--workers {workers} does not fit: the process limit (ulimit -u) is {max}; lower \
+             --workers or raise the limit"
+        );
+    }
+    Ok(())
+}
+
+fn read_number(path: impl AsRef<Path>) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn maps_in_use() -> Option<u64> {
+    let maps = fs::read_to_string("/proc/self/maps").ok()?;
+    Some(maps.lines().count() as u64)
+}
+
+/// Every thread on the machine: the fourth field of /proc/loadavg is `running/total`.
+fn tasks_on_the_machine() -> Option<u64> {
+    let loadavg = fs::read_to_string("/proc/loadavg").ok()?;
+    let field = loadavg.split_whitespace().nth(3)?;
+    field.split_once('/')?.1.parse().ok()
+}
+
+/// The cgroup v2 task limit and use of this process's control group, when it has a limit.
+fn cgroup_pids() -> Option<(u64, u64)> {
+    let membership = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = membership.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    // "max" (no limit) does not parse, and then there is nothing to check.
+    let max = read_number(dir.join("pids.max"))?;
+    let used = read_number(dir.join("pids.current"))?;
+    Some((max, used))
+}
+
+/// RLIMIT_NPROC, which counts threads, when it applies: root is exempt from it.
+fn process_limit() -> Option<u64> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return None;
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a valid, exclusively borrowed rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+    {
+        return None;
+    }
+    Some(limit.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool of a few workers fits anywhere; ten million fits nowhere (kernel.pid_max is at
+    /// most about four million), and the error names what to raise.
+    #[test]
+    fn small_pools_fit_and_impossible_ones_are_named() {
+        assert!(check(4).is_ok());
+        let err = format!("{:#}", check(10_000_000).unwrap_err());
+        assert!(err.starts_with("--workers 10000000 does not fit"), "{err}");
+        assert!(err.contains("raise"), "{err}");
+    }
+
+    /// The machine-wide thread count is read from /proc/loadavg.
+    #[test]
+    fn the_machine_has_threads() {
+        assert!(tasks_on_the_machine().is_some_and(|n| n > 0));
+    }
+}
