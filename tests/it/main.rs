@@ -4,6 +4,7 @@
 mod cli;
 mod clients;
 mod common;
+mod dead_peer;
 mod open;
 mod operations;
 mod shutdown;
