@@ -48,3 +48,26 @@ matches_one_of() {
   done
   return 1
 }
+
+# fetch_from SRC PORT OUT: like fetch, but from the loopback source address SRC (127.0.0.2,
+# say), so that the server can tell this client from a balancer on 127.0.0.1.
+fetch_from() {
+  timeout 10 python3 - "$@" <<'PY'
+import socket, sys
+src, port, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(src, 0)) as s, \
+        open(out, "wb") as f:
+    while chunk := s.recv(65536):
+        f.write(chunk)
+PY
+}
+
+# wait_for_tcp PORT: waits up to 5 s for something to accept on 127.0.0.1:PORT.
+wait_for_tcp() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on 127.0.0.1:$1" >&2
+  return 1
+}

@@ -237,3 +237,39 @@ pub fn pacing(
     }
     (lateness, slowest, failed)
 }
+
+/// Opens `count` connections from 127.0.0.1 and keeps them, reading nothing: a source that
+/// holds many sockets idle.
+pub fn hold(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
+    (0..count)
+        .map(|_| TcpStream::connect_timeout(&addr, LIMIT).expect("connect a held socket"))
+        .collect()
+}
+
+/// Connects from 127.0.0.1 over and over until `stop`, reading each connection to its end
+/// (a rejected one ends at once) or for at most 100 ms; returns how many connects it made.
+pub fn churn(addr: SocketAddr, stop: &std::sync::atomic::AtomicBool) -> usize {
+    let mut buf = [0u8; 1024];
+    let mut connects = 0;
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(mut stream) = TcpStream::connect_timeout(&addr, LIMIT) {
+            connects += 1;
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+            while matches!(stream.read(&mut buf), Ok(1..)) {}
+        }
+    }
+    connects
+}
+
+/// Connects from the loopback address `from` and returns the time to the first byte.
+pub fn first_byte_from(addr: SocketAddr, from: std::net::IpAddr) -> Option<Duration> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    socket.bind(&SocketAddr::new(from, 0).into()).ok()?;
+    let started = Instant::now();
+    socket.connect_timeout(&addr.into(), LIMIT).ok()?;
+    let mut stream = TcpStream::from(socket);
+    stream.set_read_timeout(Some(LIMIT)).ok()?;
+    let mut byte = [0u8; 1];
+    stream.read_exact(&mut byte).ok()?;
+    Some(started.elapsed())
+}

@@ -20,6 +20,8 @@ for setting in DynamicUser=yes NoNewPrivileges=yes ProtectSystem=strict ProtectH
     ReadOnlyPaths=/usr/local/share/poetry-serve 'CapabilityBoundingSet=$'; do
   grep -q "^$setting" "$unit" || { echo "$unit lacks $setting" >&2; exit 1; }
 done
+grep -q '^ExecStart=.* --max-per-source [1-9]' "$unit" ||
+  { echo "$unit does not limit connections per source (--max-per-source)" >&2; exit 1; }
 if grep -q '^InaccessiblePaths=' "$unit"; then
   echo "$unit hides paths with InaccessiblePaths=, which broke endlessh's start-up" >&2
   exit 1

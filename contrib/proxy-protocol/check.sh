@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# PROXY protocol, tested with the real balancers: poetry-serve --proxy-protocol behind nginx's
+# stream module (`proxy_protocol on;`, version 1) and behind HAProxy (`send-proxy-v2`), all on
+# loopback. Clients connect from 127.0.0.2 and 127.0.0.3 while the balancers reach
+# poetry-serve from 127.0.0.1; the check passes only if every poem arrives byte for byte and
+# poetry-serve logs the real clients as the peers, with the balancer as `via`.
+#
+# Needs Debian's nginx, libnginx-mod-stream and haproxy, which it installs when missing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source contrib/lib.sh
+
+module=/usr/lib/nginx/modules/ngx_stream_module.so
+missing=()
+command -v nginx >/dev/null || missing+=(nginx)
+[ -e "$module" ] || missing+=(libnginx-mod-stream)
+command -v haproxy >/dev/null || missing+=(haproxy)
+command -v ss >/dev/null || missing+=(iproute2)
+install_packages "${missing[@]}"
+
+bin=$(build_poetry_serve)
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$bin" --port 0 --delay 0 --proxy-protocol poems/ >"$work/poet.out" 2>"$work/poet.log" &
+pids+=($!)
+poet=$(wait_for_port "$work/poet.out")
+
+nginx_port=$(free_port)
+cat >"$work/nginx.conf" <<CONF
+load_module $module;
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 64; }
+stream {
+    server {
+        listen 127.0.0.1:$nginx_port;
+        proxy_pass 127.0.0.1:$poet;
+        proxy_protocol on;
+    }
+}
+CONF
+nginx -p "$work" -c "$work/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+
+haproxy_port=$(free_port)
+cat >"$work/haproxy.cfg" <<CONF
+global
+    log stderr format short local0 warning
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend poems
+    bind 127.0.0.1:$haproxy_port
+    default_backend poet
+backend poet
+    server poet 127.0.0.1:$poet send-proxy-v2
+CONF
+haproxy -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" &
+pids+=($!)
+
+# Wait for the balancers without connecting through them: a probe would reach poetry-serve.
+for port in "$nginx_port" "$haproxy_port"; do
+  for _ in $(seq 100); do
+    ss -Hltn "sport = :$port" | grep -q . && break
+    sleep 0.05
+  done
+done
+
+check() { # NAME PORT SOURCE
+  local name=$1 port=$2 src=$3 i
+  for i in 1 2 3; do
+    fetch_from "$src" "$port" "$work/$name$i"
+    if ! matches_one_of "$work/$name$i" poems/*.txt; then
+      echo "$name: fetch $i is not one of the poems ($(wc -c <"$work/$name$i") bytes)" >&2
+      exit 1
+    fi
+  done
+}
+check nginx "$nginx_port" 127.0.0.2
+check haproxy "$haproxy_port" 127.0.0.3
+
+expect_peers() { # SOURCE COUNT
+  local n
+  for _ in $(seq 100); do
+    n=$(grep -c "connection ended peer=$1:[0-9]* via=127.0.0.1:" "$work/poet.log" || true)
+    [ "$n" -ge "$2" ] && return 0
+    sleep 0.05
+  done
+  echo "expected $2 connections logged from $1 via 127.0.0.1, found ${n:-0}:" >&2
+  cat "$work/poet.log" >&2
+  exit 1
+}
+expect_peers 127.0.0.2 3
+expect_peers 127.0.0.3 3
+if grep -q 'outcome="bad_header"' "$work/poet.log"; then
+  echo "a balancer's header was refused:" >&2
+  cat "$work/poet.log" >&2
+  exit 1
+fi
+echo "proxy-protocol: 3 poems through nginx (v1) and 3 through HAProxy (v2), byte for byte;" \
+  "poetry-serve logged the real clients 127.0.0.2 and 127.0.0.3"
