@@ -4,104 +4,216 @@
 //! [`Cli::validate`] turns them into a [`Config`] whose types rule out bad values, so the rest
 //! of the program never checks them again.
 
-use std::net::{IpAddr, SocketAddr};
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6, ToSocketAddrs};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use crate::collection::Order;
 use crate::pacing::Pacing;
 
-/// The longest any option given in seconds may be: one year.
-const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+/// The longest any duration option may be: one year.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Serve a poem slowly over TCP, a few bytes at a time, to every client that connects.
+/// How the range of a duration option is worded, for every error it can have.
+const DURATION_EXAMPLES: &str = "such as 0.7, 500ms, 30s or 2m";
+
+/// What `--help` ends with: what a daemon's help usually says beyond its flags.
+const AFTER_LONG_HELP: &str = "\
+Signals:
+  SIGINT, SIGTERM  stop accepting; poems in flight get --shutdown-grace; exit 0
+                   (a second signal exits at once)
+  SIGHUP           reopen the poems (directories are scanned again)
+  SIGUSR1          log the stats line, whatever the log level
+
+Environment:
+  RUST_LOG         log level on stderr: error, warn, info (default), debug, off
+
+Exit status:
+  0                stopped by a signal
+  1                cannot start: a poem, the address, the thread limits
+  2                bad command line
+  128+N            a second signal N cut the shutdown short
+
+Durations are seconds (0.7) or a number with a unit (500ms, 30s, 2m, 1h).";
+
+/// Serve a poem slowly over TCP, a few bytes at a time, to every client.
 ///
-/// Each connection gets the whole file in chunks of --num-bytes bytes, one chunk every --delay
-/// seconds, and is then closed. Try it with `nc localhost 10000`.
+/// Each connection gets the whole file in chunks of --num-bytes bytes, one chunk every --delay,
+/// and is then closed. Try it with `nc -d localhost 10000`.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(
+    version,
+    max_term_width = 80,
+    after_help = "Signals, RUST_LOG and exit status: see --help.",
+    after_long_help = AFTER_LONG_HELP
+)]
 pub struct Cli {
-    /// The poems to serve: files, or directories whose .txt files are served in name order.
-    /// Any bytes, any size; a poem is read as it is served, never held in memory
-    #[arg(value_name = "POEM", required = true)]
+    /// Poem files, or directories of .txt poems
+    ///
+    /// A directory's .txt files are served in name order. Any bytes, any size: a poem is read
+    /// as it is served, never held in memory.
+    #[arg(value_name = "POEM", required_unless_present = "generate")]
     pub poems: Vec<PathBuf>,
 
-    /// How each connection's poem is chosen when there are several
-    #[arg(long, value_enum, default_value_t = Order::Sequential)]
+    /// How poems are picked
+    ///
+    /// With several poems, which one each new connection gets: sequential (the next one, in
+    /// the order given, round and round) or random.
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = Order::Sequential,
+        hide_possible_values = true
+    )]
     pub order: Order,
 
-    /// TCP port to listen on; 0 picks a free port (the listening line on stdout names it)
-    #[arg(long, value_name = "PORT", default_value_t = 10000)]
+    /// Port; 0 picks a free one
+    ///
+    /// The listening line on stdout names the port that was picked.
+    #[arg(
+        short,
+        long,
+        value_name = "PORT",
+        default_value_t = 10000,
+        allow_negative_numbers = true,
+        value_parser = port
+    )]
     pub port: u16,
 
-    /// Address to listen on: an IPv4 or IPv6 literal such as 127.0.0.1, ::1, 0.0.0.0 or ::
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
-    pub iface: String,
+    /// Address to listen on
+    ///
+    /// An IPv4 or IPv6 address (127.0.0.1, ::1 bracketed or not, 0.0.0.0, ::, a link-local address
+    /// with its interface such as fe80::1%eth0), or a host name, resolved at start-up and
+    /// listened on at every address it has (localhost: 127.0.0.1 and ::1). Repeat the option
+    /// to listen on several; each gets its own listening line. :: alone accepts IPv4 clients
+    /// too.
+    #[arg(
+        short,
+        long = "iface",
+        value_name = "ADDR",
+        default_value = "127.0.0.1",
+        action = clap::ArgAction::Append
+    )]
+    pub iface: Vec<String>,
 
     /// Bytes per chunk, at least 1
-    #[arg(long, value_name = "N", default_value_t = 10)]
+    #[arg(
+        short,
+        long,
+        value_name = "N",
+        default_value_t = 10,
+        allow_negative_numbers = true,
+        value_parser = at_least_one
+    )]
     pub num_bytes: usize,
 
-    /// Seconds between chunks, a decimal number >= 0 such as 0.7 or 0.05. With 0 the poem goes
-    /// out as fast as the client takes it, whatever --num-bytes says
+    /// Pause between chunks
+    ///
+    /// Seconds (0.7, 0.05) or a number with a unit (500ms, 2s). With 0 the poem goes out as
+    /// fast as the client takes it, whatever --num-bytes says.
     #[arg(
+        short,
         long,
-        value_name = "SECONDS",
-        default_value_t = 0.7,
-        allow_negative_numbers = true
+        value_name = "DURATION",
+        default_value = "0.7",
+        allow_hyphen_values = true
     )]
-    pub delay: f64,
+    pub delay: String,
 
-    /// Worker threads, started at launch; each streams one poem at a time, so this is how many
-    /// clients are served at once (others wait their turn). A paced poem holds its worker for
-    /// minutes, and an idle worker costs about 10 KB of memory, so the default is generous
-    #[arg(long, value_name = "N", default_value_t = 256)]
+    /// Clients served at once
+    ///
+    /// Worker threads, started at launch; each streams one poem at a time, and other clients
+    /// wait their turn. A paced poem holds its worker for minutes, and an idle worker costs
+    /// about 10 KB of memory, so the default is generous.
+    #[arg(
+        short,
+        long,
+        value_name = "N",
+        default_value_t = 256,
+        allow_negative_numbers = true,
+        value_parser = at_least_one
+    )]
     pub workers: usize,
 
-    /// Drop a client that accepts no data for this many seconds
+    /// Drop stalled clients after
+    ///
+    /// A client that accepts no data, or leaves what was sent unacknowledged (it has vanished),
+    /// for this long is dropped.
     #[arg(
         long,
-        value_name = "SECONDS",
-        default_value_t = 30.0,
-        allow_negative_numbers = true
+        value_name = "DURATION",
+        default_value = "30s",
+        allow_hyphen_values = true
     )]
-    pub write_timeout: f64,
+    pub write_timeout: String,
 
-    /// On SIGINT or SIGTERM, give poems already streaming this many seconds to finish before
-    /// closing them; a second signal exits at once
+    /// Grace for poems in flight
+    ///
+    /// On SIGINT or SIGTERM, poems already streaming get this long to finish; then what is
+    /// left is cut off. A second signal exits at once.
     #[arg(
         long,
-        value_name = "SECONDS",
-        default_value_t = 10.0,
-        allow_negative_numbers = true
+        value_name = "DURATION",
+        default_value = "10s",
+        allow_hyphen_values = true
     )]
-    pub shutdown_grace: f64,
+    pub shutdown_grace: String,
 
-    /// Set SO_REUSEPORT, so that several poetry-serve processes can listen on one port and
-    /// share its connections
+    /// Share the port with other processes
+    ///
+    /// Sets SO_REUSEPORT: several poetry-serve processes can listen on one port, and the
+    /// kernel spreads new connections among them.
     #[arg(long)]
     pub reuse_port: bool,
 
-    /// Most connections one source may hold at once, streaming or waiting; 0 means no limit.
+    /// Cap on connections per source
+    ///
+    /// How many connections one source may hold at once, streaming or waiting; 0 means no
+    /// limit.
     /// A source is an IPv4 address or an IPv6 /64. A connection over the limit is closed at
     /// once, unserved, and counted as rejected. Turn it on when serving the open Internet, so
-    /// that one host cannot take every worker
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// that one host cannot take every worker.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        value_parser = count
+    )]
     pub max_per_source: u32,
 
-    /// Expect every connection to begin with a PROXY protocol header (v1 or v2), as a load
-    /// balancer sends it, and treat the client it names as the peer: in the logs and for
-    /// --max-per-source. A connection without a valid header within 5 s is closed
+    /// Expect a PROXY header from a balancer
+    ///
+    /// Every connection must begin with a PROXY protocol header (v1 or v2), as a load
+    /// balancer sends it, and the client it names is the peer: in the logs and for
+    /// --max-per-source. A connection without a valid header within 5 s is closed. Only for a
+    /// server reached through a balancer: a client could name any address.
     #[arg(long)]
     pub proxy_protocol: bool,
 
-    /// Log lines as plain text, or as one JSON object per line for log shippers
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    /// Log as text or json
+    ///
+    /// Plain text (text), or one JSON object per line for log shippers (json).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = LogFormat::Text,
+        hide_possible_values = true
+    )]
     pub log_format: LogFormat,
+
+    /// Print a completion script or the man page
+    ///
+    /// A shell completion script (bash, zsh, fish, elvish, powershell) or the man page (man),
+    /// on stdout. See the README for where to install them.
+    #[arg(long, value_enum, value_name = "WHAT", hide_possible_values = true)]
+    pub generate: Option<Generate>,
 }
 
 /// How log lines (and the stats line) are written on stderr.
@@ -114,6 +226,42 @@ pub enum LogFormat {
     Json,
 }
 
+/// What `--generate` prints, all made from the same clap definition as `--help`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generate {
+    /// The man page, in roff (`man -l` reads it).
+    Man,
+    /// Completion for bash.
+    Bash,
+    /// Completion for zsh.
+    Zsh,
+    /// Completion for fish.
+    Fish,
+    /// Completion for elvish.
+    Elvish,
+    /// Completion for PowerShell.
+    Powershell,
+}
+
+impl Generate {
+    /// Writes the man page or the completion script to `out`.
+    pub fn write(self, out: &mut dyn Write) -> io::Result<()> {
+        use clap_complete::Shell;
+        let mut command = Cli::command();
+        let name = command.get_name().to_string();
+        let shell = match self {
+            Generate::Man => return clap_mangen::Man::new(command).render(out),
+            Generate::Bash => Shell::Bash,
+            Generate::Zsh => Shell::Zsh,
+            Generate::Fish => Shell::Fish,
+            Generate::Elvish => Shell::Elvish,
+            Generate::Powershell => Shell::PowerShell,
+        };
+        clap_complete::generate(shell, &mut command, name, out);
+        Ok(())
+    }
+}
+
 /// Everything the server needs to know, checked.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -122,8 +270,9 @@ pub struct Config {
     pub poems: Vec<PathBuf>,
     /// How each connection's poem is chosen.
     pub order: Order,
-    /// Where to listen.
-    pub addr: SocketAddr,
+    /// Where to listen: every `--iface`, host names resolved, in order, without repeats.
+    /// Never empty.
+    pub listen: Vec<SocketAddr>,
     /// Chunk size and delay.
     pub pacing: Pacing,
     /// Size of the fixed worker pool.
@@ -145,46 +294,143 @@ pub struct Config {
 impl Cli {
     /// Checks every flag and builds the [`Config`], or says which flag is wrong and why.
     pub fn validate(self) -> anyhow::Result<Config> {
-        let ip: IpAddr = self.iface.parse().with_context(|| {
-            format!(
-                "invalid --iface '{}': not an IPv4 or IPv6 address (try 127.0.0.1 or ::1)",
-                self.iface
-            )
-        })?;
-        let Some(chunk) = NonZeroUsize::new(self.num_bytes) else {
-            bail!("invalid --num-bytes 0: a chunk must hold at least 1 byte");
-        };
-        let Some(workers) = NonZeroUsize::new(self.workers) else {
-            bail!("invalid --workers 0: the pool needs at least 1 worker");
-        };
-        let delay = seconds("--delay", self.delay)?;
-        let write_timeout = seconds("--write-timeout", self.write_timeout)?;
-        if write_timeout.is_zero() {
-            bail!("invalid --write-timeout 0: it must be greater than 0");
+        let mut listen = Vec::new();
+        for iface in &self.iface {
+            for addr in resolve(iface, self.port)? {
+                if !listen.contains(&addr) {
+                    listen.push(addr);
+                }
+            }
         }
+        let delay = duration("--delay", &self.delay, Zero::Allowed)?;
         Ok(Config {
             poems: self.poems,
             order: self.order,
+            listen,
+            // The value parsers refused 0 for both.
+            pacing: Pacing::new(
+                NonZeroUsize::new(self.num_bytes).expect("at least 1"),
+                delay,
+            ),
+            workers: NonZeroUsize::new(self.workers).expect("at least 1"),
+            write_timeout: duration("--write-timeout", &self.write_timeout, Zero::Refused)?,
+            shutdown_grace: duration("--shutdown-grace", &self.shutdown_grace, Zero::Allowed)?,
             reuse_port: self.reuse_port,
             max_per_source: NonZeroU32::new(self.max_per_source),
             proxy_protocol: self.proxy_protocol,
             log_format: self.log_format,
-            addr: SocketAddr::new(ip, self.port),
-            pacing: Pacing::new(chunk, delay),
-            workers,
-            write_timeout,
-            shutdown_grace: seconds("--shutdown-grace", self.shutdown_grace)?,
         })
     }
 }
 
-/// Turns a number of seconds typed by the user into a [`Duration`].
-fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
-    if !value.is_finite() || !(0.0..=MAX_SECONDS).contains(&value) {
-        bail!("invalid {flag} {value}: it must be a number of seconds from 0 to {MAX_SECONDS}");
+/// The addresses `iface` stands for, with `port`: an IP address (IPv6 in brackets or not,
+/// with a `%interface` scope or not), or a host name and every address it resolves to.
+fn resolve(iface: &str, port: u16) -> anyhow::Result<Vec<SocketAddr>> {
+    let bare = iface
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or(iface);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
     }
-    // The range check above leaves nothing try_from_secs_f64 could reject.
-    Ok(Duration::from_secs_f64(value))
+    if let Some((ip, scope)) = bare.split_once('%')
+        && let Ok(ip) = ip.parse::<Ipv6Addr>()
+    {
+        let scope = scope_id(scope).with_context(|| format!("invalid --iface '{iface}'"))?;
+        return Ok(vec![SocketAddr::V6(SocketAddrV6::new(ip, port, 0, scope))]);
+    }
+    let looks_like_a_name = !bare.is_empty()
+        && bare
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if !looks_like_a_name {
+        bail!(
+            "invalid --iface '{iface}': not an IP address or host name (try 127.0.0.1, ::1, \
+             localhost)"
+        );
+    }
+    let mut found: Vec<SocketAddr> = Vec::new();
+    let resolved = (bare, port)
+        .to_socket_addrs()
+        .with_context(|| format!("invalid --iface '{iface}': cannot resolve it"))?;
+    for addr in resolved {
+        if !found.contains(&addr) {
+            found.push(addr);
+        }
+    }
+    if found.is_empty() {
+        bail!("invalid --iface '{iface}': it resolves to no address");
+    }
+    Ok(found)
+}
+
+/// An IPv6 scope: an interface name (eth0) or its index.
+fn scope_id(scope: &str) -> anyhow::Result<u32> {
+    if let Ok(index) = scope.parse() {
+        return Ok(index);
+    }
+    let name = std::ffi::CString::new(scope).context("an interface name has no NUL byte")?;
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        bail!("no network interface is called '{scope}'");
+    }
+    Ok(index)
+}
+
+/// Whether a duration option may be zero.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Zero {
+    Allowed,
+    Refused,
+}
+
+/// Turns a duration typed by the user into a [`Duration`]: bare seconds as in the tutorial
+/// (0.7), or a number with a unit (500ms, 2m). A value too small to keep (under a nanosecond)
+/// is refused rather than silently made zero.
+fn duration(flag: &str, text: &str, zero: Zero) -> anyhow::Result<Duration> {
+    let range = match zero {
+        Zero::Allowed => "0 or from 1ns to 1 year",
+        Zero::Refused => "from 1ns to 1 year",
+    };
+    let refuse =
+        || anyhow::anyhow!("invalid {flag} '{text}': must be {range}, {DURATION_EXAMPLES}");
+    let parsed = match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=MAX_DURATION.as_secs_f64()).contains(&secs) => {
+            let kept = Duration::from_secs_f64(secs);
+            // A positive number that rounds to zero would silently turn pacing off.
+            if secs > 0.0 && kept.is_zero() {
+                return Err(refuse());
+            }
+            kept
+        }
+        Ok(_) => return Err(refuse()),
+        Err(_) => humantime::parse_duration(text.trim()).map_err(|_| refuse())?,
+    };
+    if parsed > MAX_DURATION || (zero == Zero::Refused && parsed.is_zero()) {
+        return Err(refuse());
+    }
+    Ok(parsed)
+}
+
+/// clap's parser for `--port`, with a message that says what a port is.
+fn port(text: &str) -> Result<u16, String> {
+    text.parse()
+        .map_err(|_| "must be a port number from 0 to 65535 (0 picks a free one)".into())
+}
+
+/// clap's parser for counts that must be at least 1.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("must be a whole number, at least 1".into()),
+    }
+}
+
+/// clap's parser for `--max-per-source`.
+fn count(text: &str) -> Result<u32, String> {
+    text.parse()
+        .map_err(|_| format!("must be a whole number from 0 (no limit) to {}", u32::MAX))
 }
 
 #[cfg(test)]
@@ -207,7 +453,7 @@ mod tests {
     #[test]
     fn defaults_match_the_tutorial() {
         let config = parse(&[]).unwrap();
-        assert_eq!(config.addr, "127.0.0.1:10000".parse().unwrap());
+        assert_eq!(config.listen, ["127.0.0.1:10000".parse().unwrap()]);
         assert_eq!(config.pacing.chunk().get(), 10);
         assert_eq!(config.pacing.delay(), Duration::from_millis(700));
         assert_eq!(config.workers.get(), 256);
@@ -215,33 +461,129 @@ mod tests {
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
     }
 
-    /// IPv6 addresses and fractional delays parse into the right types.
+    /// IPv6 addresses, with or without brackets, and fractional delays parse into the right
+    /// types; so do the short options.
     #[test]
-    fn ipv6_and_decimal_delays_are_accepted() {
+    fn addresses_and_decimal_delays_are_accepted() {
         let config = parse(&["--iface", "::1", "--port", "0", "--delay", "0.05"]).unwrap();
-        assert_eq!(config.addr, "[::1]:0".parse().unwrap());
+        assert_eq!(config.listen, ["[::1]:0".parse().unwrap()]);
         assert_eq!(config.pacing.delay(), Duration::from_millis(50));
-        assert!(parse(&["--delay", "0"]).unwrap().pacing.delay().is_zero());
+        let config = parse(&["-i", "[::1]", "-p", "7", "-d", "0", "-n", "3", "-w", "2"]).unwrap();
+        assert_eq!(config.listen, ["[::1]:7".parse().unwrap()]);
+        assert!(config.pacing.delay().is_zero());
+        assert_eq!((config.pacing.chunk().get(), config.workers.get()), (3, 2));
     }
 
-    /// Every out-of-range value is refused, naming its flag.
+    /// A host name is resolved at start-up to every address it has, and --iface repeats.
+    #[test]
+    fn host_names_resolve_and_iface_repeats() {
+        let config = parse(&["--iface", "localhost", "--port", "5"]).unwrap();
+        assert!(
+            config
+                .listen
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 5),
+            "{:?}",
+            config.listen
+        );
+        let config = parse(&["-i", "127.0.0.1", "-i", "::1", "-i", "127.0.0.1"]).unwrap();
+        assert_eq!(
+            config.listen,
+            [
+                "127.0.0.1:10000".parse().unwrap(),
+                "[::1]:10000".parse().unwrap()
+            ]
+        );
+    }
+
+    /// An IPv6 scope names an interface, by name or index.
+    #[test]
+    fn ipv6_scopes_name_an_interface() {
+        let config = parse(&["--iface", "fe80::1%lo"]).unwrap();
+        let SocketAddr::V6(v6) = config.listen[0] else {
+            panic!("not IPv6: {:?}", config.listen)
+        };
+        assert_eq!(v6.scope_id(), scope_id("lo").unwrap());
+        assert!(error(&["--iface", "fe80::1%nosuchif0"]).contains("no network interface"));
+    }
+
+    /// Durations take units, and bare seconds as in the tutorial.
+    #[test]
+    fn durations_take_units() {
+        let config = parse(&[
+            "-d",
+            "500ms",
+            "--write-timeout",
+            "2m",
+            "--shutdown-grace",
+            "1.5",
+        ]);
+        let config = config.unwrap();
+        assert_eq!(config.pacing.delay(), Duration::from_millis(500));
+        assert_eq!(config.write_timeout, Duration::from_secs(120));
+        assert_eq!(config.shutdown_grace, Duration::from_millis(1500));
+    }
+
+    /// Every out-of-range value is refused, naming its flag, with one wording per range.
     #[test]
     fn bad_values_are_refused_with_the_flag_named() {
-        assert!(error(&["--iface", "localhost"]).contains("--iface 'localhost'"));
-        assert!(error(&["--num-bytes", "0"]).contains("--num-bytes 0"));
-        assert!(error(&["--workers", "0"]).contains("--workers 0"));
-        assert!(error(&["--write-timeout", "0"]).contains("--write-timeout 0"));
-        for delay in ["-1", "-0.5", "nan", "inf", "-inf", "1e300"] {
+        assert!(error(&["--iface", "not an address"]).contains("--iface 'not an address'"));
+        for delay in [
+            "-1",
+            "-0.5",
+            "nan",
+            "inf",
+            "-inf",
+            "1e300",
+            "1e-12",
+            "2 fortnights",
+        ] {
             let flag = format!("--delay={delay}");
-            assert!(error(&[&flag]).contains("invalid --delay"), "{flag}");
+            let err = error(&[&flag]);
+            assert!(
+                err.contains(&format!(
+                    "invalid --delay '{delay}': must be 0 or from 1ns to 1 year"
+                )),
+                "{err}"
+            );
         }
-        assert!(error(&["--delay", "-1"]).contains("invalid --delay -1"));
+        for timeout in ["0", "0s", "400d"] {
+            let err = error(&["--write-timeout", timeout]);
+            let range = format!("invalid --write-timeout '{timeout}': must be from 1ns to 1 year");
+            assert!(err.contains(&range), "{err}");
+        }
         assert!(error(&["--shutdown-grace", "-1"]).contains("--shutdown-grace"));
     }
 
-    /// Port numbers past 65535 never reach the server.
+    /// Numbers out of range, negative ones included, are refused by the parser with a message
+    /// that says what the flag takes.
     #[test]
-    fn ports_above_65535_are_refused_by_clap() {
-        assert!(error(&["--port", "65536"]).contains("65536"));
+    fn numbers_out_of_range_say_what_is_allowed() {
+        for (flag, value, says) in [
+            ("--port", "-1", "port number from 0 to 65535"),
+            ("--port", "65536", "port number from 0 to 65535"),
+            ("--num-bytes", "0", "at least 1"),
+            ("--workers", "-3", "at least 1"),
+            ("--max-per-source", "-1", "from 0 (no limit)"),
+        ] {
+            let err = error(&[flag, value]);
+            assert!(
+                err.contains(value) && err.contains(says),
+                "{flag} {value}: {err}"
+            );
+        }
+    }
+
+    /// The completion scripts and the man page come from the same definition, and name the
+    /// flags.
+    #[test]
+    fn completions_and_man_page_name_the_flags() {
+        for what in [Generate::Man, Generate::Bash, Generate::Zsh, Generate::Fish] {
+            let mut out = Vec::new();
+            what.write(&mut out).unwrap();
+            // roff escapes the hyphens: \-\-max\-per\-source.
+            let text = String::from_utf8(out).unwrap().replace('\\', "");
+            assert!(text.contains("max-per-source"), "{what:?}");
+        }
     }
 }

@@ -9,8 +9,8 @@
 //!
 //! - [`config`]: the command line and the validated [`Config`] built from it.
 //! - [`logging`]: where log lines go, at which level, as text or JSON.
-//! - [`server`]: the server's life in [`run`] (bind, serve, drain); the listener and the
-//!   accept loop.
+//! - [`server`]: the server's life in [`run`] (bind, serve, drain) and the accept loop.
+//! - [`listener`]: the listening sockets, bound and accepted from as one.
 //! - [`shutdown`]: the one handle that stops new connections, shared by the signal thread, the
 //!   accept loop and the pool.
 //! - [`pool`]: the fixed pool of worker threads and its bounded queue.
@@ -30,6 +30,7 @@ pub mod collection;
 pub mod config;
 pub mod connection;
 pub mod limit;
+pub mod listener;
 pub mod logging;
 pub mod outcome;
 pub mod pacing;

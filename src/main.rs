@@ -4,10 +4,27 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
+use clap::error::ErrorKind;
 use poetry_serve::config::Cli;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A value one of our parsers refused: one line, like every other bad value.
+        Err(err) if err.kind() == ErrorKind::ValueValidation => {
+            let text = err.render().to_string();
+            let line = text.lines().next().unwrap_or_default();
+            let line = line.strip_prefix("error: ").unwrap_or(line);
+            return fail(&anyhow::anyhow!("{line}"), ExitCode::from(2));
+        }
+        Err(err) => err.exit(), // usage errors with clap's hints; --help; --version
+    };
+    if let Some(what) = cli.generate {
+        return match what.write(&mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => fail(&err.into(), ExitCode::FAILURE),
+        };
+    }
     poetry_serve::logging::init(cli.log_format);
     let config = match cli.validate() {
         Ok(config) => config,

@@ -255,7 +255,7 @@ mod tests {
     /// A pool of `size` workers, and the shutdown that closes it.
     fn pool(size: usize) -> (Pool, Shutdown) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let shutdown = Shutdown::new(&listener).unwrap();
+        let shutdown = Shutdown::new(std::slice::from_ref(&listener)).unwrap();
         let pool = Pool::new(NonZeroUsize::new(size).unwrap(), shutdown.clone()).unwrap();
         (pool, shutdown)
     }

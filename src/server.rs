@@ -1,19 +1,18 @@
 //! The server's life: bind, serve, drain. [`run`] is the whole of it, read top to bottom; the
-//! listener and the accept loop are here too.
+//! accept loop is here too.
 //!
 //! The main thread accepts connections and hands each one to the worker pool. When every
 //! worker is busy and the pool's queue is full, it waits instead of accepting, so clients wait
-//! in the kernel's listen backlog; the backlog is set large so that a burst of thousands of
-//! connects is queued there rather than left to SYN retries.
+//! in the kernel's listen backlog; the backlog is set large (see [`crate::listener`]) so that a
+//! burst of thousands of connects is queued there rather than left to SYN retries.
 
 use std::io::{self, ErrorKind, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, info, warn};
 
 use crate::capacity;
@@ -21,6 +20,7 @@ use crate::collection::Collection;
 use crate::config::Config;
 use crate::connection::{self, Shared};
 use crate::limit::{Limit, OverLimit};
+use crate::listener::Listeners;
 use crate::pool::Pool;
 use crate::shutdown::Shutdown;
 use crate::signals::Signals;
@@ -34,11 +34,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // Bind: everything that can fail on bad input, before the listening line.
     let signals = Signals::register().context("cannot install signal handlers")?;
     let poems = Collection::open(&config.poems, config.order)?;
-    let listener = bind(config.addr, config.reuse_port)?;
-    let local = listener
-        .local_addr()
+    let listeners = Listeners::bind(&config.listen, config.reuse_port)?;
+    let local = listeners
+        .local_addrs()
         .context("cannot read the listening address")?;
-    let shutdown = Shutdown::new(&listener).context("cannot set up shutdown")?;
+    let shutdown = Shutdown::new(listeners.sockets()).context("cannot set up shutdown")?;
     capacity::check(config.workers.get())?;
     let pool =
         Pool::new(config.workers, shutdown.clone()).context("cannot start the worker threads")?;
@@ -56,7 +56,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot start the signal thread")?;
 
     // Serve, until a signal begins the shutdown.
-    announce(local);
+    announce(&local);
     let poems = shared.poems.current();
     for poem in poems.iter() {
         info!(poem = %poem.path().display(), bytes = poem.size().unwrap_or(0), "poem");
@@ -69,8 +69,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         workers = config.workers,
         "serving"
     );
-    accept_loop(&listener, &pool, &shared, &shutdown);
-    drop(listener); // from here on, connects are refused
+    accept_loop(&listeners, &pool, &shared, &shutdown);
+    drop(listeners); // from here on, connects are refused
 
     // Drain: poems in flight get the grace period, then the final report.
     info!(
@@ -89,48 +89,25 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints the one line on stdout that scripts wait for, with the real bound address.
-fn announce(local: SocketAddr) {
+/// Prints the line on stdout that scripts wait for, one per listening address, with the real
+/// bound address.
+fn announce(local: &[SocketAddr]) {
     let mut stdout = std::io::stdout().lock();
-    // If nobody reads stdout, the line has nowhere to go and the server carries on regardless.
-    let _ = writeln!(stdout, "poetry-serve listening on {local}").and_then(|()| stdout.flush());
+    for addr in local {
+        // If nobody reads stdout, the line has nowhere to go and the server carries on.
+        let _ = writeln!(stdout, "poetry-serve listening on {addr}");
+    }
+    let _ = stdout.flush();
 }
-
-/// Listen backlog asked for; the kernel caps it at `net.core.somaxconn` (4096 on current
-/// Linux). std's `TcpListener::bind` asks for 128.
-pub const BACKLOG: i32 = 4096;
 
 /// How long to pause after `accept` fails for lack of resources (out of file descriptors,
 /// say), so the loop does not spin while connections finish and free some.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Binds `addr` and starts listening with [`BACKLOG`].
-///
-/// `SO_REUSEADDR` is set so that a restarted server can bind while old connections linger in
-/// TIME_WAIT; it does not let two servers listen on one port. `reuse_port` sets
-/// `SO_REUSEPORT`, which does: every process that sets it may listen on the port, and the
-/// kernel spreads new connections among them. An unspecified IPv6 address (`::`) accepts
-/// IPv4 clients too.
-fn bind(addr: SocketAddr, reuse_port: bool) -> anyhow::Result<TcpListener> {
-    let fail = || format!("cannot listen on {addr}");
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .with_context(fail)?;
-    socket.set_reuse_address(true).with_context(fail)?;
-    if reuse_port {
-        socket.set_reuse_port(true).with_context(fail)?;
-    }
-    if addr.is_ipv6() && addr.ip().is_unspecified() {
-        socket.set_only_v6(false).with_context(fail)?;
-    }
-    socket.bind(&addr.into()).with_context(fail)?;
-    socket.listen(BACKLOG).with_context(fail)?;
-    Ok(socket.into())
-}
-
 /// Accepts connections and queues them for the pool until shutdown begins.
-fn accept_loop(listener: &TcpListener, pool: &Pool, shared: &Arc<Shared>, shutdown: &Shutdown) {
+fn accept_loop(listeners: &Listeners, pool: &Pool, shared: &Arc<Shared>, shutdown: &Shutdown) {
     loop {
-        let accepted = listener.accept();
+        let accepted = listeners.accept();
         if shutdown.has_begun() {
             // Whatever woke us (the shut listener, or a client that arrived just then) is
             // closed unserved.

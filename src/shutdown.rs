@@ -33,11 +33,10 @@ pub struct Shutdown {
 
 struct Inner {
     begun: AtomicBool,
-    /// A second descriptor for the listening socket, shut down to wake a blocked `accept`.
-    listener: Socket,
-    /// Where the listener listens, for the fallback wake-up on systems where shutting down a
+    /// A second descriptor for each listening socket, shut down to wake a blocked `accept`,
+    /// with where it listens, for the fallback wake-up on systems where shutting down a
     /// listening socket does not wake `accept`.
-    listening: SocketAddr,
+    listeners: Vec<(Socket, SocketAddr)>,
     cut_off: AtomicBool,
     /// The sockets being served now, by descriptor, with the thread serving each. A socket is
     /// removed before it is closed, and the cut holds this lock while it shuts sockets down,
@@ -52,13 +51,16 @@ pub struct Tracked<'a> {
 }
 
 impl Shutdown {
-    /// A shutdown not yet begun, able to wake an `accept` blocked on `listener`.
-    pub fn new(listener: &TcpListener) -> io::Result<Shutdown> {
+    /// A shutdown not yet begun, able to wake an `accept` blocked on any of `listeners`.
+    pub fn new(listeners: &[TcpListener]) -> io::Result<Shutdown> {
+        let listeners = listeners
+            .iter()
+            .map(|l| Ok((Socket::from(l.try_clone()?), l.local_addr()?)))
+            .collect::<io::Result<_>>()?;
         Ok(Shutdown {
             inner: Arc::new(Inner {
                 begun: AtomicBool::new(false),
-                listening: listener.local_addr()?,
-                listener: Socket::from(listener.try_clone()?),
+                listeners,
                 cut_off: AtomicBool::new(false),
                 serving: Mutex::new(HashMap::new()),
             }),
@@ -71,13 +73,10 @@ impl Shutdown {
         self.inner.begun.store(true, Ordering::Release);
         // Linux wakes every `accept` on a listening socket that is shut down, and stops
         // queueing connections on it. Elsewhere, connect once to our own address.
-        if self
-            .inner
-            .listener
-            .shutdown(std::net::Shutdown::Read)
-            .is_err()
-        {
-            wake_by_connecting(self.inner.listening);
+        for (listener, listening) in &self.inner.listeners {
+            if listener.shutdown(std::net::Shutdown::Read).is_err() {
+                wake_by_connecting(*listening);
+            }
         }
     }
 
@@ -168,7 +167,7 @@ mod tests {
     #[test]
     fn begin_wakes_a_blocked_accept() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let shutdown = Shutdown::new(&listener).unwrap();
+        let shutdown = Shutdown::new(std::slice::from_ref(&listener)).unwrap();
         let (done_tx, done) = mpsc::channel();
         let acceptor = thread::spawn(move || {
             let accepted = listener.accept().is_ok();
@@ -192,7 +191,7 @@ mod tests {
     #[test]
     fn cut_off_wakes_sleepers_and_blocked_writers() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let shutdown = Shutdown::new(&listener).unwrap();
+        let shutdown = Shutdown::new(std::slice::from_ref(&listener)).unwrap();
         let (done_tx, done) = mpsc::channel();
         let mut clients = Vec::new();
         for writes in [false, true] {

@@ -61,6 +61,8 @@ pub struct Server {
     stderr: Arc<Mutex<String>>,
     /// Says when the server's stderr has closed, that is, when everything it logged is in.
     stderr_eof: Mutex<std::sync::mpsc::Receiver<()>>,
+    /// The lines on stdout not yet read.
+    stdout: Mutex<std::sync::mpsc::Receiver<std::io::Result<String>>>,
 }
 
 /// How to start a server: the poems, the flags and the environment, then [`Launch::start`].
@@ -159,27 +161,20 @@ impl Launch {
         let out_pipe = child.stdout.take().expect("stdout is piped");
         let (line_tx, line_rx) = std::sync::mpsc::channel();
         thread::spawn(move || {
-            let _ = line_tx.send(BufReader::new(out_pipe).lines().next());
+            for line in BufReader::new(out_pipe).lines() {
+                if line_tx.send(line).is_err() {
+                    return;
+                }
+            }
         });
         let mut server = Server {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
             stderr,
             stderr_eof: Mutex::new(stderr_eof),
+            stdout: Mutex::new(line_rx),
         };
-        let line = match line_rx.recv_timeout(LIMIT) {
-            Ok(Some(Ok(line))) => line,
-            other => panic!(
-                "no listening line ({other:?}); stderr:\n{}",
-                server.stderr()
-            ),
-        };
-        let addr = line
-            .strip_prefix("poetry-serve listening on ")
-            .unwrap_or_else(|| panic!("odd listening line {line:?}"));
-        server.addr = addr
-            .parse()
-            .unwrap_or_else(|_| panic!("odd address in {line:?}"));
+        server.addr = server.listening_addrs(1)[0];
         server
     }
 }
@@ -195,6 +190,36 @@ impl Server {
             shell: None,
             close_stderr: false,
         }
+    }
+
+    /// Reads the next `count` listening lines and returns their addresses.
+    pub fn listening_addrs(&self, count: usize) -> Vec<SocketAddr> {
+        let lines = self.stdout.lock().unwrap();
+        (0..count)
+            .map(|_| {
+                let line = match lines.recv_timeout(LIMIT) {
+                    Ok(Ok(line)) => line,
+                    other => panic!("no listening line ({other:?}); stderr:\n{}", self.stderr()),
+                };
+                line.strip_prefix("poetry-serve listening on ")
+                    .and_then(|addr| addr.parse().ok())
+                    .unwrap_or_else(|| panic!("odd listening line {line:?}"))
+            })
+            .collect()
+    }
+
+    /// Fetches the whole poem from `addr`, one of the server's listening addresses.
+    pub fn fetch_from(&self, addr: SocketAddr) -> Fetch {
+        let started = Instant::now();
+        let stream = TcpStream::connect_timeout(&addr, LIMIT)
+            .unwrap_or_else(|err| panic!("connect to {addr}: {err}; stderr:\n{}", self.stderr()));
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        read_to_end(stream, started).unwrap_or_else(|err| {
+            panic!(
+                "fetch from {addr} failed: {err}; stderr:\n{}",
+                self.stderr()
+            )
+        })
     }
 
     /// The server's process id.

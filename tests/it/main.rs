@@ -9,3 +9,4 @@ mod open;
 mod operations;
 mod shutdown;
 mod streaming;
+mod usage;
