@@ -196,6 +196,15 @@ pub struct Cli {
     #[arg(long)]
     pub proxy_protocol: bool,
 
+    /// Serve Prometheus metrics and health checks
+    ///
+    /// Answer HTTP on this address (127.0.0.1:9100, say; port 0 picks a free one, and a line
+    /// on stdout names it): GET /metrics in the Prometheus text format, /healthz (alive) and
+    /// /readyz (accepting connections). Off by default. Keep it on loopback or a private
+    /// network: it has no authentication.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = metrics_addr)]
+    pub metrics: Option<SocketAddr>,
+
     /// Log as text or json
     ///
     /// Plain text (text), or one JSON object per line for log shippers (json).
@@ -287,6 +296,8 @@ pub struct Config {
     pub max_per_source: Option<NonZeroU32>,
     /// Whether connections begin with a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// Where to serve metrics and health checks, if anywhere.
+    pub metrics: Option<SocketAddr>,
     /// How logs and the stats line are written.
     pub log_format: LogFormat,
 }
@@ -318,6 +329,7 @@ impl Cli {
             reuse_port: self.reuse_port,
             max_per_source: NonZeroU32::new(self.max_per_source),
             proxy_protocol: self.proxy_protocol,
+            metrics: self.metrics,
             log_format: self.log_format,
         })
     }
@@ -417,6 +429,12 @@ fn duration(flag: &str, text: &str, zero: Zero) -> anyhow::Result<Duration> {
 fn port(text: &str) -> Result<u16, String> {
     text.parse()
         .map_err(|_| "must be a port number from 0 to 65535 (0 picks a free one)".into())
+}
+
+/// clap's parser for `--metrics`: an address and a port.
+fn metrics_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| "must be an address and a port, such as 127.0.0.1:9100 or [::1]:0".into())
 }
 
 /// clap's parser for counts that must be at least 1.

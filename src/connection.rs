@@ -117,6 +117,7 @@ impl Record {
     /// Counts the connection's `outcome` and writes its one log line.
     fn end(&self, outcome: Outcome, shared: &Shared) {
         shared.stats.ended(&outcome);
+        shared.stats.took(self.start.elapsed());
         let error = match &outcome {
             Outcome::Failed(err) => Some(err.to_string()),
             Outcome::BadHeader(reason) => Some(reason.clone()),

@@ -23,6 +23,8 @@
 //! - [`poem`]: opens one poem file and sends from it at any offset, without copying it.
 //! - [`outcome`]: how a connection ended, in the words the logs and the stats line use.
 //! - [`stats`]: server-wide counters and the stats line.
+//! - [`metrics`]: the counters over HTTP for Prometheus, with health checks.
+//! - [`systemd`]: readiness notification and socket activation.
 //! - [`signals`]: SIGINT/SIGTERM (shutdown), SIGUSR1 (stats line), SIGHUP (reload).
 
 pub mod capacity;
@@ -32,6 +34,7 @@ pub mod connection;
 pub mod limit;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod outcome;
 pub mod pacing;
 pub mod poem;
@@ -41,6 +44,7 @@ pub mod server;
 pub mod shutdown;
 pub mod signals;
 pub mod stats;
+pub mod systemd;
 
 pub use config::Config;
 pub use server::run;

@@ -50,6 +50,17 @@ impl Listeners {
         Ok(Listeners { sockets })
     }
 
+    /// Takes over sockets already listening (from systemd's socket activation).
+    pub fn inherited(sockets: Vec<TcpListener>) -> io::Result<Listeners> {
+        let several = sockets.len() > 1;
+        for socket in &sockets {
+            // One socket is accepted from blocking; several are polled (systemd's
+            // NonBlocking= may have set either).
+            socket.set_nonblocking(several)?;
+        }
+        Ok(Listeners { sockets })
+    }
+
     /// The sockets, in the order of the addresses given.
     pub fn sockets(&self) -> &[TcpListener] {
         &self.sockets

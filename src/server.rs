@@ -21,10 +21,12 @@ use crate::config::Config;
 use crate::connection::{self, Shared};
 use crate::limit::{Limit, OverLimit};
 use crate::listener::Listeners;
+use crate::metrics;
 use crate::pool::Pool;
 use crate::shutdown::Shutdown;
 use crate::signals::Signals;
 use crate::stats::Stats;
+use crate::systemd;
 
 /// Runs the server until SIGINT or SIGTERM, then drains it and returns.
 ///
@@ -34,7 +36,16 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // Bind: everything that can fail on bad input, before the listening line.
     let signals = Signals::register().context("cannot install signal handlers")?;
     let poems = Collection::open(&config.poems, config.order)?;
-    let listeners = Listeners::bind(&config.listen, config.reuse_port)?;
+    let listeners = match systemd::inherited_listeners()? {
+        Some(sockets) => {
+            info!(
+                sockets = sockets.len(),
+                "listening on sockets from systemd (LISTEN_FDS); --iface and --port do not apply"
+            );
+            Listeners::inherited(sockets).context("cannot use the sockets from systemd")?
+        }
+        None => Listeners::bind(&config.listen, config.reuse_port)?,
+    };
     let local = listeners
         .local_addrs()
         .context("cannot read the listening address")?;
@@ -51,12 +62,22 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         stats: Stats::new(),
         shutdown: shutdown.clone(),
     });
+    let metrics = match config.metrics {
+        Some(addr) => Some(metrics::serve(
+            addr,
+            Arc::clone(&shared),
+            pool.load(),
+            config.workers.get(),
+        )?),
+        None => None,
+    };
     signals
         .watch(shutdown.clone(), Arc::clone(&shared), pool.load())
         .context("cannot start the signal thread")?;
+    systemd::keep_status(Arc::clone(&shared), pool.load())?;
 
     // Serve, until a signal begins the shutdown.
-    announce(&local);
+    announce(&local, metrics);
     let poems = shared.poems.current();
     for poem in poems.iter() {
         info!(poem = %poem.path().display(), bytes = poem.size().unwrap_or(0), "poem");
@@ -69,6 +90,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         workers = config.workers,
         "serving"
     );
+    systemd::ready(&systemd::status(&shared, &pool.load()));
     accept_loop(&listeners, &pool, &shared, &shutdown);
     drop(listeners); // from here on, connects are refused
 
@@ -89,13 +111,16 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints the line on stdout that scripts wait for, one per listening address, with the real
-/// bound address.
-fn announce(local: &[SocketAddr]) {
+/// Prints the lines on stdout that scripts wait for, with the real bound addresses: one per
+/// listening address, then one for the metrics, if they are served.
+fn announce(local: &[SocketAddr], metrics: Option<SocketAddr>) {
     let mut stdout = std::io::stdout().lock();
+    // If nobody reads stdout, the lines have nowhere to go and the server carries on.
     for addr in local {
-        // If nobody reads stdout, the line has nowhere to go and the server carries on.
         let _ = writeln!(stdout, "poetry-serve listening on {addr}");
+    }
+    if let Some(addr) = metrics {
+        let _ = writeln!(stdout, "poetry-serve metrics on http://{addr}/metrics");
     }
     let _ = stdout.flush();
 }

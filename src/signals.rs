@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 use crate::connection::Shared;
 use crate::pool::Load;
 use crate::shutdown::Shutdown;
+use crate::systemd;
 
 /// The signals poetry-serve handles, caught from the moment this is created.
 pub struct Signals {
@@ -40,7 +41,7 @@ impl Signals {
                     let name = signal_name(signal).unwrap_or("signal");
                     match signal {
                         SIGUSR1 => shared.stats.report(&load).log(),
-                        SIGHUP => reload(&shared),
+                        SIGHUP => reload(&shared, &load),
                         _ if shutdown.has_begun() => {
                             warn!(signal = name, "second signal: exiting now");
                             process::exit(128 + signal);
@@ -50,6 +51,7 @@ impl Signals {
                                 signal = name,
                                 "shutting down: no new connections (signal again to exit now)"
                             );
+                            systemd::stopping();
                             shutdown.begin();
                         }
                     }
@@ -59,12 +61,17 @@ impl Signals {
     }
 }
 
-/// Opens the poems again; on failure keeps serving the old ones.
-fn reload(shared: &Shared) {
-    match shared.poems.reload() {
+/// Opens the poems again; on failure keeps serving the old ones. systemd hears of the reload
+/// (RELOADING=1, then READY=1) when it listens.
+fn reload(shared: &Shared, load: &Load) {
+    systemd::reloading();
+    let result = shared.poems.reload();
+    shared.stats.reloaded(result.is_ok());
+    match result {
         Ok(poems) => info!(poems, "reloaded: new connections get the new poems"),
         Err(err) => {
             error!(error = %format!("{err:#}"), "reload failed; still serving the old poems")
         }
     }
+    systemd::ready(&systemd::status(shared, load));
 }

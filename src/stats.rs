@@ -16,6 +16,12 @@ use crate::pool::Load;
 /// because it is asked for explicitly (see [`crate::logging`]).
 pub const TARGET: &str = "poetry_serve::stats";
 
+/// Upper bounds, in seconds, of the buckets connection durations are counted in: from a
+/// refused or unpaced connection (milliseconds) to a long paced poem (half an hour).
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+];
+
 /// Totals since the server started.
 #[derive(Debug)]
 pub struct Stats {
@@ -24,6 +30,24 @@ pub struct Stats {
     /// Connections ended, by [`Outcome::index`].
     ended: [AtomicU64; Outcome::KINDS],
     bytes: AtomicU64,
+    /// Connections served, by the first of [`DURATION_BUCKETS`] their duration fits (the last
+    /// slot for longer ones), and the sum of their durations in microseconds.
+    durations: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    duration_sum_us: AtomicU64,
+    /// SIGHUP reloads that worked, and that failed.
+    reloads: [AtomicU64; 2],
+}
+
+/// How connection durations were spread, for the metrics' histogram.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Durations {
+    /// For each bound of [`DURATION_BUCKETS`], then +Inf, how many connections took at most
+    /// that long and more than the bound before (the metrics encoder adds them up).
+    pub buckets: Vec<(f64, u64)>,
+    /// How many connections in all.
+    pub count: u64,
+    /// Their durations added up, in seconds.
+    pub sum: f64,
 }
 
 /// The counters at one moment, with the pool's load, for the stats line.
@@ -55,6 +79,45 @@ impl Stats {
             accepted: AtomicU64::new(0),
             ended: Default::default(),
             bytes: AtomicU64::new(0),
+            durations: Default::default(),
+            duration_sum_us: AtomicU64::new(0),
+            reloads: Default::default(),
+        }
+    }
+
+    /// Counts how long a served connection took, from accept to its last byte.
+    pub fn took(&self, duration: Duration) {
+        let secs = duration.as_secs_f64();
+        let slot = DURATION_BUCKETS
+            .iter()
+            .position(|&bound| secs <= bound)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.durations[slot].fetch_add(1, Relaxed);
+        self.duration_sum_us
+            .fetch_add(duration.as_micros() as u64, Relaxed);
+    }
+
+    /// Counts a SIGHUP reload, whether it `worked` or not.
+    pub fn reloaded(&self, worked: bool) {
+        self.reloads[usize::from(!worked)].fetch_add(1, Relaxed);
+    }
+
+    /// Reloads so far: (worked, failed).
+    pub fn reloads(&self) -> (u64, u64) {
+        (self.reloads[0].load(Relaxed), self.reloads[1].load(Relaxed))
+    }
+
+    /// The spread of connection durations so far.
+    pub fn durations(&self) -> Durations {
+        let bounds = DURATION_BUCKETS.iter().copied().chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = bounds
+            .zip(&self.durations)
+            .map(|(bound, count)| (bound, count.load(Relaxed)))
+            .collect();
+        Durations {
+            count: buckets.iter().map(|&(_, count)| count).sum(),
+            buckets,
+            sum: self.duration_sum_us.load(Relaxed) as f64 / 1e6,
         }
     }
 
@@ -169,6 +232,23 @@ mod tests {
         assert_eq!(report.ended[Outcome::TimedOut.index()], 1);
         // At the end, with nothing left running, the two that were cut off are aborted.
         assert_eq!(stats.final_report().aborted, 4);
+    }
+
+    /// Durations land in the first bucket that holds them.
+    #[test]
+    fn durations_fill_cumulative_buckets() {
+        let stats = Stats::new();
+        stats.took(Duration::from_millis(3));
+        stats.took(Duration::from_secs(2));
+        stats.took(Duration::from_secs(4000));
+        let spread = stats.durations();
+        assert_eq!(spread.count, 3);
+        assert_eq!(spread.buckets[0], (0.005, 1));
+        assert_eq!(spread.buckets[6], (5.0, 1));
+        assert_eq!(spread.buckets.last(), Some(&(f64::INFINITY, 1)));
+        let counted: u64 = spread.buckets.iter().map(|&(_, n)| n).sum();
+        assert_eq!(counted, 3);
+        assert!((spread.sum - 4002.003).abs() < 1e-6, "{}", spread.sum);
     }
 
     /// A writer into a shared buffer, for reading back what was logged.

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Checks the systemd unit: systemd-analyze accepts it (when systemd-analyze is installed), its
-# hardening is in place, and its ExecStart command line actually serves the shipped poems.
+# Checks the systemd units: systemd-analyze accepts them (when systemd-analyze is installed),
+# the service's hardening is in place, and its ExecStart command line actually serves the
+# shipped poems, both binding its own socket and handed one by socket activation
+# (systemd-socket-activate, from Debian's systemd package).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source contrib/lib.sh
 
 unit=contrib/systemd/poetry-serve.service
+socket_unit=contrib/systemd/poetry-serve.socket
 bin=$(build_poetry_serve)
 work=$(mktemp -d)
 pid=""
@@ -16,7 +19,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for setting in DynamicUser=yes NoNewPrivileges=yes ProtectSystem=strict ProtectHome=yes \
+for setting in Type=notify NotifyAccess=main DynamicUser=yes NoNewPrivileges=yes ProtectSystem=strict ProtectHome=yes \
     ReadOnlyPaths=/usr/local/share/poetry-serve 'CapabilityBoundingSet=$'; do
   grep -q "^$setting" "$unit" || { echo "$unit lacks $setting" >&2; exit 1; }
 done
@@ -29,8 +32,10 @@ fi
 
 # The unit as installed, but pointing at this build.
 sed "s#/usr/local/bin/poetry-serve#$bin#" "$unit" >"$work/poetry-serve.service"
+cp "$socket_unit" "$work/"
+grep -q '^ListenStream=' "$socket_unit" || { echo "$socket_unit listens nowhere" >&2; exit 1; }
 if command -v systemd-analyze >/dev/null; then
-  systemd-analyze verify "$work/poetry-serve.service"
+  systemd-analyze verify "$work/poetry-serve.service" "$work/poetry-serve.socket"
   systemd-analyze security --offline=true "$work/poetry-serve.service" | tail -n 1
 else
   echo "systemd-analyze not installed: skipping its checks"
@@ -52,4 +57,17 @@ pid=$!
 port=$(wait_for_port "$work/out")
 fetch "$port" "$work/got"
 matches_one_of "$work/got" poems/*.txt || { echo "ExecStart's server sent no poem" >&2; exit 1; }
-echo "systemd: unit verified; its ExecStart served $(wc -c <"$work/got") bytes of a poem"
+kill "$pid"; wait "$pid" || true; pid=""
+
+# The same command line, handed its socket the way poetry-serve.socket would hand it.
+command -v systemd-socket-activate >/dev/null || install_packages systemd
+port=$(free_port)
+systemd-socket-activate -l "127.0.0.1:$port" "${argv[@]}" --delay 0 >"$work/out2" 2>"$work/log2" &
+pid=$!
+wait_for_tcp "$port"
+fetch "$port" "$work/got2"
+matches_one_of "$work/got2" poems/*.txt ||
+  { echo "the socket-activated server sent no poem" >&2; cat "$work/log2" >&2; exit 1; }
+grep -q "sockets from systemd" "$work/log2" ||
+  { echo "the server did not use the socket it was given" >&2; cat "$work/log2" >&2; exit 1; }
+echo "systemd: units verified; ExecStart served a poem on its own socket and on an activated one"

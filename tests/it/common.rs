@@ -192,15 +192,19 @@ impl Server {
         }
     }
 
+    /// Reads the next line the server wrote on stdout.
+    pub fn stdout_line(&self) -> String {
+        match self.stdout.lock().unwrap().recv_timeout(LIMIT) {
+            Ok(Ok(line)) => line,
+            other => panic!("no line on stdout ({other:?}); stderr:\n{}", self.stderr()),
+        }
+    }
+
     /// Reads the next `count` listening lines and returns their addresses.
     pub fn listening_addrs(&self, count: usize) -> Vec<SocketAddr> {
-        let lines = self.stdout.lock().unwrap();
         (0..count)
             .map(|_| {
-                let line = match lines.recv_timeout(LIMIT) {
-                    Ok(Ok(line)) => line,
-                    other => panic!("no listening line ({other:?}); stderr:\n{}", self.stderr()),
-                };
+                let line = self.stdout_line();
                 line.strip_prefix("poetry-serve listening on ")
                     .and_then(|addr| addr.parse().ok())
                     .unwrap_or_else(|| panic!("odd listening line {line:?}"))

@@ -7,6 +7,7 @@ mod common;
 mod dead_peer;
 mod open;
 mod operations;
+mod service;
 mod shutdown;
 mod streaming;
 mod usage;

@@ -1,0 +1,91 @@
+//! systemd integration, switched on by the environment systemd sets, as systemd daemons do:
+//! with `NOTIFY_SOCKET`, readiness and status notifications (`Type=notify`); with
+//! `LISTEN_FDS`, listening sockets handed over by socket activation. Without them nothing
+//! here does anything.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sd_notify::NotifyState;
+use tracing::debug;
+
+use crate::connection::Shared;
+use crate::pool::Load;
+
+/// How often the STATUS line systemd shows is brought up to date.
+pub const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+/// The listening sockets systemd passed (`LISTEN_FDS`, for this process's `LISTEN_PID`), if
+/// it passed any. Fails if one of them is not a TCP listening socket.
+pub fn inherited_listeners() -> anyhow::Result<Option<Vec<TcpListener>>> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    let mut listeners = Vec::with_capacity(fds.len());
+    for index in 0..fds.len() {
+        let listener = fds
+            .take_tcp_listener(index)
+            .with_context(|| format!("socket {index} from systemd (LISTEN_FDS)"))?
+            .with_context(|| format!("socket {index} from systemd is not a TCP listener"))?;
+        listeners.push(listener);
+    }
+    Ok(Some(listeners))
+}
+
+/// Tells systemd the server is ready, and what it is doing.
+pub fn ready(status: &str) {
+    notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+/// Tells systemd a reload has begun; [`ready`] ends it.
+pub fn reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(_) => notify(&[NotifyState::Reloading]),
+    }
+}
+
+/// Tells systemd the server is stopping.
+pub fn stopping() {
+    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+}
+
+/// Keeps systemd's STATUS line up to date with the current counts, when systemd listens.
+pub fn keep_status(shared: Arc<Shared>, load: Arc<Load>) -> anyhow::Result<()> {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return Ok(());
+    }
+    thread::Builder::new()
+        .name("status".into())
+        .spawn(move || {
+            loop {
+                thread::sleep(STATUS_EVERY);
+                if shared.shutdown.has_begun() {
+                    return;
+                }
+                notify(&[NotifyState::Status(&status(&shared, &load))]);
+            }
+        })
+        .context("cannot start the status thread")?;
+    Ok(())
+}
+
+/// What the server is doing, in a line for `systemctl status`.
+pub fn status(shared: &Shared, load: &Load) -> String {
+    let report = shared.stats.report(load);
+    format!(
+        "{} streaming, {} queued; {} accepted, {} complete, {} aborted",
+        report.busy, report.queued, report.accepted, report.ended[0], report.aborted
+    )
+}
+
+fn notify(states: &[NotifyState]) {
+    // Nothing to do when systemd does not listen; a failure only loses a notification.
+    if let Err(err) = sd_notify::notify(states) {
+        debug!(error = %err, "cannot notify systemd");
+    }
+}

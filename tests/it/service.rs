@@ -1,0 +1,260 @@
+//! A good service citizen: Prometheus metrics and health checks over HTTP, systemd's
+//! readiness notifications, and socket activation.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{BIN, LIMIT, Server, binary_bytes, poem_file, read_to_end};
+
+/// Sends `request` (raw bytes) to `addr` and returns the status code and the body.
+fn http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, LIMIT).expect("connect to /metrics");
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("an HTTP answer");
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not HTTP: {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// The value of the sample `name` (with its labels, if any) in a Prometheus text page.
+fn sample(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name}:\n{page}"))
+}
+
+/// --metrics serves the counters in the Prometheus text format, health checks, and HTTP
+/// errors for bad requests; poems are served all the while.
+#[test]
+fn metrics_and_health_over_http() {
+    let bytes = binary_bytes(500);
+    let poem = poem_file(&bytes);
+    let server = Server::launch(poem.path())
+        .args(&[
+            "--delay",
+            "0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--max-per-source",
+            "9",
+        ])
+        .start();
+    let line = server.stdout_line();
+    let metrics: SocketAddr = line
+        .strip_prefix("poetry-serve metrics on http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("odd metrics line {line:?}"));
+    assert_ne!(metrics.port(), 0);
+    for _ in 0..3 {
+        server.fetch_exact(&bytes);
+    }
+    // A bad request gets an HTTP error, and the server carries on.
+    let (status, _) = http(metrics, b"garbage\r\n\r\n");
+    assert_eq!(status, 400);
+    assert_eq!(get(metrics, "/nowhere").0, 404);
+    assert_eq!(http(metrics, b"POST /metrics HTTP/1.0\r\n\r\n").0, 405);
+    assert_eq!(get(metrics, "/healthz"), (200, "ok\n".into()));
+    assert_eq!(get(metrics, "/readyz"), (200, "ready\n".into()));
+    server.fetch_exact(&bytes);
+    server.wait_for_logs("connection ended", 4);
+
+    let (status, page) = get(metrics, "/metrics");
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(sample(&page, "poetry_connections_accepted_total"), 4.0);
+    assert_eq!(
+        sample(
+            &page,
+            r#"poetry_connections_ended_total{outcome="complete"}"#
+        ),
+        4.0
+    );
+    assert_eq!(sample(&page, "poetry_bytes_sent_total"), 2000.0);
+    assert_eq!(
+        sample(&page, "poetry_connection_duration_seconds_count"),
+        4.0
+    );
+    assert_eq!(sample(&page, "poetry_workers"), 256.0);
+    assert_eq!(sample(&page, "poetry_poems"), 1.0);
+    for name in [
+        r#"poetry_connections_ended_total{outcome="rejected"}"#,
+        r#"poetry_reloads_total{result="ok"}"#,
+        "poetry_workers_busy",
+        "poetry_connections_queued",
+        r#"poetry_build_info{version=""#,
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
+        assert!(page.contains(name), "{name}:\n{page}");
+    }
+    assert!(!page.contains("peer"), "no per-client labels:\n{page}");
+    check_with_promtool(&page);
+}
+
+/// `promtool check metrics` (Debian's prometheus package) accepts the page, when installed;
+/// CI installs it.
+fn check_with_promtool(page: &str) {
+    let found = Command::new("sh")
+        .args(["-c", "command -v promtool"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is missing; .ci/run installs it"
+        );
+        eprintln!("promtool not installed: the format is not checked");
+        return;
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    assert!(output.status.success(), "promtool: {output:?}\n{page}");
+}
+
+/// With NOTIFY_SOCKET set, systemd hears READY=1 once the server listens, RELOADING=1 and
+/// READY=1 around a SIGHUP reload, and STOPPING=1 on SIGTERM, in that order.
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&path).expect("bind a notify socket");
+    socket.set_read_timeout(Some(LIMIT)).unwrap();
+    let poem = poem_file(b"a poem\n");
+    let mut server = Server::launch(poem.path())
+        .env("NOTIFY_SOCKET", path.to_str().unwrap())
+        .start();
+    let mut heard = Vec::new();
+    let mut expect = |state: &str| {
+        let started = Instant::now();
+        loop {
+            let mut buf = [0u8; 4096];
+            let n = socket.recv(&mut buf).expect("a notification in time");
+            let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+            heard.push(message.clone());
+            // STATUS= updates may come in between; they are not what is waited for.
+            if message.lines().any(|l| l == state) {
+                return message;
+            }
+            assert!(started.elapsed() < LIMIT, "no {state}; heard {heard:?}");
+        }
+    };
+    let ready = expect("READY=1");
+    assert!(ready.contains("STATUS="), "{ready}");
+    server.signal(libc::SIGHUP);
+    let reloading = expect("RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    expect("READY=1");
+    server.signal(libc::SIGTERM);
+    expect("STOPPING=1");
+    assert_eq!(server.wait_exit(LIMIT).code(), Some(0));
+}
+
+/// Handed a listening socket by systemd-socket-activate (LISTEN_FDS), the server serves on
+/// it rather than binding its own, and names it in its listening line.
+#[test]
+fn socket_activation_serves_on_the_socket_it_is_given() {
+    let found = Command::new("sh")
+        .args(["-c", "command -v systemd-socket-activate"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-socket-activate is missing"
+        );
+        eprintln!("skipped: systemd-socket-activate is not installed");
+        return;
+    }
+    let bytes = binary_bytes(300);
+    let poem = poem_file(&bytes);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    // --port 1 would need privileges: the server must not try to bind it.
+    let mut activator = Command::new("systemd-socket-activate")
+        .args(["-l", &addr.to_string(), BIN, "--port", "1", "--delay", "0"])
+        .arg(poem.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run systemd-socket-activate");
+    let started = Instant::now();
+    let fetched = loop {
+        // The activator listens at once and starts the server on the first connection.
+        if let Ok(stream) = TcpStream::connect_timeout(&addr, LIMIT) {
+            stream.set_read_timeout(Some(LIMIT)).unwrap();
+            break read_to_end(stream, Instant::now());
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "systemd-socket-activate never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let second = TcpStream::connect_timeout(&addr, LIMIT).map(|s| {
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        read_to_end(s, Instant::now())
+    });
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(activator.id() as i32, libc::SIGTERM) };
+    let output = {
+        let deadline = Instant::now() + LIMIT;
+        while activator.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = activator.kill();
+        activator.wait_with_output().unwrap()
+    };
+    let story = format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(fetched.expect("the first poem").bytes, bytes, "{story}");
+    assert_eq!(
+        second.unwrap().expect("the second poem").bytes,
+        bytes,
+        "{story}"
+    );
+    assert!(
+        story.contains(&format!("poetry-serve listening on {addr}")),
+        "{story}"
+    );
+    assert!(story.contains("sockets from systemd"), "{story}");
+}
