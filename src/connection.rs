@@ -10,13 +10,14 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use socket2::SockRef;
 use tracing::{debug, info};
 
 use crate::collection::Collection;
 use crate::limit::{Admission, Limit, OverLimit};
 use crate::outcome::Outcome;
 use crate::pacing::Pacing;
-use crate::poem::Poem;
+use crate::poem::{Buffer, Poem};
 use crate::proxy;
 use crate::shutdown;
 use crate::stats::Stats;
@@ -94,16 +95,44 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, admission: Option<Admission>, 
         outcome = Outcome::CutOff; // whatever error the cut caused, the cut is why it ended
     }
     // After the whole poem, shut the write side so the client sees EOF right after the last
-    // byte; if that fails, the client is already gone.
+    // byte; if that fails, the client is already gone. Whether the client has acknowledged
+    // every byte is asked first: the FIN the shutdown queues would count as unacknowledged.
+    let delivered = outcome.is_complete() && queued_unacknowledged(&stream) == Some(0);
     let lingering = outcome.is_complete() && stream.shutdown(Shutdown::Write).is_ok();
     // Log before lingering: by the time the line is written the client has often closed its
     // side already, and the wait below returns at once.
     record.end(outcome, shared);
-    if lingering {
+    // A client that holds every byte and sent nothing can be closed at once: a line it sends
+    // later draws a reset only after it has read the poem and its end. Otherwise linger,
+    // lest a reset destroy what it has not yet received.
+    if lingering && !(delivered && unread(&stream) == Some(0)) {
         drain_until_closed(&stream);
     }
     // Otherwise the stream is simply dropped: the client is gone or stalled, and a reset is
     // the right answer to it.
+}
+
+/// Bytes sent on `stream` that the peer has not acknowledged yet (SIOCOUTQ), if the system
+/// says.
+fn queued_unacknowledged(stream: &TcpStream) -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    return socket_ioctl(stream, libc::TIOCOUTQ);
+    #[cfg(not(target_os = "linux"))]
+    return None;
+}
+
+/// Bytes received on `stream` and not read yet (FIONREAD), if the system says.
+fn unread(stream: &TcpStream) -> Option<usize> {
+    socket_ioctl(stream, libc::FIONREAD)
+}
+
+/// A socket ioctl that answers with an int.
+fn socket_ioctl(stream: &TcpStream, request: libc::Ioctl) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let mut count: libc::c_int = 0;
+    // SAFETY: both requests write one int, into `count`, which outlives the call.
+    let done = unsafe { libc::ioctl(stream.as_raw_fd(), request, &mut count) };
+    (done == 0).then(|| usize::try_from(count).ok()).flatten()
 }
 
 /// Counts and logs a connection from `peer` turned away by the per-source limit. The caller
@@ -145,6 +174,7 @@ fn stream_poem(stream: &TcpStream, poem: &Poem, shared: &Shared, record: &mut Re
         Err(err) => return Outcome::from_error(err),
     };
     let step = shared.pacing.step() as u64;
+    let mut buffer = Buffer::for_steps(shared.pacing.step(), len);
     let mut offset = 0;
     while offset < len {
         // Unpaced, every step is due at once; either way, the cut ends the poem here.
@@ -160,7 +190,7 @@ fn stream_poem(stream: &TcpStream, poem: &Poem, shared: &Shared, record: &mut Re
         while offset < end {
             // `end - offset` is at most one step, which is a usize.
             let want = (end - offset) as usize;
-            match poem.send(stream, &mut offset, want) {
+            match poem.send(stream, &mut offset, want, &mut buffer) {
                 Ok(0) => {
                     debug!(
                         offset,
@@ -183,8 +213,9 @@ fn stream_poem(stream: &TcpStream, poem: &Poem, shared: &Shared, record: &mut Re
 }
 
 /// Sorts a failed send into its outcome. When the kernel gives up on a client that stopped
-/// acknowledging (`TCP_USER_TIMEOUT`), the send that notices often reports only a broken
-/// pipe (`sendfile` consumes the timeout error itself), so the socket's own record decides:
+/// acknowledging (`TCP_USER_TIMEOUT`), the send that notices may report only a broken pipe
+/// (the time-out error is reported once, possibly to a send that had made progress), so the
+/// socket's own record decides:
 /// data outstanding or the window shut, and nothing heard for the whole timeout, is a time-out.
 fn sort_error(err: io::Error, stream: &TcpStream, timeout: Duration) -> Outcome {
     let outcome = Outcome::from_error(err);
@@ -224,20 +255,37 @@ fn went_silent(_: &TcpStream, _: Duration) -> bool {
 
 /// Sets the socket up for streaming and returns how many bytes the poem has now.
 fn prepare(stream: &TcpStream, poem: &Poem, shared: &Shared) -> io::Result<u64> {
-    stream.set_write_timeout(Some(shared.write_timeout))?;
+    // Linux gives every accepted socket the options of its listener, where they were set once
+    // (see `set_options`); elsewhere each connection sets them itself.
+    #[cfg(not(target_os = "linux"))]
+    set_options(
+        SockRef::from(stream),
+        shared.write_timeout,
+        shared.pacing.is_paced(),
+    )?;
+    #[cfg(target_os = "linux")]
+    let _ = (stream, shared);
+    poem.size()
+}
+
+/// Sets the socket options every connection streams with: on a listening socket, whose
+/// accepted sockets inherit them on Linux (a system call or three fewer per connection), or
+/// on one connection.
+pub fn set_options(socket: SockRef<'_>, write_timeout: Duration, paced: bool) -> io::Result<()> {
+    socket.set_write_timeout(Some(write_timeout))?;
     // A client that vanishes without a reset (cable pulled, NAT entry dropped) leaves paced
     // chunks unacknowledged while they still fit the socket buffer, so the write timeout
     // never fires; this makes the kernel give up on it after the same time, instead of after
     // TCP's own retransmissions (about 15 minutes).
     #[cfg(target_os = "linux")]
-    socket2::SockRef::from(stream).set_tcp_user_timeout(Some(shared.write_timeout))?;
+    socket.set_tcp_user_timeout(Some(write_timeout))?;
     // Nagle's algorithm would hold a small chunk back until the previous one is acknowledged;
     // a paced chunk must leave when it is due, as its own segment. (It is on by default, and
     // unpaced writes are large, so then it is left alone.)
-    if shared.pacing.is_paced() {
-        stream.set_nodelay(true)?;
+    if paced {
+        socket.set_tcp_nodelay(true)?;
     }
-    poem.size()
+    Ok(())
 }
 
 /// Reads and throws away whatever the client sends (a netcat user typing, say) until it closes

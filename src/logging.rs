@@ -4,6 +4,9 @@
 //! dropped: logging never stops the server.
 
 use std::io::IsTerminal;
+use std::sync::{Mutex, PoisonError};
+
+use tracing_appender::non_blocking::WorkerGuard;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{FilterExt, filter_fn};
@@ -14,15 +17,28 @@ use tracing_subscriber::{Layer, fmt};
 use crate::config::LogFormat;
 use crate::stats;
 
-/// Sets up the process-wide logger. Call once, before anything logs.
+/// The log writer's guard: dropping it writes out the lines still queued. Taken by
+/// [`flush`] when the process is about to end.
+static WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+
+/// Sets up the process-wide logger. Call once, before anything logs, and [`flush`] before
+/// the process ends.
+///
+/// Lines are formatted by the thread that logs and written by a thread of their own
+/// (tracing-appender's non-blocking writer), so a worker never waits for stderr, nor for
+/// another worker writing to it. If stderr falls far behind (128,000 lines queued), further
+/// lines are dropped rather than stall the server.
 pub fn init(format: LogFormat) {
     let level = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let stats_line = filter_fn(|meta| meta.target() == stats::TARGET);
-    // A line that cannot be written (stderr a pipe whose reader has gone) is dropped. By
-    // default the fmt layer reports the failure with `eprintln!`, which panics on that same
-    // broken stderr and would kill whichever worker or signal thread was logging.
+    let (writer, flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .thread_name("log")
+        .finish(std::io::stderr());
+    // A line that cannot be written (stderr a pipe whose reader has gone) is dropped by the
+    // writer thread. The fmt layer's own reports of write errors are turned off: they use
+    // `eprintln!`, which panics on that same broken stderr.
     let layer = fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .log_internal_errors(false)
         .with_thread_names(true);
     let layer = match format {
@@ -34,4 +50,12 @@ pub fn init(format: LogFormat) {
     tracing_subscriber::registry()
         .with(layer.with_filter(stats_line.or(level)))
         .init();
+    *WRITER.lock().unwrap_or_else(PoisonError::into_inner) = Some(flush);
+}
+
+/// Writes out every line logged so far, and waits (briefly) until it is written. Lines logged
+/// afterwards are dropped: call it only when the process is about to end.
+pub fn flush() {
+    let guard = WRITER.lock().unwrap_or_else(PoisonError::into_inner).take();
+    drop(guard);
 }

@@ -30,7 +30,9 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(err) => return fail(&err, ExitCode::from(2)),
     };
-    match poetry_serve::run(config) {
+    let result = poetry_serve::run(config);
+    poetry_serve::logging::flush();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(&err, ExitCode::FAILURE),
     }

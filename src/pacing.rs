@@ -15,9 +15,9 @@ pub struct Pacing {
     delay: Duration,
 }
 
-/// How many bytes one write hands the kernel when the poem is not paced: large enough that a
-/// big poem takes few system calls, small enough that a stalled client is noticed promptly.
-const UNPACED_BLOCK: usize = 1 << 20;
+/// How many bytes one step hands the kernel when the poem is not paced: as much as one send
+/// moves (see [`crate::poem::LARGE`]).
+const UNPACED_BLOCK: usize = crate::poem::LARGE;
 
 impl Pacing {
     /// A schedule of `chunk`-byte chunks, `delay` apart.

@@ -2,12 +2,11 @@
 //! offset.
 //!
 //! The file is never read whole and never mapped into memory. Each connection copies from the
-//! one open file into its socket at an explicit offset (`sendfile` on Linux; a `pread` into a
-//! small stack buffer and a `write` for chunks of up to 512 bytes), so the server holds no
-//! copy of the poem, connections never disturb each other's position, and a
-//! file rewritten, truncated or deleted while it is being served cannot crash the process: a
-//! deleted file stays readable through the open descriptor, and a truncated one simply ends
-//! sooner.
+//! one open file into its socket at an explicit offset, a `pread` into a buffer of its own and
+//! a `write`, so the server holds no copy of the poem (at most a [`Buffer`] per connection),
+//! connections never disturb each other's position, and a file rewritten, truncated or deleted
+//! while it is being served cannot crash the process: a deleted file stays readable through
+//! the open descriptor, and a truncated one simply ends sooner.
 
 use std::fs::{File, FileType};
 use std::io::{self, Write};
@@ -56,35 +55,67 @@ impl Poem {
         Ok(self.file.metadata()?.len())
     }
 
-    /// Sends up to `max` bytes of the poem, starting at `*offset`, into `socket`, and advances
-    /// `*offset` by the number sent. Returns 0 at the end of the file.
+    /// Sends up to `max` bytes of the poem, starting at `*offset`, into `socket` through
+    /// `buffer`, and advances `*offset` by the number sent. Returns 0 at the end of the file.
     ///
     /// The socket's write timeout applies: a client that accepts nothing for that long makes
     /// this fail with `WouldBlock`.
-    pub fn send(&self, socket: &TcpStream, offset: &mut u64, max: usize) -> io::Result<usize> {
-        if max <= COPY_UP_TO {
-            copy(&self.file, socket, offset, &mut [0u8; COPY_UP_TO][..max])
-        } else {
-            sys::send(&self.file, socket, offset, max)
+    pub fn send(
+        &self,
+        socket: &TcpStream,
+        offset: &mut u64,
+        max: usize,
+        buffer: &mut Buffer,
+    ) -> io::Result<usize> {
+        let buf = buffer.bytes();
+        let want = max.min(buf.len());
+        let read = self.file.read_at(&mut buf[..want], *offset)?;
+        if read == 0 {
+            return Ok(0);
         }
+        let sent = (&*socket).write(&buf[..read])?;
+        *offset += sent as u64;
+        Ok(sent)
     }
 }
 
-/// Up to this many bytes, reading into a buffer on the stack and writing it out costs less CPU
-/// than `sendfile`, whose splice machinery outweighs copying a few bytes (measured with
-/// `benches/run crowd`; figures in the CHANGELOG, Performance). Small, so the buffer stays
-/// within the stack pages a worker touches anyway (see `connection::drain_until_closed`).
-const COPY_UP_TO: usize = 512;
+/// What a connection's bytes pass through on their way from the file to the socket.
+///
+/// `pread` into a buffer and `write` measured faster than `sendfile` for unpaced poems on one
+/// of the project's machines and no slower on the other, and cheaper in CPU for small chunks
+/// (`benches/run bulk crowd`; figures in the CHANGELOG, Performance).
+pub enum Buffer {
+    /// For small chunks: on the stack, within the pages a worker touches anyway (see
+    /// `connection::drain_until_closed`), so it costs no memory per worker.
+    Small([u8; SMALL]),
+    /// For big chunks and unpaced poems: on the heap, for the connection's life only, so the
+    /// memory it takes is bounded by the connections streaming at once.
+    Large(Vec<u8>),
+}
 
-/// Reads at `*offset` into `buf` and writes what was read to `socket`: one `pread`, one `write`.
-fn copy(file: &File, socket: &TcpStream, offset: &mut u64, buf: &mut [u8]) -> io::Result<usize> {
-    let read = file.read_at(buf, *offset)?;
-    if read == 0 {
-        return Ok(0);
+/// The largest chunk the stack buffer carries.
+const SMALL: usize = 512;
+
+/// The most one `pread` and `write` move: large enough that a big poem takes few system calls.
+pub const LARGE: usize = 1 << 20;
+
+impl Buffer {
+    /// A buffer for sending `step` bytes at a time of a poem of `len` bytes.
+    pub fn for_steps(step: usize, len: u64) -> Buffer {
+        let size = usize::try_from(len).map_or(step, |len| step.min(len));
+        if size <= SMALL {
+            Buffer::Small([0; SMALL])
+        } else {
+            Buffer::Large(vec![0; size.min(LARGE)])
+        }
     }
-    let sent = (&*socket).write(&buf[..read])?;
-    *offset += sent as u64;
-    Ok(sent)
+
+    fn bytes(&mut self) -> &mut [u8] {
+        match self {
+            Buffer::Small(bytes) => bytes,
+            Buffer::Large(bytes) => bytes,
+        }
+    }
 }
 
 /// Names a file type for an error message.
@@ -99,65 +130,6 @@ fn describe(kind: FileType) -> &'static str {
         "a socket"
     } else {
         "a special file"
-    }
-}
-
-#[cfg(target_os = "linux")]
-mod sys {
-    use std::fs::File;
-    use std::io;
-    use std::net::TcpStream;
-    use std::os::fd::AsRawFd;
-
-    /// The most one `sendfile` call moves on Linux.
-    const SENDFILE_MAX: usize = 0x7fff_f000;
-
-    /// Zero-copy: the kernel moves bytes from the page cache into the socket.
-    pub fn send(
-        file: &File,
-        socket: &TcpStream,
-        offset: &mut u64,
-        max: usize,
-    ) -> io::Result<usize> {
-        let Ok(mut off) = libc::off_t::try_from(*offset) else {
-            return Ok(0); // past any offset a file can have
-        };
-        // SAFETY: both descriptors are open for the duration of the call (we hold `file` and
-        // `socket` by reference), and `off` is a valid, exclusively borrowed off_t. With an
-        // offset pointer, sendfile leaves the file's own position untouched, so connections
-        // sharing the file do not interfere.
-        let sent = unsafe {
-            libc::sendfile(
-                socket.as_raw_fd(),
-                file.as_raw_fd(),
-                &mut off,
-                max.min(SENDFILE_MAX),
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        *offset = off as u64; // sendfile never moves the offset backwards from a valid one
-        Ok(sent as usize) // not negative: checked above
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-mod sys {
-    use std::fs::File;
-    use std::io;
-    use std::net::TcpStream;
-
-    /// Portable fallback: copy through a buffer, 16 KiB at a time.
-    pub fn send(
-        file: &File,
-        socket: &TcpStream,
-        offset: &mut u64,
-        max: usize,
-    ) -> io::Result<usize> {
-        let mut buf = [0u8; 16 * 1024];
-        let want = max.min(buf.len());
-        super::copy(file, socket, offset, &mut buf[..want])
     }
 }
 

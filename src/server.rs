@@ -46,6 +46,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
         None => Listeners::bind(&config.listen, config.reuse_port)?,
     };
+    for socket in listeners.sockets() {
+        connection::set_options(
+            socket.into(),
+            config.write_timeout,
+            config.pacing.is_paced(),
+        )
+        .context("cannot set the listening socket's options")?;
+    }
     let local = listeners
         .local_addrs()
         .context("cannot read the listening address")?;

@@ -13,6 +13,7 @@ use signal_hook::low_level::signal_name;
 use tracing::{error, info, warn};
 
 use crate::connection::Shared;
+use crate::logging;
 use crate::pool::Load;
 use crate::shutdown::Shutdown;
 use crate::systemd;
@@ -44,6 +45,7 @@ impl Signals {
                         SIGHUP => reload(&shared, &load),
                         _ if shutdown.has_begun() => {
                             warn!(signal = name, "second signal: exiting now");
+                            logging::flush();
                             process::exit(128 + signal);
                         }
                         _ => {

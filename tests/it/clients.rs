@@ -35,11 +35,14 @@ fn the_pool_limits_concurrent_clients() {
         spans[2].0 >= Duration::from_millis(800),
         "third client started early: {story}"
     );
-    // ...and at no moment are more than two clients between first byte and EOF.
+    // ...and at no moment are more than two clients between first byte and EOF. A worker is
+    // free once its client has everything, which that client may notice a moment after the
+    // next client's first byte: 100 ms of EOF is allowed for that (a chunk is 200 ms).
+    let slack = Duration::from_millis(100);
     for &(begin, _) in &spans {
         let streaming = spans
             .iter()
-            .filter(|&&(b, e)| b <= begin && begin < e)
+            .filter(|&&(b, e)| b <= begin && begin + slack < e)
             .count();
         assert!(streaming <= 2, "{streaming} clients at once: {story}");
     }
