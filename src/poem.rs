@@ -84,6 +84,8 @@ impl Poem {
 /// `pread` into a buffer and `write` measured faster than `sendfile` for unpaced poems on one
 /// of the project's machines and no slower on the other, and cheaper in CPU for small chunks
 /// (`benches/run bulk crowd`; figures in the CHANGELOG, Performance).
+// The small variant is large on purpose: it is the stack buffer, and boxing it would defeat it.
+#[allow(clippy::large_enum_variant)]
 pub enum Buffer {
     /// For small chunks: on the stack, within the pages a worker touches anyway (see
     /// `connection::drain_until_closed`), so it costs no memory per worker.
