@@ -193,6 +193,7 @@ impl Drop for Pool {
 /// A worker's life: take the next job until the queue is closed and empty.
 fn work(queue: &Mutex<Receiver<Job>>, load: &Load, _returning: mpsc::Sender<()>) {
     yield_to_the_accept_loop();
+    coalesce_wake_ups();
     loop {
         // The lock is held for this one statement only, never while a job runs. A panicking
         // job cannot poison it (jobs run outside it), so the unwrap cannot fail.
@@ -229,6 +230,26 @@ fn yield_to_the_accept_loop() {
     unsafe {
         let inherited = libc::getpriority(libc::PRIO_PROCESS, 0);
         libc::setpriority(libc::PRIO_PROCESS, 0, (inherited + WORKER_NICENESS).min(19));
+    }
+}
+
+/// How late the kernel may wake a worker sleeping until its next chunk is due (its timer
+/// slack; 50 µs by default).
+pub const WORKER_TIMER_SLACK: Duration = Duration::from_millis(1);
+
+/// Lets the kernel wake the calling worker up to [`WORKER_TIMER_SLACK`] late, so that the
+/// timers of thousands of paced connections due at nearly the same moment expire together,
+/// in fewer interrupts and wake-ups. A chunk a millisecond late is nothing beside a pause
+/// between chunks; the CPU it saves per chunk is in the CHANGELOG, Performance.
+fn coalesce_wake_ups() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_TIMERSLACK takes a number and touches no memory of ours. Failure would
+    // only leave the default slack.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_TIMERSLACK,
+            WORKER_TIMER_SLACK.as_nanos() as libc::c_ulong,
+        );
     }
 }
 

@@ -37,7 +37,7 @@ impl Goal {
     /// `value` must be at least `bound`; `unit` follows the bound in the text (`×`, say).
     fn at_least(value: f64, bound: f64, unit: &str) -> Goal {
         Goal {
-            text: format!("≥ {bound}{unit}"),
+            text: format!("≥ {}{unit}", short(bound)),
             pass: value >= bound,
         }
     }
@@ -45,7 +45,7 @@ impl Goal {
     /// `value` must be at most `bound`.
     fn at_most(value: f64, bound: f64, unit: &str) -> Goal {
         Goal {
-            text: format!("≤ {bound}{unit}"),
+            text: format!("≤ {}{unit}", short(bound)),
             pass: value <= bound,
         }
     }
@@ -64,6 +64,12 @@ impl Goal {
         self.pass &= failed == 0;
         self
     }
+}
+
+/// A bound as a person writes it: at most three decimals, no trailing zeros.
+fn short(value: f64) -> String {
+    let text = format!("{value:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 impl Row {
@@ -259,18 +265,20 @@ impl Bench {
         } else {
             (None, None)
         };
+        // Every run must be within the target, so the worst run is judged; the median beside it.
+        let worst = slowest.iter().copied().fold(0.0, f64::max);
         let (slowest, rss, cpu) = (median(slowest), median(rss), median(cpu));
         let ideal_s = ideal.as_secs_f64();
         self.rows.push(
             Row::new(
-                "3. 10k clients: slowest connect→EOF (s)",
-                format!("{slowest:.2}"),
+                "3. 10k clients: slowest connect→EOF, worst run (median) (s)",
+                format!("{worst:.2} ({slowest:.2})"),
             )
             .versus(
                 format!("{ideal_s:.2} ideal"),
-                format!("{:.3}×", slowest / ideal_s),
+                format!("{:.3}× ({:.3}×)", worst / ideal_s, slowest / ideal_s),
             )
-            .goal(Goal::at_most(slowest / ideal_s, 1.10, "×").and_none_failed(failed)),
+            .goal(Goal::at_most(worst / ideal_s, 1.10, "× in every run").and_none_failed(failed)),
         );
         self.rows.push(Row::new(
             "3. 10k clients: longest wait for a first byte (ms)",

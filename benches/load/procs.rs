@@ -32,7 +32,10 @@ impl Served {
             .args(["--port", "0"])
             .args(args)
             .arg(poem)
-            .env("RUST_LOG", std::env::var("BENCH_RUST_LOG").unwrap_or("info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_RUST_LOG").unwrap_or("info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
