@@ -86,12 +86,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     // Serve, until a signal begins the shutdown.
     announce(&local, metrics);
-    let poems = shared.poems.current();
-    for poem in poems.iter() {
-        info!(poem = %poem.path().display(), bytes = poem.size().unwrap_or(0), "poem");
-    }
+    log_poems(&shared.poems);
     info!(
-        poems = poems.len(),
+        poems = shared.poems.current().len(),
         order = config.order.name(),
         num_bytes = config.pacing.chunk(),
         delay_s = config.pacing.delay().as_secs_f64(),
@@ -117,6 +114,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     shared.stats.final_report().log();
     Ok(())
+}
+
+/// Logs each poem being served. The set is only borrowed here: holding it for the server's
+/// life would keep files a reload replaced open for good.
+fn log_poems(poems: &Collection) {
+    for poem in poems.current().iter() {
+        info!(poem = %poem.path().display(), bytes = poem.size().unwrap_or(0), "poem");
+    }
 }
 
 /// Prints the lines on stdout that scripts wait for, with the real bound addresses: one per

@@ -17,7 +17,27 @@ pub const LIMIT: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Batch {
     pub failed: usize,
+    /// Fetches made (all of them, unless a time limit cut the batch short).
+    pub done: usize,
     pub elapsed: Duration,
+}
+
+/// Reads `stream` to EOF and says whether exactly `expect` came.
+fn read_exact_poem(stream: &mut TcpStream, buf: &mut [u8], expect: &[u8]) -> bool {
+    let mut at = 0;
+    loop {
+        match stream.read(buf) {
+            Ok(0) => return at == expect.len(),
+            Ok(n) => {
+                if expect.get(at..at + n) != Some(&buf[..n]) {
+                    return false;
+                }
+                at += n;
+            }
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 /// Reads `stream` to EOF and returns how many bytes came.
@@ -33,9 +53,16 @@ fn read_all(stream: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
     }
 }
 
-/// `threads` clients, each looping connect → read to EOF → close, `total` fetches in all.
-/// A fetch that fails or comes short of `expect` bytes counts as failed.
-pub fn connection_rate(addr: SocketAddr, threads: usize, total: usize, expect: usize) -> Batch {
+/// `threads` clients, each looping connect → read to EOF → close, `total` fetches in all, or
+/// as many as fit in `limit`. A fetch that fails or is not `expect` byte for byte counts as
+/// failed.
+pub fn fetches(
+    addr: SocketAddr,
+    threads: usize,
+    total: usize,
+    expect: &[u8],
+    limit: Duration,
+) -> Batch {
     let next = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -44,21 +71,21 @@ pub fn connection_rate(addr: SocketAddr, threads: usize, total: usize, expect: u
             let (next, failed) = (Arc::clone(&next), Arc::clone(&failed));
             scope.spawn(move || {
                 let mut buf = vec![0u8; 64 * 1024];
-                while next.fetch_add(1, Ordering::Relaxed) < total {
-                    let fetched = TcpStream::connect(addr).and_then(|mut s| {
-                        s.set_read_timeout(Some(LIMIT))?;
-                        read_all(&mut s, &mut buf)
+                while started.elapsed() < limit && next.fetch_add(1, Ordering::Relaxed) < total {
+                    let exact = TcpStream::connect(addr).is_ok_and(|mut s| {
+                        s.set_read_timeout(Some(LIMIT)).is_ok()
+                            && read_exact_poem(&mut s, &mut buf, expect)
                     });
-                    if !matches!(fetched, Ok(n) if n == expect) {
+                    if !exact {
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             });
         }
     });
-    let failed = failed.load(Ordering::Relaxed);
     Batch {
-        failed,
+        failed: failed.load(Ordering::Relaxed),
+        done: next.load(Ordering::Relaxed).min(total),
         elapsed: started.elapsed(),
     }
 }

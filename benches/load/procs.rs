@@ -81,6 +81,32 @@ impl Served {
         self.child.id()
     }
 
+    /// Open descriptors, threads and resident memory now.
+    pub fn usage(&self) -> Usage {
+        let pid = self.pid();
+        let count = |dir: &str| {
+            std::fs::read_dir(format!("/proc/{pid}/{dir}")).map_or(0, |entries| entries.count())
+        };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let rss_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        Usage {
+            fds: count("fd"),
+            threads: count("task"),
+            rss_kib,
+        }
+    }
+
+    /// Sends SIGHUP, so the server reopens its poems, and gives it a moment to.
+    pub fn reload(&self) {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGHUP) };
+        thread::sleep(Duration::from_millis(500));
+    }
+
     /// Peak resident memory so far (VmHWM), in bytes.
     pub fn peak_rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
@@ -113,6 +139,14 @@ impl Drop for Served {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// What a process holds at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    pub fds: usize,
+    pub threads: usize,
+    pub rss_kib: usize,
 }
 
 /// A free TCP port on 127.0.0.1 for a peer that cannot be told to pick one itself.

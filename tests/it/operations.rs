@@ -213,3 +213,26 @@ fn reuse_port_lets_two_servers_share_a_port() {
     );
     assert_eq!(served(&first) + served(&second), 40);
 }
+
+/// A reload lets go of the files it replaced: once no connection streams an old poem, the
+/// server holds no descriptor of it (a week of reloads must not pile up open files).
+#[test]
+fn a_reload_closes_the_files_it_replaced() {
+    let (dir, path) = poem_in_dir(b"the first poem\n");
+    let server = Server::launch(&path).args(&["--delay", "0"]).start();
+    server.fetch_exact(b"the first poem\n");
+    std::fs::write(dir.path().join("poem.new"), b"the second poem\n").unwrap();
+    std::fs::rename(dir.path().join("poem.new"), &path).unwrap();
+    server.signal(libc::SIGHUP);
+    server.wait_for_log("reloaded");
+    server.fetch_exact(b"the second poem\n");
+    let open: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .map(|target| target.display().to_string())
+        .collect();
+    assert!(
+        !open.iter().any(|target| target.ends_with("(deleted)")),
+        "a replaced poem is still open: {open:?}"
+    );
+}
