@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser};
 
 use crate::collection::Order;
+use crate::faults::{Fault, Faults};
 use crate::pacing::Pacing;
 
 /// The longest any duration option may be: one year.
@@ -196,6 +197,66 @@ pub struct Cli {
     #[arg(long)]
     pub proxy_protocol: bool,
 
+    /// Randomize deadlines by ± this
+    ///
+    /// Each chunk after the first leaves at a random moment within this much of its own
+    /// deadline (uniformly), so the pauses vary and a client cannot count on them; the poem
+    /// still ends on time, since the error does not add up. Needs --delay above 0.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "0",
+        allow_hyphen_values = true
+    )]
+    pub jitter: String,
+
+    /// Draw each chunk's size up to this many bytes
+    ///
+    /// Each chunk's size is drawn at random between --num-bytes and this (as toxiproxy's
+    /// slicer does).
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = at_least_one)]
+    pub num_bytes_max: Option<usize>,
+
+    /// Seed for jitter, chunk sizes and faults
+    ///
+    /// Makes every random draw repeatable: connection number n (in accept order) draws the
+    /// same jitter, chunk sizes and fault in every run with this seed.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// Fault: send nothing after this many bytes
+    ///
+    /// After this many bytes of the poem, send nothing more: hold the connection until the
+    /// client gives up or --write-timeout passes (outcome stalled).
+    #[arg(long, value_name = "BYTES", group = "fault")]
+    pub stall_after: Option<u64>,
+
+    /// Fault: close cleanly after this many bytes
+    ///
+    /// After this many bytes, close the connection cleanly, as if the poem ended there
+    /// (outcome cut_short).
+    #[arg(long, value_name = "BYTES", group = "fault")]
+    pub close_after: Option<u64>,
+
+    /// Fault: reset after this many bytes
+    ///
+    /// Once the client has this many bytes, reset the connection (RST; outcome reset).
+    #[arg(long, value_name = "BYTES", group = "fault")]
+    pub reset_after: Option<u64>,
+
+    /// Fault: reset every connection at once
+    ///
+    /// Reset each connection as soon as it is accepted, sending nothing (outcome refused).
+    #[arg(long, group = "fault")]
+    pub refuse: bool,
+
+    /// Share of connections faulted
+    ///
+    /// The share of connections, from 0 to 1, drawn at random (see --seed), that get the
+    /// fault chosen; the others are served as usual. 1, the default, faults every one.
+    #[arg(long, value_name = "P", default_value_t = 1.0, requires = "fault", value_parser = share)]
+    pub fault_rate: f64,
+
     /// Serve Prometheus metrics and health checks
     ///
     /// Answer HTTP on this address (127.0.0.1:9100, say; port 0 picks a free one, and a line
@@ -298,6 +359,8 @@ pub struct Config {
     pub proxy_protocol: bool,
     /// Where to serve metrics and health checks, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// The fault played on purpose, if any, and the seed of every random draw.
+    pub faults: Faults,
     /// How logs and the stats line are written.
     pub log_format: LogFormat,
 }
@@ -314,15 +377,35 @@ impl Cli {
             }
         }
         let delay = duration("--delay", &self.delay, Zero::Allowed)?;
+        let jitter = duration("--jitter", &self.jitter, Zero::Allowed)?;
+        // The value parsers refused 0 for these.
+        let chunk = NonZeroUsize::new(self.num_bytes).expect("at least 1");
+        let chunk_max = self
+            .num_bytes_max
+            .map_or(chunk, |n| NonZeroUsize::new(n).expect("at least 1"));
+        if chunk_max < chunk {
+            bail!("invalid --num-bytes-max {chunk_max}: it must be at least --num-bytes ({chunk})");
+        }
+        if delay.is_zero() && (!jitter.is_zero() || chunk_max > chunk) {
+            bail!("--jitter and --num-bytes-max vary paced chunks: they need a --delay above 0");
+        }
+        let fault = match (
+            self.stall_after,
+            self.close_after,
+            self.reset_after,
+            self.refuse,
+        ) {
+            (Some(n), _, _, _) => Some(Fault::StallAfter(n)),
+            (_, Some(n), _, _) => Some(Fault::CloseAfter(n)),
+            (_, _, Some(n), _) => Some(Fault::ResetAfter(n)),
+            (_, _, _, true) => Some(Fault::Refuse),
+            _ => None,
+        };
         Ok(Config {
             poems: self.poems,
             order: self.order,
             listen,
-            // The value parsers refused 0 for both.
-            pacing: Pacing::new(
-                NonZeroUsize::new(self.num_bytes).expect("at least 1"),
-                delay,
-            ),
+            pacing: Pacing::new(chunk, delay).varied(jitter, chunk_max),
             workers: NonZeroUsize::new(self.workers).expect("at least 1"),
             write_timeout: duration("--write-timeout", &self.write_timeout, Zero::Refused)?,
             shutdown_grace: duration("--shutdown-grace", &self.shutdown_grace, Zero::Allowed)?,
@@ -330,6 +413,11 @@ impl Cli {
             max_per_source: NonZeroU32::new(self.max_per_source),
             proxy_protocol: self.proxy_protocol,
             metrics: self.metrics,
+            faults: Faults {
+                fault,
+                rate: self.fault_rate,
+                seed: self.seed,
+            },
             log_format: self.log_format,
         })
     }
@@ -435,6 +523,14 @@ fn port(text: &str) -> Result<u16, String> {
 fn metrics_addr(text: &str) -> Result<SocketAddr, String> {
     text.parse()
         .map_err(|_| "must be an address and a port, such as 127.0.0.1:9100 or [::1]:0".into())
+}
+
+/// clap's parser for `--fault-rate`.
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err("must be a share from 0 to 1, such as 0.25".into()),
+    }
 }
 
 /// clap's parser for counts that must be at least 1.
@@ -590,6 +686,23 @@ mod tests {
                 "{flag} {value}: {err}"
             );
         }
+    }
+
+    /// Faults take one at a time, with a share from 0 to 1; jitter and chunk sizes need
+    /// pacing, and a largest chunk no smaller than the chunk.
+    #[test]
+    fn faults_and_variation_are_checked() {
+        let config = parse(&["--reset-after", "7", "--fault-rate", "0.25", "--seed", "3"]).unwrap();
+        assert_eq!(config.faults.fault, Some(Fault::ResetAfter(7)));
+        assert_eq!((config.faults.rate, config.faults.seed), (0.25, Some(3)));
+        assert!(error(&["--refuse", "--close-after", "3"]).contains("cannot be used with"));
+        assert!(error(&["--fault-rate", "0.5"]).contains("required"));
+        assert!(error(&["--refuse", "--fault-rate", "1.5"]).contains("from 0 to 1"));
+        assert!(error(&["-n", "10", "--num-bytes-max", "5"]).contains("at least --num-bytes"));
+        assert!(error(&["-d", "0", "--jitter", "5ms"]).contains("need a --delay above 0"));
+        let config = parse(&["--jitter", "50ms", "--num-bytes-max", "30"]).unwrap();
+        assert!(config.pacing.varies());
+        assert!(!parse(&[]).unwrap().pacing.varies());
     }
 
     /// The completion scripts and the man page come from the same definition, and name the

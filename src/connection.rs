@@ -14,9 +14,10 @@ use socket2::SockRef;
 use tracing::{debug, info};
 
 use crate::collection::Collection;
+use crate::faults::{Fault, Faults};
 use crate::limit::{Admission, Limit, OverLimit};
 use crate::outcome::Outcome;
-use crate::pacing::Pacing;
+use crate::pacing::{Pacing, Schedule};
 use crate::poem::{Buffer, Poem};
 use crate::proxy;
 use crate::shutdown;
@@ -45,6 +46,33 @@ pub struct Shared {
     pub stats: Stats,
     /// Ends connections still streaming when the grace period is over.
     pub shutdown: shutdown::Shutdown,
+    /// Faults played on purpose, and the seed of every random draw.
+    pub faults: Faults,
+}
+
+/// What chance decided for one connection: the generator its jitter and chunk sizes are
+/// drawn from, and the fault it gets. Empty when nothing is random.
+#[derive(Default)]
+pub struct Chance {
+    rng: Option<fastrand::Rng>,
+    /// The fault this connection gets, if any.
+    pub fault: Option<Fault>,
+}
+
+impl Shared {
+    /// Draws what chance decides for connection number `id`. Costs nothing when no fault is
+    /// configured and nothing in the pacing varies.
+    pub fn chance(&self, id: u64) -> Chance {
+        if self.faults.fault.is_none() && !self.pacing.varies() {
+            return Chance::default();
+        }
+        let mut rng = self.faults.rng(id);
+        let fault = self.faults.pick(&mut rng);
+        Chance {
+            rng: Some(rng),
+            fault,
+        }
+    }
 }
 
 /// What the connection's log line tells.
@@ -53,6 +81,8 @@ struct Record {
     peer: SocketAddr,
     /// The balancer the connection came through, with `--proxy-protocol`.
     via: Option<SocketAddr>,
+    /// Whether a fault stopped the poem before its end.
+    stopped_by_fault: bool,
     poem: Option<Arc<Poem>>,
     start: Instant,
     bytes: u64,
@@ -64,12 +94,19 @@ struct Record {
 /// `admission` is the connection's place under the per-source limit, taken by the accept loop;
 /// with `--proxy-protocol` the client is known only once its header is read, so it is `None`
 /// and the place is taken here.
-pub fn serve(stream: TcpStream, peer: SocketAddr, admission: Option<Admission>, shared: &Shared) {
+pub fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    admission: Option<Admission>,
+    chance: Chance,
+    shared: &Shared,
+) {
     // Declared after `stream`, so dropped before it: the socket is closed untracked.
     let _tracked = shared.shutdown.track(&stream);
     let mut record = Record {
         peer,
         via: None,
+        stopped_by_fault: false,
         poem: None,
         start: Instant::now(),
         bytes: 0,
@@ -90,15 +127,34 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, admission: Option<Admission>, 
     };
     let poem = shared.poems.pick();
     record.poem = Some(Arc::clone(&poem));
-    let mut outcome = stream_poem(&stream, &poem, shared, &mut record);
+    let mut schedule = Schedule::new(shared.pacing, record.start, chance.rng);
+    let limit = Faults::byte_limit(chance.fault);
+    let mut outcome = stream_poem(&stream, &poem, shared, &mut record, &mut schedule, limit);
+    if outcome.is_complete() && record.stopped_by_fault {
+        match chance.fault {
+            Some(Fault::CloseAfter(_)) => outcome = Outcome::CutShort,
+            Some(Fault::StallAfter(_)) => {
+                stall(&stream, shared.write_timeout);
+                outcome = Outcome::Stalled;
+            }
+            Some(Fault::ResetAfter(_)) => {
+                // Once the client has the bytes, so that the reset is all it sees happen.
+                wait_until_delivered(&stream, shared.write_timeout);
+                let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                return record.end(Outcome::Reset, shared); // closed with a reset on return
+            }
+            Some(Fault::Refuse) | None => {}
+        }
+    }
     if !outcome.is_complete() && shared.shutdown.is_cut_off() {
         outcome = Outcome::CutOff; // whatever error the cut caused, the cut is why it ended
     }
     // After the whole poem, shut the write side so the client sees EOF right after the last
     // byte; if that fails, the client is already gone. Whether the client has acknowledged
     // every byte is asked first: the FIN the shutdown queues would count as unacknowledged.
-    let delivered = outcome.is_complete() && queued_unacknowledged(&stream) == Some(0);
-    let lingering = outcome.is_complete() && stream.shutdown(Shutdown::Write).is_ok();
+    let closes_cleanly = matches!(outcome, Outcome::Complete | Outcome::CutShort);
+    let delivered = closes_cleanly && queued_unacknowledged(&stream) == Some(0);
+    let lingering = closes_cleanly && stream.shutdown(Shutdown::Write).is_ok();
     // Log before lingering: by the time the line is written the client has often closed its
     // side already, and the wait below returns at once.
     record.end(outcome, shared);
@@ -135,6 +191,49 @@ fn socket_ioctl(stream: &TcpStream, request: libc::Ioctl) -> Option<usize> {
     (done == 0).then(|| usize::try_from(count).ok()).flatten()
 }
 
+/// Resets a connection at once, unserved (the `--refuse` fault), and counts and logs it.
+pub fn refuse(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+    let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    drop(stream); // with a zero linger, closing sends a reset
+    Record {
+        peer,
+        via: None,
+        stopped_by_fault: false,
+        poem: None,
+        start: Instant::now(),
+        bytes: 0,
+        chunks: 0,
+    }
+    .end(Outcome::Refused, shared);
+}
+
+/// Holds a connection, sending nothing (the `--stall-after` fault), until the client closes
+/// its side or `limit` passes; what the client sends is thrown away.
+fn stall(stream: &TcpStream, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut discard = [0u8; 512];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match (&*stream).read(&mut discard) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Waits, up to `limit`, until the client has acknowledged every byte sent.
+fn wait_until_delivered(stream: &TcpStream, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while queued_unacknowledged(stream).is_some_and(|n| n > 0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Counts and logs a connection from `peer` turned away by the per-source limit. The caller
 /// closes it, unserved.
 pub fn reject(peer: SocketAddr, shared: &Shared) {
@@ -168,25 +267,32 @@ impl Record {
 
 /// Sends the poem on the pacing schedule, as it was when the connection began (a file that is
 /// truncated meanwhile ends the poem early).
-fn stream_poem(stream: &TcpStream, poem: &Poem, shared: &Shared, record: &mut Record) -> Outcome {
-    let len = match prepare(stream, poem, shared) {
+/// `limit`, set by a fault, stops the poem after that many bytes.
+fn stream_poem(
+    stream: &TcpStream,
+    poem: &Poem,
+    shared: &Shared,
+    record: &mut Record,
+    schedule: &mut Schedule,
+    limit: Option<u64>,
+) -> Outcome {
+    let mut len = match prepare(stream, poem, shared) {
         Ok(len) => len,
         Err(err) => return Outcome::from_error(err),
     };
-    let step = shared.pacing.step() as u64;
-    let mut buffer = Buffer::for_steps(shared.pacing.step(), len);
+    if let Some(limit) = limit.filter(|&limit| limit < len) {
+        len = limit;
+        record.stopped_by_fault = true;
+    }
+    let mut buffer = Buffer::for_steps(shared.pacing.max_step(), len);
     let mut offset = 0;
     while offset < len {
         // Unpaced, every step is due at once; either way, the cut ends the poem here.
-        let due = if shared.pacing.is_paced() {
-            shared.pacing.due(record.start, record.chunks)
-        } else {
-            record.start
-        };
+        let (due, step) = schedule.next_step();
         if !shared.shutdown.sleep_until(due) {
             return Outcome::CutOff;
         }
-        let end = len.min(offset + step);
+        let end = len.min(offset + step as u64);
         while offset < end {
             // `end - offset` is at most one step, which is a usize.
             let want = (end - offset) as usize;

@@ -18,7 +18,8 @@
 //! - [`connection`]: streams a poem to one client on schedule and closes without loss.
 //! - [`limit`]: the per-source limit on connections.
 //! - [`proxy`]: reads the PROXY protocol header that names the client behind a balancer.
-//! - [`pacing`]: the chunk size and the deadline of each chunk.
+//! - [`pacing`]: the chunk size and the deadline of each chunk, with jitter if asked for.
+//! - [`faults`]: faults played on purpose, and the seeded random draws behind them.
 //! - [`collection`]: the poems being served, picked per connection, reloaded on SIGHUP.
 //! - [`poem`]: opens one poem file and sends from it at any offset, without copying it.
 //! - [`outcome`]: how a connection ended, in the words the logs and the stats line use.
@@ -31,6 +32,7 @@ pub mod capacity;
 pub mod collection;
 pub mod config;
 pub mod connection;
+pub mod faults;
 pub mod limit;
 pub mod listener;
 pub mod logging;

@@ -116,7 +116,12 @@ impl Collector for Figures {
                 None,
                 MetricType::Counter,
             )?;
-            for (label, count) in Outcome::LABELS.iter().zip(report.ended) {
+            // The faults' outcomes only when faults are played, as in the stats line.
+            let kinds = match report.faults {
+                true => Outcome::KINDS,
+                false => Outcome::KINDS - Outcome::FAULTS,
+            };
+            for (label, count) in Outcome::LABELS.iter().zip(report.ended).take(kinds) {
                 let labels = [("outcome", *label)];
                 let mut metric = family.encode_family(&labels)?;
                 metric.encode_counter::<NoLabelSet, _, u64>(&count, None)?;

@@ -20,11 +20,24 @@ pub enum Outcome {
     /// `--proxy-protocol` is on, and the connection did not begin with a valid PROXY header
     /// in time; the reason says what was wrong.
     BadHeader(String),
+    /// A fault on purpose (`--stall-after`): the server stopped sending until the client gave
+    /// up or the write timeout passed.
+    Stalled,
+    /// A fault on purpose (`--close-after`): closed cleanly before the end of the poem.
+    CutShort,
+    /// A fault on purpose (`--reset-after`): reset after some bytes.
+    Reset,
+    /// A fault on purpose (`--refuse`): reset at once, unserved.
+    Refused,
 }
 
 impl Outcome {
     /// How many kinds of outcome there are: the length of [`Outcome::LABELS`].
-    pub const KINDS: usize = 7;
+    pub const KINDS: usize = 11;
+
+    /// How many of the kinds are faults played on purpose: the last ones of
+    /// [`Outcome::LABELS`], reported only when a fault is configured.
+    pub const FAULTS: usize = 4;
 
     /// Every outcome's label, in the order of [`Outcome::index`]. The stats line and the
     /// counters use these same words.
@@ -36,6 +49,10 @@ impl Outcome {
         "shutdown",
         "rejected",
         "bad_header",
+        "stalled",
+        "cut_short",
+        "reset",
+        "refused",
     ];
 
     /// Sorts an I/O error from the socket into the outcome it means.
@@ -61,6 +78,10 @@ impl Outcome {
             Outcome::CutOff => 4,
             Outcome::Rejected => 5,
             Outcome::BadHeader(_) => 6,
+            Outcome::Stalled => 7,
+            Outcome::CutShort => 8,
+            Outcome::Reset => 9,
+            Outcome::Refused => 10,
         }
     }
 

@@ -4,6 +4,11 @@
 //! from the end of the previous write, so time spent writing never accumulates: 40 chunks at
 //! 50 ms take 1.95 s however long each write took, and a write that ran late is followed by the
 //! next chunk on time.
+//!
+//! With `--jitter`, each deadline after the first moves by a random amount within ± the
+//! jitter, drawn afresh for each chunk around its own nominal deadline, so the pauses vary but
+//! the poem still ends when it should: the error does not add up. With `--num-bytes-max`, each
+//! chunk's size is drawn between `--num-bytes` and it, as toxiproxy's slicer does.
 
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
@@ -13,6 +18,10 @@ use std::time::{Duration, Instant};
 pub struct Pacing {
     chunk: NonZeroUsize,
     delay: Duration,
+    /// How far each deadline may move either way.
+    jitter: Duration,
+    /// The largest chunk, when chunk sizes vary; never below `chunk`.
+    chunk_max: NonZeroUsize,
 }
 
 /// How many bytes one step hands the kernel when the poem is not paced: as much as one send
@@ -22,7 +31,36 @@ const UNPACED_BLOCK: usize = crate::poem::LARGE;
 impl Pacing {
     /// A schedule of `chunk`-byte chunks, `delay` apart.
     pub fn new(chunk: NonZeroUsize, delay: Duration) -> Pacing {
-        Pacing { chunk, delay }
+        Pacing {
+            chunk,
+            delay,
+            jitter: Duration::ZERO,
+            chunk_max: chunk,
+        }
+    }
+
+    /// The same schedule, each deadline moved by up to `jitter` either way, and chunk sizes
+    /// drawn up to `chunk_max` (no smaller than the chunk size).
+    pub fn varied(self, jitter: Duration, chunk_max: NonZeroUsize) -> Pacing {
+        Pacing {
+            jitter,
+            chunk_max: chunk_max.max(self.chunk),
+            ..self
+        }
+    }
+
+    /// Whether deadlines or chunk sizes are drawn at random.
+    pub fn varies(&self) -> bool {
+        self.is_paced() && (!self.jitter.is_zero() || self.chunk_max > self.chunk)
+    }
+
+    /// The most bytes one step may carry.
+    pub fn max_step(&self) -> usize {
+        if self.is_paced() {
+            self.chunk_max.get()
+        } else {
+            UNPACED_BLOCK
+        }
     }
 
     /// Bytes per chunk, as given by `--num-bytes`.
@@ -55,6 +93,59 @@ impl Pacing {
         // what Instant can hold.
         let k = u32::try_from(k).unwrap_or(u32::MAX);
         start + self.delay.saturating_mul(k)
+    }
+}
+
+/// One connection's way through the schedule: when each step is due, and how big it is.
+pub struct Schedule {
+    pacing: Pacing,
+    start: Instant,
+    step: u64,
+    last_due: Instant,
+    /// Draws the jitter and the chunk sizes; `None` when nothing varies.
+    rng: Option<fastrand::Rng>,
+}
+
+impl Schedule {
+    /// The schedule of a connection that started at `start`; `rng` draws what varies.
+    pub fn new(pacing: Pacing, start: Instant, rng: Option<fastrand::Rng>) -> Schedule {
+        Schedule {
+            pacing,
+            start,
+            step: 0,
+            last_due: start,
+            rng: rng.filter(|_| pacing.varies()),
+        }
+    }
+
+    /// When the next step is due and how many bytes it carries (at most).
+    pub fn next_step(&mut self) -> (Instant, usize) {
+        let k = self.step;
+        self.step += 1;
+        let pacing = self.pacing;
+        if !pacing.is_paced() {
+            return (self.start, UNPACED_BLOCK);
+        }
+        let nominal = pacing.due(self.start, k);
+        let Some(rng) = self.rng.as_mut() else {
+            return (nominal, pacing.chunk.get());
+        };
+        let size = rng.usize(pacing.chunk.get()..=pacing.chunk_max.get());
+        // The first chunk leaves at once; later ones move around their own deadline, never
+        // before the previous one.
+        let jitter = pacing.jitter.as_nanos() as u64;
+        let due = if k == 0 || jitter == 0 {
+            nominal
+        } else {
+            let shift = Duration::from_nanos(rng.u64(0..=2 * jitter));
+            let moved = (nominal + shift)
+                .checked_sub(pacing.jitter)
+                .unwrap_or(nominal);
+            moved.max(self.start)
+        };
+        let due = due.max(self.last_due);
+        self.last_due = due;
+        (due, size)
     }
 }
 
@@ -96,5 +187,74 @@ mod tests {
         assert_eq!(p.step(), UNPACED_BLOCK);
         assert!(pacing(10, 1).is_paced());
         assert_eq!(pacing(10, 1).step(), 10);
+    }
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::*;
+
+    fn varied(jitter_ms: u64, max: usize) -> Pacing {
+        Pacing::new(NonZeroUsize::new(10).unwrap(), Duration::from_millis(100)).varied(
+            Duration::from_millis(jitter_ms),
+            NonZeroUsize::new(max).unwrap(),
+        )
+    }
+
+    /// Jittered deadlines stay within the jitter of their own nominal deadline, never go
+    /// backwards, and do not drift: the hundredth is as close to its time as the first.
+    #[test]
+    fn jitter_moves_each_deadline_around_its_own_time() {
+        let start = Instant::now();
+        let mut schedule = Schedule::new(varied(30, 10), start, Some(fastrand::Rng::with_seed(3)));
+        let mut previous = start;
+        let mut moved = 0;
+        for k in 0..100u32 {
+            let (due, size) = schedule.next_step();
+            assert_eq!(size, 10);
+            let nominal = start + Duration::from_millis(100) * k;
+            let off = if due > nominal {
+                due - nominal
+            } else {
+                nominal - due
+            };
+            assert!(off <= Duration::from_millis(30), "chunk {k} off by {off:?}");
+            assert!(due >= previous, "chunk {k} before the one before it");
+            if off > Duration::from_millis(1) {
+                moved += 1;
+            }
+            previous = due;
+        }
+        assert!(moved > 50, "only {moved} of 100 deadlines moved");
+    }
+
+    /// Chunk sizes are drawn within their bounds, and the same seed draws the same ones.
+    #[test]
+    fn chunk_sizes_vary_within_bounds_and_repeat_with_a_seed() {
+        let sizes = |seed| -> Vec<usize> {
+            let mut s = Schedule::new(
+                varied(0, 40),
+                Instant::now(),
+                Some(fastrand::Rng::with_seed(seed)),
+            );
+            (0..50).map(|_| s.next_step().1).collect()
+        };
+        let first = sizes(9);
+        assert!(first.iter().all(|n| (10..=40).contains(n)), "{first:?}");
+        assert!(first.iter().any(|&n| n != first[0]), "{first:?}");
+        assert_eq!(first, sizes(9));
+        assert_ne!(first, sizes(10));
+    }
+
+    /// Without jitter or varying sizes the schedule is the plain one, with no generator.
+    #[test]
+    fn a_plain_schedule_draws_nothing() {
+        let plain = Pacing::new(NonZeroUsize::new(10).unwrap(), Duration::from_millis(100));
+        assert!(!plain.varies());
+        let start = Instant::now();
+        let mut s = Schedule::new(plain, start, Some(fastrand::Rng::with_seed(1)));
+        assert!(s.rng.is_none());
+        assert_eq!(s.next_step(), (start, 10));
+        assert_eq!(s.next_step(), (start + Duration::from_millis(100), 10));
     }
 }

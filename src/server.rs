@@ -19,6 +19,7 @@ use crate::capacity;
 use crate::collection::Collection;
 use crate::config::Config;
 use crate::connection::{self, Shared};
+use crate::faults::Fault;
 use crate::limit::{Limit, OverLimit};
 use crate::listener::Listeners;
 use crate::metrics;
@@ -67,8 +68,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         write_timeout: config.write_timeout,
         proxy_protocol: config.proxy_protocol,
         limit: Arc::new(Limit::new(config.max_per_source)),
-        stats: Stats::new(),
+        stats: Stats::new(config.faults.fault.is_some()),
         shutdown: shutdown.clone(),
+        faults: config.faults,
     });
     let metrics = match config.metrics {
         Some(addr) => Some(metrics::serve(
@@ -160,8 +162,13 @@ fn accept_loop(listeners: &Listeners, pool: &Pool, shared: &Arc<Shared>, shutdow
         };
         // An IPv4 client of a dual-stack listener shows up as ::ffff:a.b.c.d; log it as a.b.c.d.
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        shared.stats.accepted();
+        let id = shared.stats.accepted();
         debug!(%peer, busy = pool.busy(), "accepted");
+        let chance = shared.chance(id);
+        if chance.fault == Some(Fault::Refuse) {
+            connection::refuse(stream, peer, shared);
+            continue;
+        }
         // Behind a balancer the client is known only from its PROXY header, which a worker
         // reads; otherwise the limit is applied here, before the connection takes a worker.
         let admission = match shared.proxy_protocol {
@@ -175,7 +182,7 @@ fn accept_loop(listeners: &Listeners, pool: &Pool, shared: &Arc<Shared>, shutdow
             },
         };
         let shared = Arc::clone(shared);
-        let job = Box::new(move || connection::serve(stream, peer, admission, &shared));
+        let job = Box::new(move || connection::serve(stream, peer, admission, chance, &shared));
         if pool.execute(job).is_err() {
             return;
         }

@@ -36,6 +36,8 @@ pub struct Stats {
     duration_sum_us: AtomicU64,
     /// SIGHUP reloads that worked, and that failed.
     reloads: [AtomicU64; 2],
+    /// Whether faults are played on purpose, and so reported.
+    faults: bool,
 }
 
 /// How connection durations were spread, for the metrics' histogram.
@@ -69,12 +71,16 @@ pub struct Report {
     pub busy: usize,
     /// Connections accepted and waiting for a worker.
     pub queued: usize,
+    /// Whether the counts of faults played on purpose are part of the report.
+    pub faults: bool,
 }
 
 impl Stats {
-    /// Counters at zero, with the uptime clock starting now.
-    pub fn new() -> Stats {
+    /// Counters at zero, with the uptime clock starting now; `faults` says whether faults are
+    /// played on purpose, whose counts are reported only then.
+    pub fn new(faults: bool) -> Stats {
         Stats {
+            faults,
             started: Instant::now(),
             accepted: AtomicU64::new(0),
             ended: Default::default(),
@@ -95,6 +101,11 @@ impl Stats {
         self.durations[slot].fetch_add(1, Relaxed);
         self.duration_sum_us
             .fetch_add(duration.as_micros() as u64, Relaxed);
+    }
+
+    /// Whether faults are played on purpose.
+    pub fn shows_faults(&self) -> bool {
+        self.faults
     }
 
     /// Counts a SIGHUP reload, whether it `worked` or not.
@@ -121,9 +132,10 @@ impl Stats {
         }
     }
 
-    /// Counts a newly accepted connection.
-    pub fn accepted(&self) {
-        self.accepted.fetch_add(1, Relaxed);
+    /// Counts a newly accepted connection, and returns its number: how many were accepted
+    /// before it.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.fetch_add(1, Relaxed)
     }
 
     /// Counts poem bytes as they are sent.
@@ -148,6 +160,7 @@ impl Stats {
     }
 
     fn snapshot(&self, busy: usize, queued: usize) -> Report {
+        let faults = self.faults;
         let accepted = self.accepted.load(Relaxed);
         let ended = self.ended.each_ref().map(|count| count.load(Relaxed));
         let complete = ended[Outcome::Complete.index()];
@@ -165,13 +178,14 @@ impl Stats {
             bytes: self.bytes.load(Relaxed),
             busy,
             queued,
+            faults,
         }
     }
 }
 
 impl Default for Stats {
     fn default() -> Stats {
-        Stats::new()
+        Stats::new(false)
     }
 }
 
@@ -187,7 +201,13 @@ impl Report {
             shutdown,
             rejected,
             bad_header,
+            stalled,
+            cut_short,
+            reset,
+            refused,
         ] = self.ended;
+        // Without a fault configured, these fields are left out (a `None` is not written).
+        let fault = |count: u64| self.faults.then_some(count);
         info!(
             target: TARGET,
             uptime_s = (self.uptime.as_secs_f64() * 10.0).round() / 10.0,
@@ -200,6 +220,10 @@ impl Report {
             shutdown,
             rejected,
             bad_header,
+            stalled = fault(stalled),
+            cut_short = fault(cut_short),
+            reset = fault(reset),
+            refused = fault(refused),
             bytes_sent = self.bytes,
             busy_workers = self.busy,
             queued = self.queued,
@@ -218,7 +242,7 @@ mod tests {
     /// Streaming and queued connections are not aborted, but cut-off ones at the end are.
     #[test]
     fn connections_in_flight_are_not_counted_as_aborted() {
-        let stats = Stats::new();
+        let stats = Stats::new(false);
         for _ in 0..5 {
             stats.accepted();
         }
@@ -237,7 +261,7 @@ mod tests {
     /// Durations land in the first bucket that holds them.
     #[test]
     fn durations_fill_cumulative_buckets() {
-        let stats = Stats::new();
+        let stats = Stats::new(false);
         stats.took(Duration::from_millis(3));
         stats.took(Duration::from_secs(2));
         stats.took(Duration::from_secs(4000));
@@ -274,7 +298,7 @@ mod tests {
             .with_writer(move || sink.clone())
             .with_ansi(false)
             .finish();
-        let stats = Stats::new();
+        let stats = Stats::new(true);
         stats.ended(&Outcome::TimedOut);
         tracing::subscriber::with_default(subscriber, || stats.final_report().log());
         let line = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();

@@ -289,7 +289,7 @@ fn help_fits_80_columns_and_tells_what_a_daemon_should() {
             "wrapped: {line:?}\n{short}"
         );
     }
-    assert_eq!(options.lines().count(), 16, "{short}");
+    assert_eq!(options.lines().count(), 24, "{short}");
     for needle in [
         "SIGHUP",
         "SIGUSR1",

@@ -5,6 +5,7 @@ mod cli;
 mod clients;
 mod common;
 mod dead_peer;
+mod faults;
 mod open;
 mod operations;
 mod service;
