@@ -521,6 +521,65 @@ impl Bench {
         }
     }
 
+    /// Scenario 8, the tutorial's lesson: the blocking model (poetry-serve with one worker),
+    /// the threaded one (poetry-serve with a worker per client) and the asynchronous one (the
+    /// tokio twin), each serving N clients who all connect at once to fetch a poem of 5
+    /// chunks 0.1 s apart (0.4 s ideally).
+    fn lesson(&mut self) {
+        const CHUNKS: usize = 5;
+        let ideal = Duration::from_millis(400);
+        let poem: Vec<u8> = (0..50).map(|i| b"a poem\n"[i % 7]).collect();
+        let path = self.file("lesson.txt", &poem);
+        let pace = ["--num-bytes", "10", "--delay", "0.1"];
+        // The blocking model takes N × 0.4 s: past 100 clients nobody would wait for it.
+        let models: [(&str, &[usize]); 3] = [
+            ("blocking (--workers 1)", &[1, 10, 100]),
+            ("threaded (--workers N)", &[1, 10, 100, 1000, 10_000]),
+            ("async (tokio twin)", &[1, 10, 100, 1000, 10_000]),
+        ];
+        for (model, counts) in models {
+            for &n in counts {
+                self.say(&format!("lesson: {model}, {n} clients"));
+                let workers = match model.starts_with("blocking") {
+                    true => "1".to_string(),
+                    false => n.max(1).to_string(),
+                };
+                let server = if model.starts_with("async") {
+                    Served::twin(&path, &pace, &self.log("lesson"))
+                } else {
+                    let mut args = pace.to_vec();
+                    args.extend(["--workers", &workers]);
+                    Served::poetry(&path, &args, &self.log("lesson"))
+                };
+                let before = server.cpu();
+                let crowd = clients::crowd(server.addr, n, poem.len(), None);
+                let cpu = (server.cpu() - before).as_secs_f64() * 1e6 / (n * CHUNKS) as f64;
+                let usage = server.usage();
+                let last = crowd.slowest.as_secs_f64();
+                self.rows.push(
+                    Row::new(
+                        &format!("8. lesson: {model}, {n} clients: last done (s)"),
+                        format!("{last:.2}"),
+                    )
+                    .versus(
+                        format!("{:.2} ideal", ideal.as_secs_f64()),
+                        format!("{:.2}×", last / ideal.as_secs_f64()),
+                    )
+                    .goal(Goal::zero(crowd.failed)),
+                );
+                // /proc counts CPU in 10 ms ticks: too coarse below a few thousand chunks.
+                let cpu = match n * CHUNKS >= 5000 {
+                    true => format!("{cpu:.1}"),
+                    false => "-".into(),
+                };
+                self.rows.push(Row::new(
+                    &format!("8. lesson: {model}, {n} clients: CPU per chunk (µs), peak RSS (MiB), threads"),
+                    format!("{cpu}, {:.1}, {}", mib(server.peak_rss()), usage.threads),
+                ));
+            }
+        }
+    }
+
     /// 5. Start-up: from exec to the listening line, with a 1 GiB poem.
     fn startup(&mut self, big: &Path) {
         self.say("start-up");
@@ -632,9 +691,12 @@ fn main() {
     if wants("flood") {
         bench.flood();
     }
-    // A minute or more, so only when asked for by name.
+    // A minute or more each, so only when asked for by name.
     if only.iter().any(|o| o == "soak") {
         bench.soak();
+    }
+    if only.iter().any(|o| o == "lesson") {
+        bench.lesson();
     }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(

@@ -26,9 +26,30 @@ impl Served {
 
     /// Like [`Served::poetry`], and also returns the time from spawn to the listening line.
     pub fn poetry_timed(poem: &Path, args: &[&str], log: &Path) -> (Served, Duration) {
+        Served::program(Path::new(BIN), poem, args, log)
+    }
+
+    /// The asynchronous twin (`examples/async_twin.rs`, which `benches/run` builds), started
+    /// as [`Served::poetry`] starts poetry-serve.
+    pub fn twin(poem: &Path, args: &[&str], log: &Path) -> Served {
+        let twin = Path::new(BIN)
+            .parent()
+            .expect("the binary is in a directory")
+            .join("examples/async_twin");
+        assert!(
+            twin.exists(),
+            "{} is not built: run benches/run",
+            twin.display()
+        );
+        Served::program(&twin, poem, args, log).0
+    }
+
+    /// Starts `program` (poetry-serve or a twin that prints the same listening line) on
+    /// 127.0.0.1, port 0, with `args` and `poem`, and waits for the listening line.
+    fn program(program: &Path, poem: &Path, args: &[&str], log: &Path) -> (Served, Duration) {
         let log = std::fs::File::create(log).expect("create the server log");
         let started = Instant::now();
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(program)
             .args(["--port", "0"])
             .args(args)
             .arg(poem)
@@ -40,7 +61,7 @@ impl Served {
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
-            .expect("start poetry-serve");
+            .unwrap_or_else(|err| panic!("start {}: {err}", program.display()));
         let mut line = String::new();
         let stdout = child.stdout.take().expect("piped");
         BufReader::new(stdout)
