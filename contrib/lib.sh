@@ -6,13 +6,29 @@ build_poetry_serve() {
   echo "$PWD/target/release/poetry-serve"
 }
 
-# Installs Debian packages that are missing (as root, or through sudo).
+# Installs Debian packages that are missing (as root, or through sudo), without the
+# recommended extras (no daemon is started where systemd does not run).
 install_packages() {
   [ $# -gt 0 ] || return 0
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" \
+    >/dev/null
+}
+
+# scratch: makes a scratch directory, $work, and on exit stops every process whose pid the
+# check added to $pids and removes $work.
+scratch() {
+  work=$(mktemp -d)
+  pids=()
+  trap stop_scratch EXIT
+}
+
+stop_scratch() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
 }
 
 # wait_for_line FILE: waits up to 10 s for poetry-serve's listening line in FILE and prints

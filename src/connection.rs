@@ -210,20 +210,7 @@ pub fn refuse(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
 /// Holds a connection, sending nothing (the `--stall-after` fault), until the client closes
 /// its side or `limit` passes; what the client sends is thrown away.
 fn stall(stream: &TcpStream, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    let mut discard = [0u8; 512];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            return;
-        }
-        match (&*stream).read(&mut discard) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(err) if err.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
-    }
+    discard_until_closed(stream, limit);
 }
 
 /// Waits, up to `limit`, until the client has acknowledged every byte sent.
@@ -398,7 +385,13 @@ pub fn set_options(socket: SockRef<'_>, write_timeout: Duration, paced: bool) ->
 /// its side or [`LINGER`] runs out, so that the socket is closed with no unread input and the
 /// kernel has no reason to reset the connection under the end of the poem.
 fn drain_until_closed(stream: &TcpStream) {
-    let deadline = Instant::now() + LINGER;
+    discard_until_closed(stream, LINGER);
+}
+
+/// Reads and throws away what the client sends until it closes its side, fails, or `limit`
+/// passes.
+fn discard_until_closed(stream: &TcpStream, limit: Duration) {
+    let deadline = Instant::now() + limit;
     // Small on purpose: it is on every worker's stack, and every stack page a worker touches
     // is resident memory times the number of workers (CHANGELOG, Performance).
     let mut discard = [0u8; 512];

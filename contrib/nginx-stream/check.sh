@@ -15,14 +15,7 @@ command -v nginx >/dev/null || missing+=(nginx)
 install_packages "${missing[@]}"
 
 bin=$(build_poetry_serve)
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+scratch
 
 ports=()
 for n in 1 2; do

@@ -19,14 +19,7 @@ command -v ss >/dev/null || missing+=(iproute2)
 install_packages "${missing[@]}"
 
 bin=$(build_poetry_serve)
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+scratch
 
 "$bin" --port 0 --delay 0 --proxy-protocol poems/ >"$work/poet.out" 2>"$work/poet.log" &
 pids+=($!)

@@ -7,25 +7,19 @@ use std::io::Read;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{Server, binary_bytes, poem_file, run_command};
+use crate::common::{Server, binary_bytes, have, poem_file, run_command};
 
 /// The test that runs [`vanished_client_inside_a_namespace`] in a namespace of its own.
 #[test]
 fn a_vanished_client_frees_its_worker_within_the_write_timeout() {
-    let ready = unsafe { libc::geteuid() } == 0
-        && ["unshare", "nft", "ip"].iter().all(|tool| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-    if !ready {
-        // CI runs as root with nftables installed by .ci/run: there, not running is a failure.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "this test needs root, unshare, ip and nft (.ci/run installs nftables)"
-        );
-        eprintln!("skipped: needs root, unshare, ip and nft");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root || std::env::var_os("CI").is_none(),
+        "CI runs as root; this test needs root for a network namespace"
+    );
+    if !root || !["unshare", "nft", "ip"].into_iter().all(have) {
+        eprintln!("skipped: needs root, unshare, ip and nft (.ci/run installs nftables)");
         return;
     }
     let exe = std::env::current_exe().expect("the test binary");

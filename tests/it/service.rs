@@ -7,7 +7,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{BIN, LIMIT, Server, binary_bytes, poem_file, read_to_end};
+use crate::common::{BIN, LIMIT, Server, binary_bytes, have, poem_file, read_to_end};
 
 /// Sends `request` (raw bytes) to `addr` and returns the status code and the body.
 fn http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
@@ -114,16 +114,7 @@ fn metrics_and_health_over_http() {
 /// `promtool check metrics` (Debian's prometheus package) accepts the page, when installed;
 /// CI installs it.
 fn check_with_promtool(page: &str) {
-    let found = Command::new("sh")
-        .args(["-c", "command -v promtool"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is missing; .ci/run installs it"
-        );
-        eprintln!("promtool not installed: the format is not checked");
+    if !have("promtool") {
         return;
     }
     let mut promtool = Command::new("promtool")
@@ -185,16 +176,7 @@ fn systemd_hears_ready_reloading_and_stopping() {
 /// it rather than binding its own, and names it in its listening line.
 #[test]
 fn socket_activation_serves_on_the_socket_it_is_given() {
-    let found = Command::new("sh")
-        .args(["-c", "command -v systemd-socket-activate"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "systemd-socket-activate is missing"
-        );
-        eprintln!("skipped: systemd-socket-activate is not installed");
+    if !have("systemd-socket-activate") {
         return;
     }
     let bytes = binary_bytes(300);

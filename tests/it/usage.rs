@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{BIN, Server, binary_bytes, poem_file, run_command};
+use crate::common::{BIN, Server, binary_bytes, have, poem_file, run_command};
 
 /// `--iface localhost` and the bracketed `[::1]` listen where they say, and the short
 /// options do what the long ones do.
@@ -67,22 +67,6 @@ fn delays_take_units() {
         "{:?}",
         fetch.elapsed
     );
-}
-
-/// Whether a tool is on PATH; in CI, which installs them, a missing one is a failure.
-fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found || std::env::var_os("CI").is_none(),
-        "{tool} is missing; .ci/run installs it"
-    );
-    if !found {
-        eprintln!("skipped: {tool} is not installed");
-    }
-    found
 }
 
 /// bash loads the generated completion script, and it completes a flag.
