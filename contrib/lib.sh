@@ -87,3 +87,12 @@ wait_for_tcp() {
   echo "nothing listens on 127.0.0.1:$1" >&2
   return 1
 }
+
+# nginx's stream module, as Debian installs it.
+nginx_stream_module=/usr/lib/nginx/modules/ngx_stream_module.so
+
+# missing_nginx_stream: prints the Debian packages nginx with its stream module still needs.
+missing_nginx_stream() {
+  command -v nginx >/dev/null || echo nginx
+  [ -e "$nginx_stream_module" ] || echo libnginx-mod-stream
+}

@@ -103,15 +103,7 @@ pub fn serve(
 ) {
     // Declared after `stream`, so dropped before it: the socket is closed untracked.
     let _tracked = shared.shutdown.track(&stream);
-    let mut record = Record {
-        peer,
-        via: None,
-        stopped_by_fault: false,
-        poem: None,
-        start: Instant::now(),
-        bytes: 0,
-        chunks: 0,
-    };
+    let mut record = Record::starting(peer);
     let _admission = if shared.proxy_protocol {
         record.via = Some(peer);
         record.peer = match proxy::read_header(&stream, peer) {
@@ -195,16 +187,7 @@ fn socket_ioctl(stream: &TcpStream, request: libc::Ioctl) -> Option<usize> {
 pub fn refuse(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     drop(stream); // with a zero linger, closing sends a reset
-    Record {
-        peer,
-        via: None,
-        stopped_by_fault: false,
-        poem: None,
-        start: Instant::now(),
-        bytes: 0,
-        chunks: 0,
-    }
-    .end(Outcome::Refused, shared);
+    Record::starting(peer).end(Outcome::Refused, shared);
 }
 
 /// Holds a connection, sending nothing (the `--stall-after` fault), until the client closes
@@ -229,6 +212,19 @@ pub fn reject(peer: SocketAddr, shared: &Shared) {
 }
 
 impl Record {
+    /// The record of a connection from `peer` starting now.
+    fn starting(peer: SocketAddr) -> Record {
+        Record {
+            peer,
+            via: None,
+            stopped_by_fault: false,
+            poem: None,
+            start: Instant::now(),
+            bytes: 0,
+            chunks: 0,
+        }
+    }
+
     /// Counts the connection's `outcome` and writes its one log line.
     fn end(&self, outcome: Outcome, shared: &Shared) {
         shared.stats.ended(&outcome);

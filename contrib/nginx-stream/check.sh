@@ -8,10 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source contrib/lib.sh
 
-module=/usr/lib/nginx/modules/ngx_stream_module.so
-missing=()
-command -v nginx >/dev/null || missing+=(nginx)
-[ -e "$module" ] || missing+=(libnginx-mod-stream)
+module=$nginx_stream_module
+read -r -a missing <<<"$(missing_nginx_stream | tr '\n' ' ')"
 install_packages "${missing[@]}"
 
 bin=$(build_poetry_serve)

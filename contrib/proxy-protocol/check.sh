@@ -10,10 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source contrib/lib.sh
 
-module=/usr/lib/nginx/modules/ngx_stream_module.so
-missing=()
-command -v nginx >/dev/null || missing+=(nginx)
-[ -e "$module" ] || missing+=(libnginx-mod-stream)
+module=$nginx_stream_module
+read -r -a missing <<<"$(missing_nginx_stream | tr '\n' ' ')"
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v ss >/dev/null || missing+=(iproute2)
 install_packages "${missing[@]}"
