@@ -293,53 +293,12 @@ fn stream_poem(
                     shared.stats.sent(sent);
                 }
                 Err(err) if err.kind() == ErrorKind::Interrupted => {}
-                Err(err) => return sort_error(err, stream, shared.write_timeout),
+                Err(err) => return Outcome::from_error(err),
             }
         }
         record.chunks += 1;
     }
     Outcome::Complete
-}
-
-/// Sorts a failed send into its outcome. When the kernel gives up on a client that stopped
-/// acknowledging (`TCP_USER_TIMEOUT`), the send that notices may report only a broken pipe
-/// (the time-out error is reported once, possibly to a send that had made progress), so the
-/// socket's own record decides:
-/// data outstanding or the window shut, and nothing heard for the whole timeout, is a time-out.
-fn sort_error(err: io::Error, stream: &TcpStream, timeout: Duration) -> Outcome {
-    let outcome = Outcome::from_error(err);
-    if matches!(outcome, Outcome::ClientClosed) && went_silent(stream, timeout) {
-        Outcome::TimedOut
-    } else {
-        outcome
-    }
-}
-
-/// Whether the peer has left data unacknowledged, or its window shut, for at least `timeout`.
-#[cfg(target_os = "linux")]
-fn went_silent(stream: &TcpStream, timeout: Duration) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: tcp_info is plain data, for which all zeroes is a valid value.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `info`, which is that large.
-    let read = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&raw mut info).cast(),
-            &mut len,
-        )
-    };
-    read == 0
-        && (info.tcpi_unacked > 0 || info.tcpi_probes > 0)
-        && u128::from(info.tcpi_last_ack_recv) >= timeout.as_millis()
-}
-
-#[cfg(not(target_os = "linux"))]
-fn went_silent(_: &TcpStream, _: Duration) -> bool {
-    false
 }
 
 /// Sets the socket up for streaming and returns how many bytes the poem has now.

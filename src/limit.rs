@@ -169,7 +169,7 @@ mod tests {
         assert!(limit(0).admit(ip).unwrap().is_none());
         let limit = limit(1);
         drop(limit.admit(ip).unwrap());
-        assert_eq!(limit.held_by(Source::of(ip)), 0);
+        assert_eq!(lock(&limit.held).get(&Source::of(ip)), None);
         assert!(lock(&limit.held).is_empty());
     }
 }

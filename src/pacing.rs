@@ -78,15 +78,6 @@ impl Pacing {
         !self.delay.is_zero()
     }
 
-    /// How many bytes to send at each step: one chunk when paced, else a large block.
-    pub fn step(&self) -> usize {
-        if self.is_paced() {
-            self.chunk.get()
-        } else {
-            UNPACED_BLOCK
-        }
-    }
-
     /// When step `k` (counting from 0) is due, for a connection that started at `start`.
     pub fn due(&self, start: Instant, k: u64) -> Instant {
         // `delay` is at most a year (see config), so even u32::MAX steps stay far inside
@@ -184,9 +175,9 @@ mod tests {
     fn zero_delay_means_large_unpaced_steps() {
         let p = pacing(10, 0);
         assert!(!p.is_paced());
-        assert_eq!(p.step(), UNPACED_BLOCK);
+        assert_eq!(p.max_step(), UNPACED_BLOCK);
         assert!(pacing(10, 1).is_paced());
-        assert_eq!(pacing(10, 1).step(), 10);
+        assert_eq!(pacing(10, 1).max_step(), 10);
     }
 }
 

@@ -103,11 +103,6 @@ impl Stats {
             .fetch_add(duration.as_micros() as u64, Relaxed);
     }
 
-    /// Whether faults are played on purpose.
-    pub fn shows_faults(&self) -> bool {
-        self.faults
-    }
-
     /// Counts a SIGHUP reload, whether it `worked` or not.
     pub fn reloaded(&self, worked: bool) {
         self.reloads[usize::from(!worked)].fetch_add(1, Relaxed);
