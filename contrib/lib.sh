@@ -96,3 +96,20 @@ missing_nginx_stream() {
   command -v nginx >/dev/null || echo nginx
   [ -e "$nginx_stream_module" ] || echo libnginx-mod-stream
 }
+
+# run_nginx_stream BLOCK: runs nginx in the foreground of a background job, in $work, with
+# BLOCK as the body of its `stream { }` section, and adds its pid to $pids.
+run_nginx_stream() {
+  cat >"$work/nginx.conf" <<CONF
+load_module $nginx_stream_module;
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 256; }
+stream {
+$1
+}
+CONF
+  nginx -p "$work" -c "$work/nginx.conf" -g 'daemon off;' &
+  pids+=($!)
+}

@@ -8,7 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source contrib/lib.sh
 
-module=$nginx_stream_module
 read -r -a missing <<<"$(missing_nginx_stream | tr '\n' ' ')"
 install_packages "${missing[@]}"
 
@@ -23,13 +22,7 @@ for n in 1 2; do
 done
 
 front=$(free_port)
-cat >"$work/nginx.conf" <<CONF
-load_module $module;
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 256; }
-stream {
+run_nginx_stream "
     upstream poets {
         server 127.0.0.1:${ports[0]};
         server 127.0.0.1:${ports[1]};
@@ -37,11 +30,7 @@ stream {
     server {
         listen 127.0.0.1:$front;
         proxy_pass poets;
-    }
-}
-CONF
-nginx -p "$work" -c "$work/nginx.conf" -g 'daemon off;' &
-pids+=($!)
+    }"
 for _ in $(seq 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$front") 2>/dev/null && break
   sleep 0.05

@@ -10,7 +10,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source contrib/lib.sh
 
-module=$nginx_stream_module
 read -r -a missing <<<"$(missing_nginx_stream | tr '\n' ' ')"
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v ss >/dev/null || missing+=(iproute2)
@@ -24,22 +23,12 @@ pids+=($!)
 poet=$(wait_for_port "$work/poet.out")
 
 nginx_port=$(free_port)
-cat >"$work/nginx.conf" <<CONF
-load_module $module;
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 64; }
-stream {
+run_nginx_stream "
     server {
         listen 127.0.0.1:$nginx_port;
         proxy_pass 127.0.0.1:$poet;
         proxy_protocol on;
-    }
-}
-CONF
-nginx -p "$work" -c "$work/nginx.conf" -g 'daemon off;' &
-pids+=($!)
+    }"
 
 haproxy_port=$(free_port)
 cat >"$work/haproxy.cfg" <<CONF
