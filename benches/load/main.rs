@@ -551,9 +551,9 @@ impl Bench {
                     args.extend(["--workers", &workers]);
                     Served::poetry(&path, &args, &self.log("lesson"))
                 };
-                let before = server.cpu();
+                let before = server.cpu_exact();
                 let crowd = clients::crowd(server.addr, n, poem.len(), None);
-                let cpu = (server.cpu() - before).as_secs_f64() * 1e6 / (n * CHUNKS) as f64;
+                let cpu = (server.cpu_exact() - before).as_secs_f64() * 1e6 / (n * CHUNKS) as f64;
                 let usage = server.usage();
                 let last = crowd.slowest.as_secs_f64();
                 self.rows.push(
@@ -567,14 +567,9 @@ impl Bench {
                     )
                     .goal(Goal::zero(crowd.failed)),
                 );
-                // /proc counts CPU in 10 ms ticks: too coarse below a few thousand chunks.
-                let cpu = match n * CHUNKS >= 5000 {
-                    true => format!("{cpu:.1}"),
-                    false => "-".into(),
-                };
                 self.rows.push(Row::new(
                     &format!("8. lesson: {model}, {n} clients: CPU per chunk (µs), peak RSS (MiB), threads"),
-                    format!("{cpu}, {:.1}, {}", mib(server.peak_rss()), usage.threads),
+                    format!("{cpu:.1}, {:.1}, {}", mib(server.peak_rss()), usage.threads),
                 ));
             }
         }
