@@ -111,6 +111,40 @@ fn metrics_and_health_over_http() {
     check_with_promtool(&page);
 }
 
+/// Clients of the metrics port that never finish a request hold up neither the poems nor the
+/// next scrape.
+#[test]
+fn a_stalled_metrics_client_stops_nothing() {
+    let bytes = binary_bytes(200);
+    let poem = poem_file(&bytes);
+    let server = Server::launch(poem.path())
+        .args(&["--delay", "0", "--metrics", "127.0.0.1:0"])
+        .start();
+    let metrics: SocketAddr = server
+        .stdout_line()
+        .strip_prefix("poetry-serve metrics on http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .and_then(|addr| addr.parse().ok())
+        .expect("the metrics line");
+    let stalled: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut half = TcpStream::connect_timeout(&metrics, LIMIT).expect("connect");
+            half.write_all(b"GET /metr").unwrap(); // and never the rest
+            half
+        })
+        .collect();
+    let started = Instant::now();
+    server.fetch_exact(&bytes);
+    let (status, page) = get(metrics, "/metrics");
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "held up for {:?}",
+        started.elapsed()
+    );
+    drop(stalled);
+}
+
 /// `promtool check metrics` (Debian's prometheus package) accepts the page, when installed;
 /// CI installs it.
 fn check_with_promtool(page: &str) {
