@@ -31,8 +31,8 @@ use crate::systemd;
 
 /// Runs the server until SIGINT or SIGTERM, then drains it and returns.
 ///
-/// Every check that can fail on bad input (the poems, the address) happens before anything
-/// listens. Once listening, one line naming the bound address goes to stdout.
+/// Every check that can fail on bad input (the poems, the addresses, the thread limits)
+/// happens before the listening lines; then one line per bound address goes to stdout.
 pub fn run(config: Config) -> anyhow::Result<()> {
     // Bind: everything that can fail on bad input, before the listening line.
     let signals = Signals::register().context("cannot install signal handlers")?;
