@@ -104,7 +104,7 @@ pub fn serve(
     // Declared after `stream`, so dropped before it: the socket is closed untracked.
     let _tracked = shared.shutdown.track(&stream);
     let mut record = Record::starting(peer);
-    let _admission = if shared.proxy_protocol {
+    let admission = if shared.proxy_protocol {
         record.via = Some(peer);
         record.peer = match proxy::read_header(&stream, peer) {
             Ok(client) => client,
@@ -146,18 +146,36 @@ pub fn serve(
     // every byte is asked first: the FIN the shutdown queues would count as unacknowledged.
     let closes_cleanly = matches!(outcome, Outcome::Complete | Outcome::CutShort);
     let delivered = closes_cleanly && queued_unacknowledged(&stream) == Some(0);
+    // The source's place is given back before the client can see the end, so that a client
+    // that reconnects as soon as it reads EOF is never refused for the connection it just
+    // finished.
+    drop(admission);
     let lingering = closes_cleanly && stream.shutdown(Shutdown::Write).is_ok();
-    // Log before lingering: by the time the line is written the client has often closed its
-    // side already, and the wait below returns at once.
-    record.end(outcome, shared);
     // A client that holds every byte and sent nothing can be closed at once: a line it sends
     // later draws a reset only after it has read the poem and its end. Otherwise linger,
-    // lest a reset destroy what it has not yet received.
-    if lingering && !(delivered && unread(&stream) == Some(0)) {
-        drain_until_closed(&stream);
+    // lest a reset destroy what it has not yet received, and say so if it still might.
+    if lingering && !(delivered && unread(&stream) == Some(0)) && !close_without_loss(&stream) {
+        outcome = Outcome::UncleanClose;
     }
-    // Otherwise the stream is simply dropped: the client is gone or stalled, and a reset is
-    // the right answer to it.
+    record.end(outcome, shared);
+    // The stream is dropped here: if the client is gone or stalled, a reset is the right
+    // answer to it.
+}
+
+/// The careful close, after the write side is shut: reads and throws away what the client
+/// sends (a netcat user typing, say) until it closes its side or [`LINGER`] runs out, so that
+/// the socket is closed with no unread input and the kernel has no reason to reset the
+/// connection under the end of the poem.
+///
+/// Returns false if closing now may still cost the client bytes: it neither closed nor went
+/// away within [`LINGER`], and it has sent what was not read or not acknowledged all that was
+/// sent (a client that keeps talking while it reads slowly).
+fn close_without_loss(stream: &TcpStream) -> bool {
+    if discard_until_closed(stream, LINGER) {
+        return true;
+    }
+    // One unacknowledged unit is the FIN itself, which loses nothing.
+    unread(stream) == Some(0) && queued_unacknowledged(stream).is_some_and(|n| n <= 1)
 }
 
 /// Bytes sent on `stream` that the peer has not acknowledged yet (SIOCOUTQ), if the system
@@ -190,10 +208,16 @@ pub fn refuse(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     Record::starting(peer).end(Outcome::Refused, shared);
 }
 
+/// Counts and logs a connection that was accepted but closed unserved, because shutdown began
+/// while it waited for a worker.
+pub fn closed_at_shutdown(peer: SocketAddr, shared: &Shared) {
+    Record::starting(peer).end(Outcome::CutOff, shared);
+}
+
 /// Holds a connection, sending nothing (the `--stall-after` fault), until the client closes
 /// its side or `limit` passes; what the client sends is thrown away.
 fn stall(stream: &TcpStream, limit: Duration) {
-    discard_until_closed(stream, limit);
+    let _ = discard_until_closed(stream, limit);
 }
 
 /// Waits, up to `limit`, until the client has acknowledged every byte sent.
@@ -336,16 +360,9 @@ pub fn set_options(socket: SockRef<'_>, write_timeout: Duration, paced: bool) ->
     Ok(())
 }
 
-/// Reads and throws away whatever the client sends (a netcat user typing, say) until it closes
-/// its side or [`LINGER`] runs out, so that the socket is closed with no unread input and the
-/// kernel has no reason to reset the connection under the end of the poem.
-fn drain_until_closed(stream: &TcpStream) {
-    discard_until_closed(stream, LINGER);
-}
-
 /// Reads and throws away what the client sends until it closes its side, fails, or `limit`
-/// passes.
-fn discard_until_closed(stream: &TcpStream, limit: Duration) {
+/// passes. Returns false if `limit` passed first.
+fn discard_until_closed(stream: &TcpStream, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     // Small on purpose: it is on every worker's stack, and every stack page a worker touches
     // is resident memory times the number of workers (CHANGELOG, Performance).
@@ -353,13 +370,16 @@ fn discard_until_closed(stream: &TcpStream, limit: Duration) {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            return;
+            return false;
         }
         match (&*stream).read(&mut discard) {
-            Ok(0) => return,
+            Ok(0) => return true,
             Ok(_) => {}
             Err(err) if err.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return,
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(_) => return true,
         }
     }
 }

@@ -25,6 +25,7 @@
 //! - [`outcome`]: how a connection ended, in the words the logs and the stats line use.
 //! - [`stats`]: server-wide counters and the stats line.
 //! - [`metrics`]: the counters over HTTP for Prometheus, with health checks.
+//! - [`http`]: the HTTP listener behind `--metrics`, bounded against hostile clients.
 //! - [`systemd`]: readiness notification and socket activation.
 //! - [`signals`]: SIGINT/SIGTERM (shutdown), SIGUSR1 (stats line), SIGHUP (reload).
 
@@ -33,6 +34,7 @@ pub mod collection;
 pub mod config;
 pub mod connection;
 pub mod faults;
+pub mod http;
 pub mod limit;
 pub mod listener;
 pub mod logging;

@@ -3,25 +3,21 @@
 //!
 //! The figures are read at scrape time from the counters the server keeps anyway ([`Stats`],
 //! the pool's [`Load`]) and from /proc for the process, so serving metrics adds nothing to a
-//! connection's path. The listener is tiny_http's, answered by a thread of its own: a slow
-//! or malformed request ties up that thread at worst, never a worker.
+//! connection's path. The requests are read by [`crate::http`], which bounds what a client
+//! can make it spend.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread;
 
-use anyhow::Context as _;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use tiny_http::{Header, Method, Response, Server};
-use tracing::debug;
 
 use crate::connection::Shared;
+use crate::http::{self, Answer};
 use crate::outcome::Outcome;
 use crate::pool::Load;
-use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 
 /// Everything the metrics are read from.
@@ -38,11 +34,6 @@ pub fn serve(
     load: Arc<Load>,
     workers: usize,
 ) -> anyhow::Result<SocketAddr> {
-    let fail = || format!("cannot listen for metrics on {addr}");
-    let server = Server::http(addr)
-        .map_err(|err| anyhow::anyhow!("{err}"))
-        .with_context(fail)?;
-    let local = server.server_addr().to_ip().with_context(fail)?;
     let shutdown = shared.shutdown.clone();
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Figures {
@@ -50,41 +41,24 @@ pub fn serve(
         load,
         workers,
     }));
-    thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            for request in server.incoming_requests() {
-                answer(request, &registry, &shutdown);
-            }
-        })
-        .context("cannot start the metrics thread")?;
-    Ok(local)
-}
-
-/// Answers one request. A client that goes away mid-answer is only logged at debug level.
-fn answer(request: tiny_http::Request, registry: &Registry, shutdown: &Shutdown) {
-    let (status, kind, body) = match (request.method(), request.url()) {
-        (Method::Get | Method::Head, "/metrics") => match encode(registry) {
-            Ok(text) => (200, "text/plain; version=0.0.4; charset=utf-8", text),
-            Err(_) => (500, "text/plain", "cannot encode the metrics\n".into()),
-        },
-        (Method::Get | Method::Head, "/healthz") => (200, "text/plain", "ok\n".into()),
-        // Not ready once shutting down: a balancer should stop sending new clients.
-        (Method::Get | Method::Head, "/readyz") if shutdown.has_begun() => {
-            (503, "text/plain", "shutting down\n".into())
-        }
-        (Method::Get | Method::Head, "/readyz") => (200, "text/plain", "ready\n".into()),
-        (Method::Get | Method::Head, _) => (404, "text/plain", "not found\n".into()),
-        _ => (405, "text/plain", "only GET and HEAD\n".into()),
-    };
-    // The header is made of constant, valid ASCII, so it always parses.
-    let header = Header::from_bytes("Content-Type", kind).expect("a valid header");
-    let response = Response::from_string(body)
-        .with_status_code(status)
-        .with_header(header);
-    if let Err(err) = request.respond(response) {
-        debug!(error = %err, "metrics: the client left before the answer");
-    }
+    http::serve(
+        addr,
+        Arc::new(move |path: &str| match path {
+            "/metrics" => match encode(&registry) {
+                Ok(text) => Answer {
+                    status: 200,
+                    content_type: "text/plain; version=0.0.4; charset=utf-8",
+                    body: text,
+                },
+                Err(_) => Answer::text(500, "cannot encode the metrics\n"),
+            },
+            "/healthz" => Answer::text(200, "ok\n"),
+            // Not ready once shutting down: a balancer should stop sending new clients.
+            "/readyz" if shutdown.has_begun() => Answer::text(503, "shutting down\n"),
+            "/readyz" => Answer::text(200, "ready\n"),
+            _ => Answer::text(404, "not found\n"),
+        }),
+    )
 }
 
 fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {

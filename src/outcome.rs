@@ -17,6 +17,9 @@ pub enum Outcome {
     CutOff,
     /// Turned away unserved: its source already held `--max-per-source` connections.
     Rejected,
+    /// The whole poem was sent, but the client neither closed its side nor stopped talking
+    /// within the linger, so the close may have reset the connection under the poem's end.
+    UncleanClose,
     /// `--proxy-protocol` is on, and the connection did not begin with a valid PROXY header
     /// in time; the reason says what was wrong.
     BadHeader(String),
@@ -33,7 +36,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// How many kinds of outcome there are: the length of [`Outcome::LABELS`].
-    pub const KINDS: usize = 11;
+    pub const KINDS: usize = 12;
 
     /// How many of the kinds are faults played on purpose: the last ones of
     /// [`Outcome::LABELS`], reported only when a fault is configured.
@@ -48,6 +51,7 @@ impl Outcome {
         "error",
         "shutdown",
         "rejected",
+        "unclean_close",
         "bad_header",
         "stalled",
         "cut_short",
@@ -77,11 +81,12 @@ impl Outcome {
             Outcome::Failed(_) => 3,
             Outcome::CutOff => 4,
             Outcome::Rejected => 5,
-            Outcome::BadHeader(_) => 6,
-            Outcome::Stalled => 7,
-            Outcome::CutShort => 8,
-            Outcome::Reset => 9,
-            Outcome::Refused => 10,
+            Outcome::UncleanClose => 6,
+            Outcome::BadHeader(_) => 7,
+            Outcome::Stalled => 8,
+            Outcome::CutShort => 9,
+            Outcome::Reset => 10,
+            Outcome::Refused => 11,
         }
     }
 

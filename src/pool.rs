@@ -123,31 +123,32 @@ impl Pool {
 
     /// Queues `job`, waiting while the queue is full. Fails, dropping the job unrun, if
     /// shutdown has begun or begins first.
+    ///
+    /// A job waiting here counts as queued, so that every accepted connection is either
+    /// queued, busy or ended in the figures.
     pub fn execute(&self, mut job: Job) -> Result<(), Closed> {
         // Present until `drain`, which takes the pool by value.
         let jobs = self
             .jobs
             .as_ref()
             .expect("the queue is open while the pool is shared");
+        // Counted before the send, so a worker never takes a job not yet counted.
+        self.load.queued.fetch_add(1, Ordering::Relaxed);
         loop {
             if self.shutdown.has_begun() {
-                return Err(Closed);
+                break;
             }
-            // Counted before the send, so a worker never takes a job not yet counted.
-            self.load.queued.fetch_add(1, Ordering::Relaxed);
             match jobs.try_send(job) {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Full(back)) => {
-                    self.load.queued.fetch_sub(1, Ordering::Relaxed);
                     job = back;
                     thread::sleep(FULL_QUEUE_POLL);
                 }
-                Err(TrySendError::Disconnected(_)) => {
-                    self.load.queued.fetch_sub(1, Ordering::Relaxed);
-                    return Err(Closed);
-                }
+                Err(TrySendError::Disconnected(_)) => break,
             }
         }
+        self.load.queued.fetch_sub(1, Ordering::Relaxed);
+        Err(Closed)
     }
 
     /// Takes no more jobs, lets the workers finish what they hold and what is queued, and

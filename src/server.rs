@@ -181,9 +181,11 @@ fn accept_loop(listeners: &Listeners, pool: &Pool, shared: &Arc<Shared>, shutdow
                 }
             },
         };
-        let shared = Arc::clone(shared);
-        let job = Box::new(move || connection::serve(stream, peer, admission, chance, &shared));
+        let for_job = Arc::clone(shared);
+        let job = Box::new(move || connection::serve(stream, peer, admission, chance, &for_job));
         if pool.execute(job).is_err() {
+            // Shutdown began while it waited for a worker: closed unserved, but logged.
+            connection::closed_at_shutdown(peer, shared);
             return;
         }
     }

@@ -212,6 +212,28 @@ impl Server {
             .collect()
     }
 
+    /// Reads the metrics line (the next line on stdout, after the listening lines) and
+    /// returns the metrics listener's address.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let line = self.stdout_line();
+        line.strip_prefix("poetry-serve metrics on http://")
+            .and_then(|rest| rest.strip_suffix("/metrics"))
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("odd metrics line {line:?}"))
+    }
+
+    /// Every line on stderr so far, each read as one JSON log event (`--log-format json`);
+    /// fails on a line that is not.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        let log = self.stderr();
+        log.lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|err| panic!("not a JSON event ({err}): {line:?}\n{log}"))
+            })
+            .collect()
+    }
+
     /// Fetches the whole poem from `addr`, one of the server's listening addresses.
     pub fn fetch_from(&self, addr: SocketAddr) -> Fetch {
         let started = Instant::now();
@@ -428,6 +450,40 @@ impl Fetch {
     pub fn first_byte(&self) -> Duration {
         self.arrivals.first().map_or(self.elapsed, |&(at, _)| at)
     }
+}
+
+/// Sends `request` (raw bytes) to `addr` over HTTP and returns the status code and the body.
+pub fn http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, LIMIT).expect("connect over HTTP");
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("an HTTP answer");
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not HTTP: {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// GETs `path` from `addr` on a connection of its own; returns the status code and the body.
+pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// The value of the sample `name` (with its labels, if any) in a Prometheus text page.
+pub fn sample(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name}:\n{page}"))
 }
 
 /// Reads `stream` to EOF, recording when each piece arrived relative to `started`.

@@ -6,6 +6,7 @@ mod clients;
 mod common;
 mod dead_peer;
 mod faults;
+mod hostile;
 mod open;
 mod operations;
 mod service;

@@ -1,46 +1,15 @@
 //! A good service citizen: Prometheus metrics and health checks over HTTP, systemd's
 //! readiness notifications, and socket activation.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{BIN, LIMIT, Server, binary_bytes, have, poem_file, read_to_end};
-
-/// Sends `request` (raw bytes) to `addr` and returns the status code and the body.
-fn http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, LIMIT).expect("connect to /metrics");
-    stream.set_read_timeout(Some(LIMIT)).unwrap();
-    stream.write_all(request).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("an HTTP answer");
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not HTTP: {answer:?}"));
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
-}
-
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    http(
-        addr,
-        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-}
-
-/// The value of the sample `name` (with its labels, if any) in a Prometheus text page.
-fn sample(page: &str, name: &str) -> f64 {
-    page.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {name}:\n{page}"))
-}
+use crate::common::{
+    BIN, LIMIT, Server, binary_bytes, get, have, http, poem_file, read_to_end, sample,
+};
 
 /// --metrics serves the counters in the Prometheus text format, health checks, and HTTP
 /// errors for bad requests; poems are served all the while.
@@ -58,12 +27,7 @@ fn metrics_and_health_over_http() {
             "9",
         ])
         .start();
-    let line = server.stdout_line();
-    let metrics: SocketAddr = line
-        .strip_prefix("poetry-serve metrics on http://")
-        .and_then(|rest| rest.strip_suffix("/metrics"))
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("odd metrics line {line:?}"));
+    let metrics = server.metrics_addr();
     assert_ne!(metrics.port(), 0);
     for _ in 0..3 {
         server.fetch_exact(&bytes);
@@ -120,12 +84,7 @@ fn a_stalled_metrics_client_stops_nothing() {
     let server = Server::launch(poem.path())
         .args(&["--delay", "0", "--metrics", "127.0.0.1:0"])
         .start();
-    let metrics: SocketAddr = server
-        .stdout_line()
-        .strip_prefix("poetry-serve metrics on http://")
-        .and_then(|rest| rest.strip_suffix("/metrics"))
-        .and_then(|addr| addr.parse().ok())
-        .expect("the metrics line");
+    let metrics = server.metrics_addr();
     let stalled: Vec<TcpStream> = (0..8)
         .map(|_| {
             let mut half = TcpStream::connect_timeout(&metrics, LIMIT).expect("connect");

@@ -1,0 +1,174 @@
+//! The HTTP listener behind `--metrics`: hyper's HTTP/1 on a single-threaded tokio runtime in
+//! a thread of its own, bounded against whatever a client sends.
+//!
+//! Anyone who can reach the port can talk to it (every Prometheus in a cluster), so nothing a
+//! client does may cost more than a bounded share of this one thread, and nothing here touches
+//! a poem's path:
+//! - at most [`MAX_CONNECTIONS`] at once; more wait in the kernel's listen backlog;
+//! - a request's head must arrive within [`REQUEST_TIMEOUT`] and fit in [`MAX_HEAD`] bytes, and
+//!   a kept-alive connection that sends nothing for as long is closed;
+//! - bodies are never read, so no length a client announces is ever allocated;
+//! - a connection lives at most [`MAX_LIFETIME`], however it behaves, then is told to close;
+//! - a failed accept (out of descriptors, say) pauses the loop for [`ACCEPT_BACKOFF`], then it
+//!   carries on.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+/// Connections served at once; the rest wait to be accepted.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a client has to send a request's head, and how long a kept-alive connection may
+/// wait idle for its next request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest request head (request line and headers) read; a larger one gets 431.
+const MAX_HEAD: usize = 8 * 1024;
+
+/// The longest any connection is kept, so that a client that asks and never reads its answers
+/// cannot hold a place for good. Prometheus reconnects without noticing.
+const MAX_LIFETIME: Duration = Duration::from_secs(60);
+
+/// After [`MAX_LIFETIME`], how long an answer under way may take to finish.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// How long to pause after `accept` fails for lack of resources.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// One answer: status, content type and body.
+pub struct Answer {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl Answer {
+    /// A plain-text answer.
+    pub fn text(status: u16, body: impl Into<String>) -> Answer {
+        Answer {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+        }
+    }
+}
+
+/// Answers a GET or HEAD of `path`. It runs on the listener's one thread, so it must not
+/// block.
+pub type Route = dyn Fn(&str) -> Answer + Send + Sync;
+
+/// Binds `addr` and answers requests with `route` on a thread of its own; returns the bound
+/// address (port 0 picks one). Fails only before it listens.
+pub fn serve(addr: SocketAddr, route: Arc<Route>) -> anyhow::Result<SocketAddr> {
+    let fail = || format!("cannot listen for metrics on {addr}");
+    let listener = std::net::TcpListener::bind(addr).with_context(fail)?;
+    listener.set_nonblocking(true).with_context(fail)?;
+    let local = listener.local_addr().with_context(fail)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("cannot start the metrics listener's runtime")?;
+    thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                // Registering with the runtime needs its reactor, so it happens in here; it
+                // fails only if the runtime has no I/O driver, which it was built with.
+                let listener = TcpListener::from_std(listener).expect("a runtime with I/O");
+                accept_loop(listener, route).await;
+            });
+        })
+        .context("cannot start the metrics thread")?;
+    Ok(local)
+}
+
+/// Accepts connections for ever, each served by a task of its own while a place is free.
+async fn accept_loop(listener: TcpListener, route: Arc<Route>) {
+    let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        // A place first, then the connection: past the bound, clients wait in the kernel's
+        // listen backlog, as they do for poems, and a burst of them is served in turn.
+        let place = Arc::clone(&places)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of descriptors or memory: wait for some to be freed, then go on.
+                warn!(error = %err, "metrics: accept failed; pausing before the next");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let route = Arc::clone(&route);
+        tokio::spawn(async move {
+            connection(stream, &route).await;
+            drop(place);
+        });
+    }
+}
+
+/// Serves one connection until the client closes it, breaks a bound, or outlives
+/// [`MAX_LIFETIME`].
+async fn connection(stream: TcpStream, route: &Arc<Route>) {
+    let route = Arc::clone(route);
+    let service = service_fn(move |request| {
+        let answer = respond(&request, &*route);
+        async move { Ok::<_, Infallible>(answer) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(REQUEST_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .max_header_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let ended = match tokio::time::timeout(MAX_LIFETIME, conn.as_mut()).await {
+        Ok(ended) => ended,
+        Err(_) => {
+            conn.as_mut().graceful_shutdown();
+            match tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await {
+                Ok(ended) => ended,
+                Err(_) => return, // dropped, and so closed
+            }
+        }
+    };
+    if let Err(err) = ended {
+        debug!(error = %err, "metrics: connection ended with an error");
+    }
+}
+
+/// The answer to one request. Its body is never read: whatever length it announces, hyper
+/// closes the connection after the answer rather than read it.
+fn respond(request: &Request<Incoming>, route: &Route) -> Response<Full<Bytes>> {
+    let answer = match *request.method() {
+        Method::GET | Method::HEAD => route(request.uri().path()),
+        _ => Answer::text(405, "only GET and HEAD\n"),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(answer.body)));
+    // Every status a route gives is a valid one; a bad one would be a bug, shown as 500.
+    *response.status_mut() =
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
+    response
+}

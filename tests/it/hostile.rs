@@ -1,0 +1,390 @@
+//! Nothing a client sends can stop the server: hostile requests to the metrics listener and
+//! hostile PROXY headers end their own connection, and poems go on byte for byte.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::{LIMIT, Server, binary_bytes, get, poem_file, sample};
+
+/// The metrics listener's bound on connections open at once (src/http.rs).
+const METRICS_CONNECTIONS: usize = 64;
+
+/// Sends `bytes` to `addr` and closes without waiting for an answer.
+fn send_and_close(addr: SocketAddr, bytes: &[u8]) {
+    let mut stream = TcpStream::connect_timeout(&addr, LIMIT).expect("connect");
+    stream.set_write_timeout(Some(LIMIT)).unwrap();
+    let _ = stream.write_all(bytes); // the server may answer and close before the end
+}
+
+/// Connects to `addr`, sends a request, and resets the connection at once (SO_LINGER of zero).
+fn connect_and_reset(addr: SocketAddr) {
+    let mut stream = TcpStream::connect_timeout(&addr, LIMIT).expect("connect");
+    let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+}
+
+/// How many of `what` (`fd`, `task`) the process `pid` has now.
+fn count(pid: u32, what: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/{what}"))
+        .map(|dir| dir.count())
+        .unwrap_or(0)
+}
+
+/// A request announcing a body of 99,999,999,999 bytes gets its answer, and neither the server
+/// nor a poem in flight notices: no client can size an allocation.
+#[test]
+fn a_huge_content_length_aborts_nothing() {
+    let bytes = binary_bytes(400);
+    let poem = poem_file(&bytes);
+    let server = Server::launch(poem.path())
+        .args(&[
+            "--delay",
+            "0.05",
+            "--num-bytes",
+            "40",
+            "--metrics",
+            "127.0.0.1:0",
+        ])
+        .start();
+    let metrics = server.metrics_addr();
+    let in_flight = server.start_streaming(40);
+    for request in [
+        "GET /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999\r\n\r\n",
+        "POST /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffff\r\n",
+    ] {
+        send_and_close(metrics, request.as_bytes());
+    }
+    let got = in_flight.finish().expect("the poem in flight");
+    server.assert_bytes(&got, &bytes);
+    assert_eq!(get(metrics, "/healthz"), (200, "ok\n".into()));
+    server.fetch_exact(&bytes);
+}
+
+/// Out of file descriptors, the metrics listener pauses and carries on: once poem clients
+/// leave and free some, health checks are answered again.
+#[test]
+fn the_metrics_listener_outlives_descriptor_exhaustion() {
+    let bytes = binary_bytes(100);
+    let poem = poem_file(&bytes);
+    let server = Server::launch(poem.path())
+        .under_shell("ulimit -n 32")
+        .args(&[
+            "--delay",
+            "0.1",
+            "--num-bytes",
+            "1",
+            "--metrics",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .start();
+    let metrics = server.metrics_addr();
+    // More poem clients than there are descriptors: the poem listener runs out first.
+    let hogs: Vec<TcpStream> = (0..40).map(|_| server.connect()).collect();
+    server.wait_for_log("accept failed");
+    // This one waits in the backlog, and the metrics listener's accept fails too.
+    let mut waiting = TcpStream::connect_timeout(&metrics, LIMIT).expect("connect to metrics");
+    waiting.set_read_timeout(Some(LIMIT)).unwrap();
+    waiting
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    server.wait_for_log("metrics: accept failed");
+    drop(hogs);
+    let mut answer = String::new();
+    waiting
+        .read_to_string(&mut answer)
+        .unwrap_or_else(|err| panic!("no answer ({err}); stderr:\n{}", server.stderr()));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(get(metrics, "/healthz"), (200, "ok\n".into()));
+}
+
+/// Idle connections to the metrics port cost neither a thread each nor unbounded
+/// descriptors; each is closed after the request timeout; a scrape works once they are gone.
+#[test]
+fn idle_metrics_connections_are_bounded_and_timed_out() {
+    let poem = poem_file(b"a poem\n");
+    let server = Server::launch(poem.path())
+        .args(&["--workers", "4", "--metrics", "127.0.0.1:0"])
+        .start();
+    let metrics = server.metrics_addr();
+    let pid = server.pid();
+    let (threads, fds) = (count(pid, "task"), count(pid, "fd"));
+    // More than the listener serves at once, fewer than its backlog holds besides.
+    let idle: Vec<TcpStream> = (0..150)
+        .map(|_| TcpStream::connect_timeout(&metrics, LIMIT).expect("connect"))
+        .collect();
+    thread::sleep(Duration::from_millis(500)); // let the listener accept what it will
+    assert_eq!(count(pid, "task"), threads, "a thread per connection?");
+    let grown = count(pid, "fd") - fds;
+    assert!(
+        grown <= METRICS_CONNECTIONS + 2,
+        "{grown} more descriptors for 150 idle connections"
+    );
+    // The first ones were accepted: the server closes them after the request timeout.
+    let mut idle = idle.into_iter();
+    let mut first = idle.next().unwrap();
+    first.set_read_timeout(Some(LIMIT)).unwrap();
+    let started = Instant::now();
+    let closed = first.read(&mut [0u8; 16]);
+    assert!(
+        matches!(&closed, Ok(0))
+            || matches!(&closed, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "an idle connection stayed open: {closed:?} after {:?}",
+        started.elapsed()
+    );
+    // The rest wait in the backlog behind; once they leave, a scrape gets through.
+    drop(idle);
+    assert_eq!(get(metrics, "/healthz"), (200, "ok\n".into()));
+}
+
+/// Connections reset straight after sending a request leave no panic and no stray text in a JSON
+/// log: every line on stderr is still one JSON event.
+#[test]
+fn resets_on_the_metrics_port_leave_the_log_clean() {
+    let poem = poem_file(b"a poem\n");
+    let server = Server::launch(poem.path())
+        .args(&["--log-format", "json", "--metrics", "127.0.0.1:0"])
+        .start();
+    let metrics = server.metrics_addr();
+    thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..1000 {
+                    connect_and_reset(metrics);
+                }
+            });
+        }
+    });
+    assert_eq!(get(metrics, "/healthz"), (200, "ok\n".into()));
+    server.fetch_exact(b"a poem\n");
+    server.wait_for_log("connection ended");
+    let log = server.stderr();
+    assert!(!log.contains("panicked"), "{log}");
+    let events = server.events();
+    assert!(events.iter().any(|e| e["message"] == "connection ended"));
+}
+
+/// A tiny seeded generator, so a failing case can be replayed.
+struct Draws(u64);
+
+impl Draws {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// `seed` with a few of its bytes flipped, dropped, doubled or replaced, or cut short, or
+    /// with a hostile piece spliced in.
+    fn mutate(&mut self, seed: &[u8], pieces: &[&[u8]]) -> Vec<u8> {
+        let mut bytes = seed.to_vec();
+        for _ in 0..1 + self.below(4) {
+            let at = self.below(bytes.len().max(1));
+            match self.below(6) {
+                0 if !bytes.is_empty() => bytes[at] ^= 1 << self.below(8),
+                1 if !bytes.is_empty() => {
+                    bytes.remove(at);
+                }
+                2 if !bytes.is_empty() => bytes.insert(at, bytes[at]),
+                3 => bytes.insert(at, self.next() as u8),
+                4 => bytes.truncate(at),
+                _ => {
+                    let piece = pieces[self.below(pieces.len())];
+                    bytes.splice(at..at, piece.iter().copied());
+                }
+            }
+        }
+        bytes
+    }
+}
+
+/// Seeded, bounded fuzzing: hundreds of mutated HTTP requests to the metrics port and mutated
+/// PROXY v1/v2 headers to a --proxy-protocol port; both servers then still serve byte for byte
+/// and answer health checks.
+#[test]
+fn mutated_requests_and_headers_stop_nothing() {
+    let bytes = binary_bytes(300);
+    let poem = poem_file(&bytes);
+    let metrics_server = Server::launch(poem.path())
+        .args(&["--delay", "0", "--metrics", "127.0.0.1:0"])
+        .start();
+    let metrics = metrics_server.metrics_addr();
+    let proxied = Server::launch(poem.path())
+        .args(&["--delay", "0", "--proxy-protocol"])
+        .start();
+    let mut draws = Draws(0x5eed_2026_1204);
+    let requests: [&[u8]; 3] = [
+        b"GET /metrics HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n",
+        b"HEAD /healthz HTTP/1.0\r\n\r\n",
+        b"POST /readyz HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+    ];
+    let http_pieces: [&[u8]; 7] = [
+        b"Content-Length: 99999999999\r\n",
+        b"Content-Length: 99999999999999999999\r\n",
+        b"Transfer-Encoding: chunked\r\n\r\nfffffffffffffff\r\n",
+        b"\r\n\r\n",
+        b"\x00\xff\x80",
+        &[b'a'; 9000],
+        b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+    ];
+    for _ in 0..400 {
+        let seed = requests[draws.below(requests.len())];
+        let request = draws.mutate(seed, &http_pieces);
+        send_and_close(metrics, &request);
+    }
+    let headers: [&[u8]; 3] = [
+        b"PROXY TCP4 192.0.2.1 192.0.2.2 1234 80\r\n",
+        b"PROXY TCP6 2001:db8::1 2001:db8::2 1234 80\r\n",
+        // v2: signature, PROXY over TCP/IPv4, 12 bytes of addresses and ports
+        b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\xc0\x00\x02\x01\xc0\x00\x02\x02\x04\xd2\x00\x50",
+    ];
+    let proxy_pieces: [&[u8]; 4] = [b"\xff\xff", b"99999999999", b" ", &[b'9'; 200]];
+    for _ in 0..400 {
+        let seed = headers[draws.below(headers.len())];
+        let header = draws.mutate(seed, &proxy_pieces);
+        send_and_close(proxied.addr, &header);
+    }
+    metrics_server.fetch_exact(&bytes);
+    assert_eq!(get(metrics, "/healthz"), (200, "ok\n".into()));
+    let (status, page) = get(metrics, "/metrics");
+    assert_eq!(status, 200, "{page}");
+    let mut stream = proxied.connect();
+    stream
+        .write_all(b"PROXY TCP4 192.0.2.7 192.0.2.2 4321 80\r\n")
+        .unwrap();
+    let fetched = crate::common::read_to_end(stream, Instant::now()).expect("a proxied poem");
+    proxied.assert_bytes(&fetched.bytes, &bytes);
+    let log = proxied.stderr();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// Every accepted connection is either queued, busy or ended in the figures while serving;
+/// and at SIGTERM the one the accept loop holds for want of a worker gets its log line and
+/// its outcome like every other.
+#[test]
+fn every_accepted_connection_is_counted_and_logged_at_shutdown() {
+    let bytes = binary_bytes(200);
+    let poem = poem_file(&bytes);
+    let mut server = Server::launch(poem.path())
+        .args(&[
+            "--workers",
+            "2",
+            "--delay",
+            "0.2",
+            "--num-bytes",
+            "10",
+            "--shutdown-grace",
+            "0.5",
+            "--metrics",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .start();
+    let metrics = server.metrics_addr();
+    let clients: Vec<TcpStream> = (0..10).map(|_| server.connect()).collect();
+    // Two streaming, two queued, one held by the accept loop: five accepted.
+    let started = Instant::now();
+    let page = loop {
+        let (_, page) = get(metrics, "/metrics");
+        if sample(&page, "poetry_connections_accepted_total") >= 5.0 {
+            break page;
+        }
+        assert!(started.elapsed() < LIMIT, "never 5 accepted:\n{page}");
+        thread::sleep(Duration::from_millis(20));
+    };
+    let accepted = sample(&page, "poetry_connections_accepted_total");
+    let in_hand = sample(&page, "poetry_workers_busy") + sample(&page, "poetry_connections_queued");
+    let ended: f64 = page
+        .lines()
+        .filter(|line| line.starts_with("poetry_connections_ended_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(accepted, in_hand + ended, "{page}");
+    server.signal(libc::SIGTERM);
+    assert_eq!(
+        server.wait_exit(LIMIT).code(),
+        Some(0),
+        "{}",
+        server.stderr()
+    );
+    drop(clients);
+    let events = server.events();
+    let lines = events
+        .iter()
+        .filter(|e| e["message"] == "connection ended")
+        .count();
+    let stats = events
+        .iter()
+        .rfind(|e| e["message"] == "stats")
+        .expect("a final stats line");
+    assert_eq!(
+        stats["accepted"].as_u64(),
+        Some(lines as u64),
+        "{}",
+        server.stderr()
+    );
+    assert!(lines >= 5, "{}", server.stderr());
+}
+
+/// With --max-per-source 1, a client that reads each poem to its end, closes and connects
+/// again is never refused: its place is free before it can see the end.
+#[test]
+fn a_sequential_client_is_never_refused_by_its_own_last_connection() {
+    let poem = poem_file(b"a short poem\n");
+    let server = Server::launch(poem.path())
+        .args(&["--delay", "0", "--max-per-source", "1"])
+        .start();
+    for round in 0..300 {
+        let fetched = server.fetch();
+        assert_eq!(
+            fetched.bytes,
+            b"a short poem\n",
+            "round {round}; stderr:\n{}",
+            server.stderr()
+        );
+    }
+}
+
+/// A client that keeps sending while it reads too slowly to take the poem's end before the
+/// linger runs out is logged as an unclean close, not as complete.
+#[test]
+fn a_close_that_may_cost_the_tail_is_not_called_complete() {
+    let bytes = binary_bytes(12 * 1024);
+    let poem = poem_file(&bytes);
+    let server = Server::launch(poem.path())
+        .args(&["--delay", "0", "--log-format", "json"])
+        .start();
+    // A small receive window, so most of the poem waits in the server's send queue.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    socket
+        .connect_timeout(&server.addr.into(), LIMIT)
+        .expect("connect");
+    let mut stream = TcpStream::from(socket);
+    stream.set_write_timeout(Some(LIMIT)).unwrap();
+    let talk_until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < talk_until {
+        let _ = stream.write_all(b"chatter\n");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let log = server.wait_for_log("connection ended");
+    let events = server.events();
+    let ended = events
+        .iter()
+        .find(|e| e["message"] == "connection ended")
+        .expect("a connection line");
+    assert_eq!(ended["outcome"], "unclean_close", "{log}");
+}
