@@ -5,10 +5,9 @@
 //! whole process. So the pool's size is checked against each limit first, and a size that
 //! cannot fit gets one line naming the limit and what to raise.
 
-use std::fs;
-use std::path::Path;
-
 use anyhow::bail;
+
+use crate::sys::{cgroup_pids, maps_in_use, read_number, tasks_on_the_machine, thread_limit};
 
 /// Memory maps each thread adds: its stack and guard page, and the signal stack the Rust
 /// runtime gives it with its own guard page (counted in `/proc/PID/maps`).
@@ -57,7 +56,7 @@ pub fn check(workers: usize) -> anyhow::Result<()> {
             );
         }
     }
-    if let Some(max) = process_limit()
+    if let Some(max) = thread_limit()
         && wanted > max
     {
         bail!(
@@ -66,52 +65,6 @@ pub fn check(workers: usize) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn read_number(path: impl AsRef<Path>) -> Option<u64> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-fn maps_in_use() -> Option<u64> {
-    let maps = fs::read_to_string("/proc/self/maps").ok()?;
-    Some(maps.lines().count() as u64)
-}
-
-/// Every thread on the machine: the fourth field of /proc/loadavg is `running/total`.
-fn tasks_on_the_machine() -> Option<u64> {
-    let loadavg = fs::read_to_string("/proc/loadavg").ok()?;
-    let field = loadavg.split_whitespace().nth(3)?;
-    field.split_once('/')?.1.parse().ok()
-}
-
-/// The cgroup v2 task limit and use of this process's control group, when it has a limit.
-fn cgroup_pids() -> Option<(u64, u64)> {
-    let membership = fs::read_to_string("/proc/self/cgroup").ok()?;
-    let path = membership.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
-    // "max" (no limit) does not parse, and then there is nothing to check.
-    let max = read_number(dir.join("pids.max"))?;
-    let used = read_number(dir.join("pids.current"))?;
-    Some((max, used))
-}
-
-/// RLIMIT_NPROC, which counts threads, when it applies: root is exempt from it.
-fn process_limit() -> Option<u64> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return None;
-    }
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into a valid, exclusively borrowed rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut limit) } != 0
-        || limit.rlim_cur == libc::RLIM_INFINITY
-    {
-        return None;
-    }
-    Some(limit.rlim_cur)
 }
 
 #[cfg(test)]
@@ -126,11 +79,5 @@ mod tests {
         let err = format!("{:#}", check(10_000_000).unwrap_err());
         assert!(err.starts_with("--workers 10000000 does not fit"), "{err}");
         assert!(err.contains("raise"), "{err}");
-    }
-
-    /// The machine-wide thread count is read from /proc/loadavg.
-    #[test]
-    fn the_machine_has_threads() {
-        assert!(tasks_on_the_machine().is_some_and(|n| n > 0));
     }
 }

@@ -469,13 +469,10 @@ fn scope_id(scope: &str) -> anyhow::Result<u32> {
     if let Ok(index) = scope.parse() {
         return Ok(index);
     }
-    let name = std::ffi::CString::new(scope).context("an interface name has no NUL byte")?;
-    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if index == 0 {
-        bail!("no network interface is called '{scope}'");
+    match crate::sys::interface_index(scope) {
+        Some(index) => Ok(index),
+        None => bail!("no network interface is called '{scope}'"),
     }
-    Ok(index)
 }
 
 /// Whether a duration option may be zero.

@@ -13,67 +13,20 @@ use std::time::{Duration, Instant};
 use socket2::SockRef;
 use tracing::{debug, info};
 
-use crate::collection::Collection;
-use crate::faults::{Fault, Faults};
-use crate::limit::{Admission, Limit, OverLimit};
+use crate::faults::{Chance, Fault, Faults};
+use crate::limit::{Admission, OverLimit};
 use crate::outcome::Outcome;
-use crate::pacing::{Pacing, Schedule};
+use crate::pacing::Schedule;
 use crate::poem::{Buffer, Poem};
 use crate::proxy;
-use crate::shutdown;
-use crate::stats::Stats;
+use crate::shared::Shared;
+use crate::sys;
 
 /// After the last byte, how long to wait for the client to close its side, discarding whatever
 /// it sends. Closing a socket with unread input makes the kernel send a reset, which can destroy
 /// the end of the poem before the client reads it; waiting for the client's EOF avoids that,
 /// and this bound keeps a client that never stops talking from holding the worker.
 pub const LINGER: Duration = Duration::from_secs(2);
-
-/// What every connection needs, shared by all workers.
-pub struct Shared {
-    /// The poems; each client gets one.
-    pub poems: Collection,
-    /// Chunk size and delay.
-    pub pacing: Pacing,
-    /// How long a write may make no progress, or sent data go unacknowledged, before the
-    /// client is dropped.
-    pub write_timeout: Duration,
-    /// Whether every connection begins with a PROXY header naming the real client.
-    pub proxy_protocol: bool,
-    /// Connections per source.
-    pub limit: Arc<Limit>,
-    /// Server-wide totals.
-    pub stats: Stats,
-    /// Ends connections still streaming when the grace period is over.
-    pub shutdown: shutdown::Shutdown,
-    /// Faults played on purpose, and the seed of every random draw.
-    pub faults: Faults,
-}
-
-/// What chance decided for one connection: the generator its jitter and chunk sizes are
-/// drawn from, and the fault it gets. Empty when nothing is random.
-#[derive(Default)]
-pub struct Chance {
-    rng: Option<fastrand::Rng>,
-    /// The fault this connection gets, if any.
-    pub fault: Option<Fault>,
-}
-
-impl Shared {
-    /// Draws what chance decides for connection number `id`. Costs nothing when no fault is
-    /// configured and nothing in the pacing varies.
-    pub fn chance(&self, id: u64) -> Chance {
-        if self.faults.fault.is_none() && !self.pacing.varies() {
-            return Chance::default();
-        }
-        let mut rng = self.faults.rng(id);
-        let fault = self.faults.pick(&mut rng);
-        Chance {
-            rng: Some(rng),
-            fault,
-        }
-    }
-}
 
 /// What the connection's log line tells.
 struct Record {
@@ -104,7 +57,7 @@ pub fn serve(
     // Declared after `stream`, so dropped before it: the socket is closed untracked.
     let _tracked = shared.shutdown.track(&stream);
     let mut record = Record::starting(peer);
-    let admission = if shared.proxy_protocol {
+    let admission = if shared.config.proxy_protocol {
         record.via = Some(peer);
         record.peer = match proxy::read_header(&stream, peer) {
             Ok(client) => client,
@@ -119,19 +72,19 @@ pub fn serve(
     };
     let poem = shared.poems.pick();
     record.poem = Some(Arc::clone(&poem));
-    let mut schedule = Schedule::new(shared.pacing, record.start, chance.rng);
+    let mut schedule = Schedule::new(shared.config.pacing, record.start, chance.rng);
     let limit = Faults::byte_limit(chance.fault);
     let mut outcome = stream_poem(&stream, &poem, shared, &mut record, &mut schedule, limit);
     if outcome.is_complete() && record.stopped_by_fault {
         match chance.fault {
             Some(Fault::CloseAfter(_)) => outcome = Outcome::CutShort,
             Some(Fault::StallAfter(_)) => {
-                stall(&stream, shared.write_timeout);
+                stall(&stream, shared.config.write_timeout);
                 outcome = Outcome::Stalled;
             }
             Some(Fault::ResetAfter(_)) => {
                 // Once the client has the bytes, so that the reset is all it sees happen.
-                wait_until_delivered(&stream, shared.write_timeout);
+                wait_until_delivered(&stream, shared.config.write_timeout);
                 let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
                 return record.end(Outcome::Reset, shared); // closed with a reset on return
             }
@@ -145,7 +98,7 @@ pub fn serve(
     // byte; if that fails, the client is already gone. Whether the client has acknowledged
     // every byte is asked first: the FIN the shutdown queues would count as unacknowledged.
     let closes_cleanly = matches!(outcome, Outcome::Complete | Outcome::CutShort);
-    let delivered = closes_cleanly && queued_unacknowledged(&stream) == Some(0);
+    let delivered = closes_cleanly && sys::unacknowledged(&stream) == Some(0);
     // The source's place is given back before the client can see the end, so that a client
     // that reconnects as soon as it reads EOF is never refused for the connection it just
     // finished.
@@ -154,7 +107,8 @@ pub fn serve(
     // A client that holds every byte and sent nothing can be closed at once: a line it sends
     // later draws a reset only after it has read the poem and its end. Otherwise linger,
     // lest a reset destroy what it has not yet received, and say so if it still might.
-    if lingering && !(delivered && unread(&stream) == Some(0)) && !close_without_loss(&stream) {
+    if lingering && !(delivered && sys::unread(&stream) == Some(0)) && !close_without_loss(&stream)
+    {
         outcome = Outcome::UncleanClose;
     }
     record.end(outcome, shared);
@@ -175,30 +129,7 @@ fn close_without_loss(stream: &TcpStream) -> bool {
         return true;
     }
     // One unacknowledged unit is the FIN itself, which loses nothing.
-    unread(stream) == Some(0) && queued_unacknowledged(stream).is_some_and(|n| n <= 1)
-}
-
-/// Bytes sent on `stream` that the peer has not acknowledged yet (SIOCOUTQ), if the system
-/// says.
-fn queued_unacknowledged(stream: &TcpStream) -> Option<usize> {
-    #[cfg(target_os = "linux")]
-    return socket_ioctl(stream, libc::TIOCOUTQ);
-    #[cfg(not(target_os = "linux"))]
-    return None;
-}
-
-/// Bytes received on `stream` and not read yet (FIONREAD), if the system says.
-fn unread(stream: &TcpStream) -> Option<usize> {
-    socket_ioctl(stream, libc::FIONREAD)
-}
-
-/// A socket ioctl that answers with an int.
-fn socket_ioctl(stream: &TcpStream, request: libc::Ioctl) -> Option<usize> {
-    use std::os::fd::AsRawFd;
-    let mut count: libc::c_int = 0;
-    // SAFETY: both requests write one int, into `count`, which outlives the call.
-    let done = unsafe { libc::ioctl(stream.as_raw_fd(), request, &mut count) };
-    (done == 0).then(|| usize::try_from(count).ok()).flatten()
+    sys::unread(stream) == Some(0) && sys::unacknowledged(stream).is_some_and(|n| n <= 1)
 }
 
 /// Resets a connection at once, unserved (the `--refuse` fault), and counts and logs it.
@@ -223,7 +154,7 @@ fn stall(stream: &TcpStream, limit: Duration) {
 /// Waits, up to `limit`, until the client has acknowledged every byte sent.
 fn wait_until_delivered(stream: &TcpStream, limit: Duration) {
     let deadline = Instant::now() + limit;
-    while queued_unacknowledged(stream).is_some_and(|n| n > 0) && Instant::now() < deadline {
+    while sys::unacknowledged(stream).is_some_and(|n| n > 0) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
@@ -291,7 +222,7 @@ fn stream_poem(
         len = limit;
         record.stopped_by_fault = true;
     }
-    let mut buffer = Buffer::for_steps(shared.pacing.max_step(), len);
+    let mut buffer = Buffer::for_steps(shared.config.pacing.max_step(), len);
     let mut offset = 0;
     while offset < len {
         // Unpaced, every step is due at once; either way, the cut ends the poem here.
@@ -332,8 +263,8 @@ fn prepare(stream: &TcpStream, poem: &Poem, shared: &Shared) -> io::Result<u64> 
     #[cfg(not(target_os = "linux"))]
     set_options(
         SockRef::from(stream),
-        shared.write_timeout,
-        shared.pacing.is_paced(),
+        shared.config.write_timeout,
+        shared.config.pacing.is_paced(),
     )?;
     #[cfg(target_os = "linux")]
     let _ = (stream, shared);

@@ -46,7 +46,31 @@ impl Default for Faults {
     }
 }
 
+/// What chance decided for one connection: the generator its jitter and chunk sizes are
+/// drawn from, and the fault it gets. Empty when nothing is random.
+#[derive(Default)]
+pub struct Chance {
+    /// Where the connection's jitter and chunk sizes are drawn from, if they vary.
+    pub rng: Option<fastrand::Rng>,
+    /// The fault this connection gets, if any.
+    pub fault: Option<Fault>,
+}
+
 impl Faults {
+    /// Draws what chance decides for connection number `id`. Costs nothing when no fault is
+    /// configured and nothing in the pacing `varies`.
+    pub fn chance(&self, id: u64, varies: bool) -> Chance {
+        if self.fault.is_none() && !varies {
+            return Chance::default();
+        }
+        let mut rng = self.rng(id);
+        let fault = self.pick(&mut rng);
+        Chance {
+            rng: Some(rng),
+            fault,
+        }
+    }
+
     /// The random numbers of connection number `id` (counting from 0 in accept order).
     pub fn rng(&self, id: u64) -> fastrand::Rng {
         match self.seed {

@@ -29,26 +29,29 @@
 //! - [`systemd`]: readiness notification and socket activation.
 //! - [`signals`]: SIGINT/SIGTERM (shutdown), SIGUSR1 (stats line), SIGHUP (reload).
 
-pub mod capacity;
-pub mod collection;
-pub mod config;
-pub mod connection;
-pub mod faults;
-pub mod http;
-pub mod limit;
-pub mod listener;
-pub mod logging;
-pub mod metrics;
-pub mod outcome;
-pub mod pacing;
-pub mod poem;
-pub mod pool;
-pub mod proxy;
-pub mod server;
-pub mod shutdown;
-pub mod signals;
-pub mod stats;
-pub mod systemd;
+mod capacity;
+mod collection;
+mod config;
+mod connection;
+mod faults;
+mod http;
+mod limit;
+mod listener;
+mod logging;
+mod metrics;
+mod outcome;
+mod pacing;
+mod poem;
+mod pool;
+mod proxy;
+mod server;
+mod shared;
+mod shutdown;
+mod signals;
+mod stats;
+mod sys;
+mod systemd;
 
-pub use config::Config;
+pub use config::{Cli, Config};
+pub use logging::{flush as flush_log, init as init_log};
 pub use server::run;

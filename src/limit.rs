@@ -104,11 +104,6 @@ impl Limit {
             *unreported = (0, Some(Instant::now()));
         }
     }
-
-    /// How many connections `source` holds now.
-    pub fn held_by(&self, source: Source) -> u32 {
-        lock(&self.held).get(&source).copied().unwrap_or(0)
-    }
 }
 
 impl Drop for Admission {

@@ -11,6 +11,8 @@ use std::os::fd::AsRawFd;
 use anyhow::Context as _;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::sys;
+
 /// Listen backlog asked for; the kernel caps it at `net.core.somaxconn` (4096 on current
 /// Linux). std's `TcpListener::bind` asks for 128.
 pub const BACKLOG: i32 = 4096;
@@ -80,25 +82,17 @@ impl Listeners {
     }
 
     fn accept_any(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let mut fds: Vec<libc::pollfd> = self
+        // The descriptors stay open while `self` is borrowed.
+        let fds: Vec<_> = self
             .sockets
             .iter()
-            .map(|socket| libc::pollfd {
-                fd: socket.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
+            .map(|socket| socket.as_raw_fd())
             .collect();
         loop {
-            // SAFETY: `fds` is a valid array of `fds.len()` pollfds, and its descriptors stay
-            // open while `self` is borrowed.
-            let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-            if ready < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            for (socket, fd) in self.sockets.iter().zip(&fds) {
+            let ready = sys::wait_readable(&fds)?;
+            for (socket, ready) in self.sockets.iter().zip(ready) {
                 // A socket shut down at shutdown reports POLLHUP; accept then fails at once.
-                if fd.revents != 0 {
+                if ready {
                     match socket.accept() {
                         Err(err) if err.kind() == ErrorKind::WouldBlock => {}
                         Ok((stream, peer)) => {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use poetry_serve::config::Cli;
+use poetry_serve::Cli;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -25,13 +25,13 @@ fn main() -> ExitCode {
             Err(err) => fail(&err.into(), ExitCode::FAILURE),
         };
     }
-    poetry_serve::logging::init(cli.log_format);
+    poetry_serve::init_log(cli.log_format);
     let config = match cli.validate() {
         Ok(config) => config,
         Err(err) => return fail(&err, ExitCode::from(2)),
     };
     let result = poetry_serve::run(config);
-    poetry_serve::logging::flush();
+    poetry_serve::flush_log();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(&err, ExitCode::FAILURE),

@@ -14,33 +14,21 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::connection::Shared;
 use crate::http::{self, Answer};
 use crate::outcome::Outcome;
-use crate::pool::Load;
+use crate::shared::Shared;
 use crate::stats::Stats;
 
 /// Everything the metrics are read from.
 struct Figures {
     shared: Arc<Shared>,
-    load: Arc<Load>,
-    workers: usize,
 }
 
 /// Starts answering HTTP on `addr` and returns where it listens (port 0 picks one).
-pub fn serve(
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    load: Arc<Load>,
-    workers: usize,
-) -> anyhow::Result<SocketAddr> {
+pub fn serve(addr: SocketAddr, shared: Arc<Shared>) -> anyhow::Result<SocketAddr> {
     let shutdown = shared.shutdown.clone();
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Figures {
-        shared,
-        load,
-        workers,
-    }));
+    registry.register_collector(Box::new(Figures { shared }));
     http::serve(
         addr,
         Arc::new(move |path: &str| match path {
@@ -76,7 +64,7 @@ impl std::fmt::Debug for Figures {
 impl Collector for Figures {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stats: &Stats = &self.shared.stats;
-        let report = stats.report(&self.load);
+        let report = self.shared.report();
         counter(
             &mut encoder,
             "poetry_connections_accepted",
@@ -123,7 +111,7 @@ impl Collector for Figures {
             &mut encoder,
             "poetry_workers",
             "Size of the worker pool.",
-            self.workers as u64,
+            self.shared.config.workers.get() as u64,
         )?;
         let poems = self.shared.poems.current().len() as u64;
         gauge(&mut encoder, "poetry_poems", "Poems being served.", poems)?;
@@ -190,10 +178,10 @@ fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) ->
 /// The process figures Prometheus's client libraries export under the same names, read from
 /// /proc at scrape time.
 mod process {
-    use std::fs;
-
     use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
     use prometheus_client::metrics::MetricType;
+
+    use crate::sys::{cpu_seconds, open_fds, resident_bytes, threads};
 
     pub fn encode(encoder: &mut DescriptorEncoder) -> std::fmt::Result {
         if let Some(cpu) = cpu_seconds() {
@@ -221,37 +209,5 @@ mod process {
             }
         }
         Ok(())
-    }
-
-    fn page_size() -> u64 {
-        // SAFETY: sysconf has no preconditions.
-        unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
-    }
-
-    fn cpu_seconds() -> Option<f64> {
-        let stat = fs::read_to_string("/proc/self/stat").ok()?;
-        // Fields after the command name, which is in parentheses and may hold spaces: utime
-        // and stime are the 12th and 13th of them.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let mut fields = rest.split_whitespace().skip(11);
-        let ticks: u64 =
-            fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        Some(ticks as f64 / hz)
-    }
-
-    fn resident_bytes() -> Option<u64> {
-        let statm = fs::read_to_string("/proc/self/statm").ok()?;
-        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-        Some(pages * page_size())
-    }
-
-    fn open_fds() -> Option<u64> {
-        Some(fs::read_dir("/proc/self/fd").ok()?.count() as u64)
-    }
-
-    fn threads() -> Option<u64> {
-        Some(fs::read_dir("/proc/self/task").ok()?.count() as u64)
     }
 }

@@ -29,6 +29,7 @@ use std::time::Duration;
 use tracing::error;
 
 use crate::shutdown::Shutdown;
+use crate::sys;
 
 /// One unit of work: serving one connection.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -224,14 +225,7 @@ pub const WORKER_NICENESS: i32 = 10;
 /// Below the accept loop, workers cannot starve it; a worker has little to do per chunk, so on
 /// an idle machine it loses nothing. How the value was chosen is in the CHANGELOG, Performance.
 fn yield_to_the_accept_loop() {
-    // On Linux the nice value belongs to the thread, and `who = 0` means the calling thread.
-    // Failure (it cannot fail when lowering priority) would only leave the worker as it was.
-    #[cfg(target_os = "linux")]
-    // SAFETY: getpriority and setpriority have no memory-safety preconditions.
-    unsafe {
-        let inherited = libc::getpriority(libc::PRIO_PROCESS, 0);
-        libc::setpriority(libc::PRIO_PROCESS, 0, (inherited + WORKER_NICENESS).min(19));
-    }
+    sys::lower_thread_priority(WORKER_NICENESS);
 }
 
 /// How late the kernel may wake a worker sleeping until its next chunk is due (its timer
@@ -243,15 +237,7 @@ pub const WORKER_TIMER_SLACK: Duration = Duration::from_millis(1);
 /// in fewer interrupts and wake-ups. A chunk a millisecond late is nothing beside a pause
 /// between chunks; the CPU it saves per chunk is in the CHANGELOG, Performance.
 fn coalesce_wake_ups() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_TIMERSLACK takes a number and touches no memory of ours. Failure would
-    // only leave the default slack.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_TIMERSLACK,
-            WORKER_TIMER_SLACK.as_nanos() as libc::c_ulong,
-        );
-    }
+    sys::set_timer_slack(WORKER_TIMER_SLACK);
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> &str {

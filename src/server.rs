@@ -18,12 +18,13 @@ use tracing::{debug, info, warn};
 use crate::capacity;
 use crate::collection::Collection;
 use crate::config::Config;
-use crate::connection::{self, Shared};
+use crate::connection;
 use crate::faults::Fault;
 use crate::limit::{Limit, OverLimit};
 use crate::listener::Listeners;
 use crate::metrics;
 use crate::pool::Pool;
+use crate::shared::Shared;
 use crate::shutdown::Shutdown;
 use crate::signals::Signals;
 use crate::stats::Stats;
@@ -62,31 +63,26 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     capacity::check(config.workers.get())?;
     let pool =
         Pool::new(config.workers, shutdown.clone()).context("cannot start the worker threads")?;
+    let metrics_addr = config.metrics;
     let shared = Arc::new(Shared {
-        poems,
-        pacing: config.pacing,
-        write_timeout: config.write_timeout,
-        proxy_protocol: config.proxy_protocol,
         limit: Arc::new(Limit::new(config.max_per_source)),
         stats: Stats::new(config.faults.fault.is_some()),
+        load: pool.load(),
         shutdown: shutdown.clone(),
-        faults: config.faults,
+        poems,
+        config,
     });
-    let metrics = match config.metrics {
-        Some(addr) => Some(metrics::serve(
-            addr,
-            Arc::clone(&shared),
-            pool.load(),
-            config.workers.get(),
-        )?),
+    let metrics = match metrics_addr {
+        Some(addr) => Some(metrics::serve(addr, Arc::clone(&shared))?),
         None => None,
     };
     signals
-        .watch(shutdown.clone(), Arc::clone(&shared), pool.load())
+        .watch(Arc::clone(&shared))
         .context("cannot start the signal thread")?;
-    systemd::keep_status(Arc::clone(&shared), pool.load())?;
+    systemd::keep_status(Arc::clone(&shared))?;
 
     // Serve, until a signal begins the shutdown.
+    let config = &shared.config;
     announce(&local, metrics);
     log_poems(&shared.poems);
     info!(
@@ -97,17 +93,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         workers = config.workers,
         "serving"
     );
-    systemd::ready(&systemd::status(&shared, &pool.load()));
+    systemd::ready(&systemd::status(&shared));
     accept_loop(&listeners, &pool, &shared, &shutdown);
     drop(listeners); // from here on, connects are refused
 
     // Drain: poems in flight get the grace period, then the final report.
     info!(
         streaming = pool.busy(),
-        grace_s = config.shutdown_grace.as_secs_f64(),
+        grace_s = shared.config.shutdown_grace.as_secs_f64(),
         "listener closed; letting poems in flight finish"
     );
-    let cut_off = pool.drain(config.shutdown_grace);
+    let cut_off = pool.drain(shared.config.shutdown_grace);
     if cut_off > 0 {
         warn!(
             cut_off,
@@ -164,14 +160,17 @@ fn accept_loop(listeners: &Listeners, pool: &Pool, shared: &Arc<Shared>, shutdow
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let id = shared.stats.accepted();
         debug!(%peer, busy = pool.busy(), "accepted");
-        let chance = shared.chance(id);
+        let chance = shared
+            .config
+            .faults
+            .chance(id, shared.config.pacing.varies());
         if chance.fault == Some(Fault::Refuse) {
             connection::refuse(stream, peer, shared);
             continue;
         }
         // Behind a balancer the client is known only from its PROXY header, which a worker
         // reads; otherwise the limit is applied here, before the connection takes a worker.
-        let admission = match shared.proxy_protocol {
+        let admission = match shared.config.proxy_protocol {
             true => None,
             false => match shared.limit.admit(peer.ip()) {
                 Ok(admission) => admission,

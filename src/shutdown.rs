@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
+use crate::sys;
+
 /// A handle on the server's shutdown; clones share it.
 #[derive(Clone)]
 pub struct Shutdown {
@@ -98,9 +100,9 @@ impl Shutdown {
     pub fn cut_off(&self) {
         self.inner.cut_off.store(true, Ordering::Release);
         for (&fd, thread) in self.serving().iter() {
-            // SAFETY: `fd` is open: it is removed from the map, under this lock, before its
-            // stream is closed. Shutting down a socket does not close the descriptor.
-            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            // `fd` is open: it is removed from the map, under this lock, before its stream is
+            // closed.
+            sys::shut_down(fd);
             thread.unpark();
         }
     }

@@ -1,7 +1,7 @@
 //! Signals: shutdown (SIGINT, SIGTERM), the stats line (SIGUSR1) and reloading the poems
 //! (SIGHUP), all handled by one thread of their own.
 //!
-//! The first SIGINT or SIGTERM begins the [`Shutdown`]; a second ends the process at once.
+//! The first SIGINT or SIGTERM begins the [`crate::shutdown::Shutdown`]; a second ends the process at once.
 
 use std::io;
 use std::process;
@@ -12,10 +12,8 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::low_level::signal_name;
 use tracing::{error, info, warn};
 
-use crate::connection::Shared;
 use crate::logging;
-use crate::pool::Load;
-use crate::shutdown::Shutdown;
+use crate::shared::Shared;
 use crate::systemd;
 
 /// The signals poetry-serve handles, caught from the moment this is created.
@@ -31,9 +29,9 @@ impl Signals {
         Ok(Signals { signals })
     }
 
-    /// Hands the signals to a thread of their own, which begins `shutdown`, reloads the
-    /// poems in `shared` and reports its counters with the pool's `load`.
-    pub fn watch(self, shutdown: Shutdown, shared: Arc<Shared>, load: Arc<Load>) -> io::Result<()> {
+    /// Hands the signals to a thread of their own, which begins the shutdown, reloads the
+    /// poems and reports the counters, all in `shared`.
+    pub fn watch(self, shared: Arc<Shared>) -> io::Result<()> {
         let mut signals = self.signals;
         thread::Builder::new()
             .name("signals".into())
@@ -41,9 +39,9 @@ impl Signals {
                 for signal in signals.forever() {
                     let name = signal_name(signal).unwrap_or("signal");
                     match signal {
-                        SIGUSR1 => shared.stats.report(&load).log(),
-                        SIGHUP => reload(&shared, &load),
-                        _ if shutdown.has_begun() => {
+                        SIGUSR1 => shared.report().log(),
+                        SIGHUP => reload(&shared),
+                        _ if shared.shutdown.has_begun() => {
                             warn!(signal = name, "second signal: exiting now");
                             logging::flush();
                             process::exit(128 + signal);
@@ -54,7 +52,7 @@ impl Signals {
                                 "shutting down: no new connections (signal again to exit now)"
                             );
                             systemd::stopping();
-                            shutdown.begin();
+                            shared.shutdown.begin();
                         }
                     }
                 }
@@ -65,7 +63,7 @@ impl Signals {
 
 /// Opens the poems again; on failure keeps serving the old ones. systemd hears of the reload
 /// (RELOADING=1, then READY=1) when it listens.
-fn reload(shared: &Shared, load: &Load) {
+fn reload(shared: &Shared) {
     systemd::reloading();
     let result = shared.poems.reload();
     shared.stats.reloaded(result.is_ok());
@@ -75,5 +73,5 @@ fn reload(shared: &Shared, load: &Load) {
             error!(error = %format!("{err:#}"), "reload failed; still serving the old poems")
         }
     }
-    systemd::ready(&systemd::status(shared, load));
+    systemd::ready(&systemd::status(shared));
 }

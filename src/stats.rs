@@ -178,12 +178,6 @@ impl Stats {
     }
 }
 
-impl Default for Stats {
-    fn default() -> Stats {
-        Stats::new(false)
-    }
-}
-
 impl Report {
     /// Logs the stats line, at any log level. Its outcome fields are named by
     /// [`Outcome::LABELS`] (a test holds them to it).

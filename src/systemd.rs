@@ -12,8 +12,7 @@ use anyhow::Context as _;
 use sd_notify::NotifyState;
 use tracing::debug;
 
-use crate::connection::Shared;
-use crate::pool::Load;
+use crate::shared::Shared;
 
 /// How often the STATUS line systemd shows is brought up to date.
 pub const STATUS_EVERY: Duration = Duration::from_secs(5);
@@ -55,7 +54,7 @@ pub fn stopping() {
 }
 
 /// Keeps systemd's STATUS line up to date with the current counts, when systemd listens.
-pub fn keep_status(shared: Arc<Shared>, load: Arc<Load>) -> anyhow::Result<()> {
+pub fn keep_status(shared: Arc<Shared>) -> anyhow::Result<()> {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return Ok(());
     }
@@ -67,7 +66,7 @@ pub fn keep_status(shared: Arc<Shared>, load: Arc<Load>) -> anyhow::Result<()> {
                 if shared.shutdown.has_begun() {
                     return;
                 }
-                notify(&[NotifyState::Status(&status(&shared, &load))]);
+                notify(&[NotifyState::Status(&status(&shared))]);
             }
         })
         .context("cannot start the status thread")?;
@@ -75,8 +74,8 @@ pub fn keep_status(shared: Arc<Shared>, load: Arc<Load>) -> anyhow::Result<()> {
 }
 
 /// What the server is doing, in a line for `systemctl status`.
-pub fn status(shared: &Shared, load: &Load) -> String {
-    let report = shared.stats.report(load);
+pub fn status(shared: &Shared) -> String {
+    let report = shared.report();
     format!(
         "{} streaming, {} queued; {} accepted, {} complete, {} aborted",
         report.busy, report.queued, report.accepted, report.ended[0], report.aborted
