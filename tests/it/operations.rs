@@ -157,6 +157,34 @@ fn json_logs_have_stable_fields() {
     );
 }
 
+/// A poem whose file name holds a newline cannot forge a line of the text log: the name is
+/// logged with the newline escaped, and every line is a whole event of the server's.
+#[test]
+fn a_poem_name_with_a_newline_forges_no_log_line() {
+    let bytes = binary_bytes(50);
+    let dir = tempfile::tempdir().unwrap();
+    let forged = "2026-01-01T00:00:00.000000Z  INFO worker-0 poetry_serve::connection: forged";
+    let path = dir.path().join(format!("poem\n{forged}\r.txt"));
+    std::fs::write(&path, &bytes).unwrap();
+    let server = Server::launch(&path).args(&["--delay", "0"]).start();
+    server.fetch_exact(&bytes);
+    let log = server.wait_for_log("connection ended");
+    assert!(
+        log.lines()
+            .all(|line| !line.contains("forged") || line.contains(r"poem\n2026")),
+        "a forged line:\n{log}"
+    );
+    let ended = log
+        .lines()
+        .find(|line| line.contains("connection ended"))
+        .expect("the connection line");
+    assert!(
+        ended.contains(r"poem\n2026-01-01") && ended.contains(r"forged\r.txt"),
+        "the name is not escaped in {ended:?}"
+    );
+    assert!(ended.contains("outcome=\"complete\""), "{log}");
+}
+
 /// --iface :: accepts IPv4 clients too, and logs them as plain IPv4 addresses.
 #[test]
 fn dual_stack_accepts_ipv4_clients() {
