@@ -19,7 +19,7 @@ use crate::pool::Load;
 pub const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 /// The listening sockets systemd passed (`LISTEN_FDS`, for this process's `LISTEN_PID`), if
-/// it passed any. Fails if one of them is not a TCP listening socket.
+/// it passed any. Fails if one of them is not a TCP socket, or is bound but not listening.
 pub fn inherited_listeners() -> anyhow::Result<Option<Vec<TcpListener>>> {
     let mut fds = listenfd::ListenFd::from_env();
     if fds.len() == 0 {
@@ -31,6 +31,19 @@ pub fn inherited_listeners() -> anyhow::Result<Option<Vec<TcpListener>>> {
             .take_tcp_listener(index)
             .with_context(|| format!("socket {index} from systemd (LISTEN_FDS)"))?
             .with_context(|| format!("socket {index} from systemd is not a TCP listener"))?;
+        // A socket bound but never listened on would be taken, and every accept on it would
+        // fail, for ever: refuse it now. systemd's own sockets always listen.
+        let listening = socket2::SockRef::from(&listener)
+            .is_listener()
+            .with_context(|| format!("socket {index} from systemd (LISTEN_FDS)"))?;
+        if !listening {
+            let bound = listener
+                .local_addr()
+                .map_or_else(|_| "an address".to_string(), |addr| addr.to_string());
+            anyhow::bail!(
+                "socket {index} from systemd (LISTEN_FDS) is bound to {bound} but not listening"
+            );
+        }
         listeners.push(listener);
     }
     Ok(Some(listeners))

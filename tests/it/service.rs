@@ -274,3 +274,48 @@ fn socket_activation_serves_on_the_socket_it_is_given() {
     );
     assert!(story.contains("sockets from systemd"), "{story}");
 }
+
+/// A socket handed over in LISTEN_FDS that is bound but not listening is refused at start-up
+/// with one line (exit status 1), rather than taken and failing every accept for ever.
+#[test]
+fn a_socket_from_systemd_that_does_not_listen_is_refused() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    let poem = poem_file(b"never served\n");
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind it, and never listen");
+    let fd = socket.as_raw_fd();
+    // The shell's own pid is the server's once it execs: systemd's LISTEN_PID.
+    let mut command = Server::launch(poem.path())
+        .env("LISTEN_FDS", "1")
+        .under_shell("export LISTEN_PID=$$")
+        .command();
+    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            // fd 3 is where systemd puts the first socket; dup2 leaves the copy open on exec.
+            let done = match fd {
+                3 => libc::fcntl(3, libc::F_SETFD, 0),
+                _ => libc::dup2(fd, 3),
+            };
+            match done {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            }
+        });
+    }
+    let output = crate::common::run_command(&mut command);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let story = format!("{:?}\nstderr:\n{stderr}", output.status);
+    assert_eq!(output.status.code(), Some(1), "{story}");
+    assert!(output.stdout.is_empty(), "nothing may listen: {story}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {story}");
+    assert!(
+        stderr.contains("socket 0 from systemd (LISTEN_FDS)") && stderr.contains("not listening"),
+        "{story}"
+    );
+}
