@@ -5,12 +5,13 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use sd_notify::NotifyState;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::connection::Shared;
 use crate::pool::Load;
@@ -96,9 +97,23 @@ pub fn status(shared: &Shared, load: &Load) -> String {
     )
 }
 
+/// Whether a failed notification has been warned of already.
+static NOTIFY_FAILED: AtomicBool = AtomicBool::new(false);
+
 fn notify(states: &[NotifyState]) {
-    // Nothing to do when systemd does not listen; a failure only loses a notification.
+    // Nothing to do when systemd does not listen; a failure only loses a notification. The
+    // first says so at warn level (NOTIFY_SOCKET is set, so someone expects to hear); the
+    // same failure every 5 s after it would only fill the log.
     if let Err(err) = sd_notify::notify(states) {
-        debug!(error = %err, "cannot notify systemd");
+        if NOTIFY_FAILED.swap(true, Ordering::Relaxed) {
+            debug!(error = %err, "cannot notify systemd");
+        } else {
+            let socket = std::env::var_os("NOTIFY_SOCKET").unwrap_or_default();
+            warn!(
+                socket = %socket.to_string_lossy(),
+                error = %err,
+                "cannot notify systemd through NOTIFY_SOCKET; later failures are logged at debug level"
+            );
+        }
     }
 }

@@ -206,6 +206,50 @@ fn systemd_hears_ready_reloading_and_stopping() {
     assert_eq!(server.wait_exit(LIMIT).code(), Some(0));
 }
 
+/// A NOTIFY_SOCKET nobody listens on is warned of once, naming it, however many
+/// notifications fail after it (ready, reloading, ready again, stopping), and the server
+/// serves and stops as usual.
+#[test]
+fn an_unusable_notify_socket_is_warned_of_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no such socket");
+    let poem = poem_file(b"a poem\n");
+    let mut server = Server::launch(poem.path())
+        .args(&["--delay", "0", "--log-format", "json"])
+        .env("NOTIFY_SOCKET", missing.to_str().unwrap())
+        .start();
+    server.fetch_exact(b"a poem\n");
+    server.signal(libc::SIGHUP);
+    server.wait_for_log("reloaded");
+    server.signal(libc::SIGTERM);
+    assert_eq!(
+        server.wait_exit(LIMIT).code(),
+        Some(0),
+        "{}",
+        server.stderr()
+    );
+    let warned: Vec<serde_json::Value> = server
+        .stderr()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["level"] == "WARN")
+        .collect();
+    assert_eq!(warned.len(), 1, "{}", server.stderr());
+    assert_eq!(
+        warned[0]["socket"],
+        missing.to_str().unwrap(),
+        "{}",
+        warned[0]
+    );
+    assert!(
+        warned[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("NOTIFY_SOCKET")),
+        "{}",
+        warned[0]
+    );
+}
+
 /// Handed a listening socket by systemd-socket-activate (LISTEN_FDS), the server serves on
 /// it rather than binding its own, and names it in its listening line.
 #[test]
