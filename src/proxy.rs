@@ -101,7 +101,9 @@ fn begins(bytes: &[u8], prefix: &[u8]) -> bool {
 /// A version 1 header: one text line, parsed once its LF has come.
 fn parse_v1(bytes: &[u8], balancer: SocketAddr) -> Result<Option<SocketAddr>, String> {
     let bad = |why: &dyn std::fmt::Display| format!("bad PROXY v1 header: {why}");
-    let Some(lf) = bytes.iter().position(|&b| b == b'\n') else {
+    // Only the first V1_MAX bytes are looked at, so the verdict is the same however many
+    // bytes past them one read brought.
+    let Some(lf) = bytes.iter().take(V1_MAX).position(|&b| b == b'\n') else {
         if bytes.len() >= V1_MAX {
             return Err(bad(&format_args!(
                 "no line end in its first {V1_MAX} bytes"
@@ -109,9 +111,6 @@ fn parse_v1(bytes: &[u8], balancer: SocketAddr) -> Result<Option<SocketAddr>, St
         }
         return Ok(None);
     };
-    if lf >= V1_MAX {
-        return Err(bad(&format_args!("longer than {V1_MAX} bytes")));
-    }
     if lf == 0 || bytes[lf - 1] != b'\r' {
         return Err(bad(&"the line ends in LF alone, not CRLF"));
     }
@@ -237,6 +236,45 @@ mod tests {
             }
             let whole = parse(&header, balancer);
             assert_eq!(whole, Ok(Some("203.0.113.9:51000".parse().unwrap())));
+        }
+    }
+
+    /// Mutated headers (seeded, so a failure repeats) never panic the parser, and the verdict
+    /// on a header never depends on where it was cut: once some part of it gets a verdict,
+    /// every longer part gets the same one.
+    #[test]
+    fn mutated_headers_get_one_verdict_wherever_cut() {
+        let balancer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut v2 = V2_SIGNATURE.to_vec();
+        v2.extend([
+            0x21, 0x11, 0, 12, 203, 0, 113, 9, 127, 0, 0, 1, 0xc7, 0x38, 0x27, 0x10,
+        ]);
+        let long = [&b"PROXY UNKNOWN "[..], &[b'x'; 92], b"\r\n"].concat(); // 108 bytes
+        let seeds: [&[u8]; 3] = [
+            b"PROXY TCP4 203.0.113.9 127.0.0.1 51000 10000\r\nhello",
+            &v2,
+            &long,
+        ];
+        let mut rng = fastrand::Rng::with_seed(16);
+        for _ in 0..2000 {
+            let mut header = seeds[rng.usize(..seeds.len())].to_vec();
+            for _ in 0..rng.usize(1..4) {
+                let at = rng.usize(..header.len());
+                match rng.u8(..3) {
+                    0 => header[at] = rng.u8(..),
+                    1 => header.insert(at, b"\r\n 0:.\0\x7f"[rng.usize(..8)]),
+                    _ => drop(header.remove(at)),
+                }
+            }
+            let mut verdict = None;
+            for cut in 0..=header.len() {
+                let now = parse(&header[..cut], balancer);
+                match (&verdict, now) {
+                    (None, Ok(None)) => {}
+                    (None, decided) => verdict = Some(decided),
+                    (Some(first), now) => assert_eq!(first, &now, "{header:?} cut at {cut}"),
+                }
+            }
         }
     }
 
