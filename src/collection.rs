@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
+use tracing::warn;
 
 use crate::poem::Poem;
 
@@ -111,7 +112,9 @@ fn open_all(sources: &[PathBuf]) -> anyhow::Result<Arc<[Arc<Poem>]>> {
     Ok(poems.into())
 }
 
-/// The `.txt` regular files directly inside `dir`, sorted by name.
+/// The `.txt` regular files directly inside `dir`, sorted by name. Every other `.txt` entry
+/// (a FIFO, a device, a link to one) is skipped with a warning that names it, at start-up and
+/// at each reload, so that a file dropped from the rotation is never dropped unseen.
 fn poems_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let shown = dir.display();
     let mut found = Vec::new();
@@ -121,8 +124,12 @@ fn poems_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let path = entry
             .with_context(|| format!("cannot read directory '{shown}'"))?
             .path();
-        if path.extension().is_some_and(|ext| ext == "txt") && path.is_file() {
-            found.push(path);
+        if path.extension().is_none_or(|ext| ext != "txt") {
+            continue;
+        }
+        match not_a_poem(&path) {
+            None => found.push(path),
+            Some(what) => warn!(file = %path.display(), what, "skipped: not a regular file"),
         }
     }
     if found.is_empty() {
@@ -130,6 +137,30 @@ fn poems_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     }
     found.sort();
     Ok(found)
+}
+
+/// What `path` is, if it is not a regular file (links followed): why it is no poem.
+fn not_a_poem(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = match std::fs::metadata(path) {
+        Ok(metadata) => metadata.file_type(),
+        Err(_) => return Some("unreadable, or a link to nothing"),
+    };
+    if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_fifo() {
+        Some("a FIFO")
+    } else if kind.is_char_device() {
+        Some("a character device")
+    } else if kind.is_block_device() {
+        Some("a block device")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a regular file")
+    }
 }
 
 #[cfg(test)]

@@ -17,8 +17,23 @@ use crate::collection::Order;
 use crate::faults::{Fault, Faults};
 use crate::pacing::Pacing;
 
-/// The longest any duration option may be: one year.
-const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The values most duration options take: 0 or from 1 ns to one year.
+const ANY_DURATION: Span = Span {
+    zero: true,
+    min: Duration::from_nanos(1),
+    max: Duration::from_secs(365 * 24 * 3600),
+    words: "0 or from 1ns to 1 year",
+};
+
+/// The values `--write-timeout` takes: what the kernel holds for both of the socket options it
+/// becomes. `TCP_USER_TIMEOUT` counts whole milliseconds (0 would turn it off, and so would a
+/// `SO_SNDTIMEO` under a microsecond) in an `int`, so it stops short of 2^31 ms, 24.8 days.
+const WRITE_TIMEOUT: Span = Span {
+    zero: false,
+    min: Duration::from_millis(1),
+    max: Duration::from_secs(24 * 24 * 3600),
+    words: "from 1ms to 24 days",
+};
 
 /// How the range of a duration option is worded, for every error it can have.
 const DURATION_EXAMPLES: &str = "such as 0.7, 500ms, 30s or 2m";
@@ -144,7 +159,8 @@ pub struct Cli {
     /// Drop stalled clients after
     ///
     /// A client that accepts no data, or leaves what was sent unacknowledged (it has vanished),
-    /// for this long is dropped.
+    /// for this long is dropped. From 1ms to 24 days: the kernel's socket time-outs count
+    /// milliseconds, and stop short of 25 days.
     #[arg(
         long,
         value_name = "DURATION",
@@ -347,7 +363,8 @@ pub struct Config {
     pub pacing: Pacing,
     /// Size of the fixed worker pool.
     pub workers: NonZeroUsize,
-    /// How long a write may make no progress before the client is dropped; never zero.
+    /// How long a write may make no progress before the client is dropped: from 1 ms to 24
+    /// days, which the kernel holds as it is.
     pub write_timeout: Duration,
     /// How long shutdown waits for poems already streaming.
     pub shutdown_grace: Duration,
@@ -376,8 +393,8 @@ impl Cli {
                 }
             }
         }
-        let delay = duration("--delay", &self.delay, Zero::Allowed)?;
-        let jitter = duration("--jitter", &self.jitter, Zero::Allowed)?;
+        let delay = duration("--delay", &self.delay, ANY_DURATION)?;
+        let jitter = duration("--jitter", &self.jitter, ANY_DURATION)?;
         // The value parsers refused 0 for these.
         let chunk = NonZeroUsize::new(self.num_bytes).expect("at least 1");
         let chunk_max = self
@@ -407,8 +424,8 @@ impl Cli {
             listen,
             pacing: Pacing::new(chunk, delay).varied(jitter, chunk_max),
             workers: NonZeroUsize::new(self.workers).expect("at least 1"),
-            write_timeout: duration("--write-timeout", &self.write_timeout, Zero::Refused)?,
-            shutdown_grace: duration("--shutdown-grace", &self.shutdown_grace, Zero::Allowed)?,
+            write_timeout: duration("--write-timeout", &self.write_timeout, WRITE_TIMEOUT)?,
+            shutdown_grace: duration("--shutdown-grace", &self.shutdown_grace, ANY_DURATION)?,
             reuse_port: self.reuse_port,
             max_per_source: NonZeroU32::new(self.max_per_source),
             proxy_protocol: self.proxy_protocol,
@@ -475,25 +492,31 @@ fn scope_id(scope: &str) -> anyhow::Result<u32> {
     }
 }
 
-/// Whether a duration option may be zero.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Zero {
-    Allowed,
-    Refused,
+/// The values a duration option takes.
+#[derive(Clone, Copy)]
+struct Span {
+    /// Whether 0 is allowed (it turns the option's effect off).
+    zero: bool,
+    /// The shortest value above 0.
+    min: Duration,
+    /// The longest value.
+    max: Duration,
+    /// The range, as every error of the option words it.
+    words: &'static str,
 }
 
 /// Turns a duration typed by the user into a [`Duration`]: bare seconds as in the tutorial
-/// (0.7), or a number with a unit (500ms, 2m). A value too small to keep (under a nanosecond)
-/// is refused rather than silently made zero.
-fn duration(flag: &str, text: &str, zero: Zero) -> anyhow::Result<Duration> {
-    let range = match zero {
-        Zero::Allowed => "0 or from 1ns to 1 year",
-        Zero::Refused => "from 1ns to 1 year",
+/// (0.7), or a number with a unit (500ms, 2m). A value outside `span` is refused, one too small
+/// to keep (under a nanosecond) included, rather than silently made zero or cut.
+fn duration(flag: &str, text: &str, span: Span) -> anyhow::Result<Duration> {
+    let refuse = || {
+        anyhow::anyhow!(
+            "invalid {flag} '{text}': must be {}, {DURATION_EXAMPLES}",
+            span.words
+        )
     };
-    let refuse =
-        || anyhow::anyhow!("invalid {flag} '{text}': must be {range}, {DURATION_EXAMPLES}");
     let parsed = match text.trim().parse::<f64>() {
-        Ok(secs) if secs.is_finite() && (0.0..=MAX_DURATION.as_secs_f64()).contains(&secs) => {
+        Ok(secs) if secs.is_finite() && (0.0..=span.max.as_secs_f64()).contains(&secs) => {
             let kept = Duration::from_secs_f64(secs);
             // A positive number that rounds to zero would silently turn pacing off.
             if secs > 0.0 && kept.is_zero() {
@@ -504,7 +527,11 @@ fn duration(flag: &str, text: &str, zero: Zero) -> anyhow::Result<Duration> {
         Ok(_) => return Err(refuse()),
         Err(_) => humantime::parse_duration(text.trim()).map_err(|_| refuse())?,
     };
-    if parsed > MAX_DURATION || (zero == Zero::Refused && parsed.is_zero()) {
+    let allowed = match parsed.is_zero() {
+        true => span.zero,
+        false => (span.min..=span.max).contains(&parsed),
+    };
+    if !allowed {
         return Err(refuse());
     }
     Ok(parsed)
@@ -658,10 +685,27 @@ mod tests {
                 "{err}"
             );
         }
-        for timeout in ["0", "0s", "400d"] {
+        for timeout in [
+            "0",
+            "0s",
+            "400d",
+            "999us",
+            "1ns",
+            "0.0009",
+            "25d",
+            "2073600.001",
+        ] {
             let err = error(&["--write-timeout", timeout]);
-            let range = format!("invalid --write-timeout '{timeout}': must be from 1ns to 1 year");
+            let range = format!("invalid --write-timeout '{timeout}': must be from 1ms to 24 days");
             assert!(err.contains(&range), "{err}");
+        }
+        for (timeout, kept) in [("1ms", 1), ("0.001", 1), ("24d", 24 * 24 * 3600 * 1000)] {
+            let config = parse(&["--write-timeout", timeout]).unwrap();
+            assert_eq!(
+                config.write_timeout,
+                Duration::from_millis(kept),
+                "{timeout}"
+            );
         }
         assert!(error(&["--shutdown-grace", "-1"]).contains("--shutdown-grace"));
     }

@@ -3,16 +3,20 @@
 //! because it is asked for explicitly (SIGUSR1, shutdown). A line that cannot be written is
 //! dropped: logging never stops the server.
 
+use std::fmt;
 use std::io::IsTerminal;
 use std::sync::{Mutex, PoisonError};
 
 use tracing_appender::non_blocking::WorkerGuard;
 
+use tracing::field::{Field, Visit};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
 use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{Layer, fmt};
 
 use crate::config::LogFormat;
 use crate::stats;
@@ -37,12 +41,17 @@ pub fn init(format: LogFormat) {
     // A line that cannot be written (stderr a pipe whose reader has gone) is dropped by the
     // writer thread. The fmt layer's own reports of write errors are turned off: they use
     // `eprintln!`, which panics on that same broken stderr.
-    let layer = fmt::layer()
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .log_internal_errors(false)
         .with_thread_names(true);
     let layer = match format {
-        LogFormat::Text => layer.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        // Field values a client or the file system chooses (a poem's path, say) could hold a
+        // newline and forge a line of their own; JSON escapes them, and so does this.
+        LogFormat::Text => layer
+            .fmt_fields(EscapedFields)
+            .with_ansi(std::io::stderr().is_terminal())
+            .boxed(),
         // One object per event, its fields (peer, bytes, chunks, duration_ms, outcome...) at
         // the top level beside timestamp, level, target and threadName.
         LogFormat::Json => layer.json().flatten_event(true).boxed(),
@@ -58,4 +67,106 @@ pub fn init(format: LogFormat) {
 pub fn flush() {
     let guard = WRITER.lock().unwrap_or_else(PoisonError::into_inner).take();
     drop(guard);
+}
+
+/// The text format's fields, as tracing-subscriber writes them, with every control character
+/// in a value escaped (a newline as `\n`), so that one event is always one line.
+struct EscapedFields;
+
+impl<'a> MakeVisitor<Writer<'a>> for EscapedFields {
+    type Visitor = Escaped<DefaultVisitor<'a>>;
+
+    fn make_visitor(&self, target: Writer<'a>) -> Self::Visitor {
+        Escaped(DefaultVisitor::new(target, true))
+    }
+}
+
+/// A visitor that hands every value that may hold text to the one it wraps with its control
+/// characters escaped.
+struct Escaped<V>(V);
+
+impl<V: Visit> Visit for Escaped<V> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.record_debug(field, &NoControl(value));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            // The message is written bare; other strings are quoted and escaped as Debug.
+            "message" => self.record_debug(field, &format_args!("{value}")),
+            _ => self.0.record_str(field, value),
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        // Nothing logs an error value as such (errors go in as `%err`); should one, it is
+        // written as its message alone.
+        self.record_debug(field, &format_args!("{value}"));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.record_i64(field, value);
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.record_u64(field, value);
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.record_f64(field, value);
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.record_bool(field, value);
+    }
+}
+
+impl<V: VisitOutput<fmt::Result>> VisitOutput<fmt::Result> for Escaped<V> {
+    fn finish(self) -> fmt::Result {
+        self.0.finish()
+    }
+}
+
+impl<V: VisitFmt> VisitFmt for Escaped<V> {
+    fn writer(&mut self) -> &mut dyn fmt::Write {
+        self.0.writer()
+    }
+}
+
+/// A value written as its `Debug` form with control characters escaped.
+struct NoControl<'a>(&'a dyn fmt::Debug);
+
+impl fmt::Debug for NoControl<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write as _;
+        write!(EscapeControl(f), "{:?}", self.0)
+    }
+}
+
+/// Writes through to a formatter, escaping control characters on the way.
+struct EscapeControl<'a, 'b>(&'a mut fmt::Formatter<'b>);
+
+impl fmt::Write for EscapeControl<'_, '_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let mut rest = text;
+        while let Some(at) = rest.find(char::is_control) {
+            self.0.write_str(&rest[..at])?;
+            let control = rest[at..].chars().next().expect("found at `at`");
+            write!(self.0, "{}", control.escape_default())?;
+            rest = &rest[at + control.len_utf8()..];
+        }
+        self.0.write_str(rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Control characters come out escaped, everything else as it was.
+    #[test]
+    fn control_characters_are_escaped() {
+        let shown = format!("{:?}", NoControl(&format_args!("a\nb\r\x1b[31mé\u{85}z")));
+        assert_eq!(shown, r"a\nb\r\u{1b}[31mé\u{85}z");
+    }
 }

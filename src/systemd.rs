@@ -5,12 +5,13 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use sd_notify::NotifyState;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::shared::Shared;
 
@@ -18,7 +19,7 @@ use crate::shared::Shared;
 pub const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 /// The listening sockets systemd passed (`LISTEN_FDS`, for this process's `LISTEN_PID`), if
-/// it passed any. Fails if one of them is not a TCP listening socket.
+/// it passed any. Fails if one of them is not a TCP socket, or is bound but not listening.
 pub fn inherited_listeners() -> anyhow::Result<Option<Vec<TcpListener>>> {
     let mut fds = listenfd::ListenFd::from_env();
     if fds.len() == 0 {
@@ -30,6 +31,19 @@ pub fn inherited_listeners() -> anyhow::Result<Option<Vec<TcpListener>>> {
             .take_tcp_listener(index)
             .with_context(|| format!("socket {index} from systemd (LISTEN_FDS)"))?
             .with_context(|| format!("socket {index} from systemd is not a TCP listener"))?;
+        // A socket bound but never listened on would be taken, and every accept on it would
+        // fail, for ever: refuse it now. systemd's own sockets always listen.
+        let listening = socket2::SockRef::from(&listener)
+            .is_listener()
+            .with_context(|| format!("socket {index} from systemd (LISTEN_FDS)"))?;
+        if !listening {
+            let bound = listener
+                .local_addr()
+                .map_or_else(|_| "an address".to_string(), |addr| addr.to_string());
+            anyhow::bail!(
+                "socket {index} from systemd (LISTEN_FDS) is bound to {bound} but not listening"
+            );
+        }
         listeners.push(listener);
     }
     Ok(Some(listeners))
@@ -82,9 +96,23 @@ pub fn status(shared: &Shared) -> String {
     )
 }
 
+/// Whether a failed notification has been warned of already.
+static NOTIFY_FAILED: AtomicBool = AtomicBool::new(false);
+
 fn notify(states: &[NotifyState]) {
-    // Nothing to do when systemd does not listen; a failure only loses a notification.
+    // Nothing to do when systemd does not listen; a failure only loses a notification. The
+    // first says so at warn level (NOTIFY_SOCKET is set, so someone expects to hear); the
+    // same failure every 5 s after it would only fill the log.
     if let Err(err) = sd_notify::notify(states) {
-        debug!(error = %err, "cannot notify systemd");
+        if NOTIFY_FAILED.swap(true, Ordering::Relaxed) {
+            debug!(error = %err, "cannot notify systemd");
+        } else {
+            let socket = std::env::var_os("NOTIFY_SOCKET").unwrap_or_default();
+            warn!(
+                socket = %socket.to_string_lossy(),
+                error = %err,
+                "cannot notify systemd through NOTIFY_SOCKET; later failures are logged at debug level"
+            );
+        }
     }
 }

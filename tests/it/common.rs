@@ -279,6 +279,28 @@ impl Server {
         }
     }
 
+    /// With `--log-format json`: waits until the log holds at least `count` events whose
+    /// message is `message`, and returns every one of them, in the order logged.
+    pub fn wait_for_events(&self, message: &str, count: usize) -> Vec<serde_json::Value> {
+        let started = Instant::now();
+        loop {
+            let log = self.stderr();
+            let events: Vec<serde_json::Value> = log
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .filter(|event| event["message"] == message)
+                .collect();
+            if events.len() >= count {
+                return events;
+            }
+            assert!(
+                started.elapsed() < LIMIT,
+                "fewer than {count} {message:?} events in the log:\n{log}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sends `signal` to the server.
     pub fn signal(&self, signal: i32) {
         let pid = i32::try_from(self.child.id()).expect("pids fit in i32");

@@ -161,6 +161,88 @@ fn bad_proxy_headers_end_only_their_connection() {
     }
 }
 
+/// A PROXY header may reach the server in any number of pieces: v1 and v2 headers sent one
+/// byte at a time, each byte its own segment, are read whole, the poem arrives byte for
+/// byte, and the log names the client each header gave.
+#[test]
+fn proxy_headers_sent_a_byte_at_a_time_are_read_whole() {
+    let bytes = binary_bytes(100);
+    let poem = poem_file(&bytes);
+    let server = Server::launch(poem.path())
+        .args(&["--delay", "0", "--proxy-protocol", "--log-format", "json"])
+        .start();
+    let headers = [
+        b"PROXY TCP4 203.0.113.9 127.0.0.1 51000 10000\r\n".to_vec(),
+        proxy_v2("198.51.100.20:40000".parse().unwrap()),
+    ];
+    for header in &headers {
+        let mut client = server.connect();
+        client.set_nodelay(true).unwrap();
+        for byte in header {
+            client.write_all(std::slice::from_ref(byte)).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let fetch = read_to_end(client, Instant::now()).expect("the poem");
+        server.assert_bytes(&fetch.bytes, &bytes);
+    }
+    let ended = server.wait_for_events("connection ended", 2);
+    let peers: Vec<_> = ended.iter().map(|event| &event["peer"]).collect();
+    assert_eq!(
+        peers,
+        ["203.0.113.9:51000", "198.51.100.20:40000"],
+        "{}",
+        server.stderr()
+    );
+    assert!(
+        ended.iter().all(|event| event["outcome"] == "complete"),
+        "{}",
+        server.stderr()
+    );
+}
+
+/// A malformed PROXY header is logged with what was wrong with it: a v2 header's version,
+/// command, address family or length, a v1 line ending in LF alone.
+#[test]
+fn bad_proxy_headers_are_logged_with_what_was_wrong() {
+    let poem = poem_file(b"never sent");
+    let server = Server::launch(poem.path())
+        .args(&["--delay", "0", "--proxy-protocol", "--log-format", "json"])
+        .start();
+    let good = proxy_v2("198.51.100.20:40000".parse().unwrap());
+    let altered = |at: usize, value: u8| {
+        let mut header = good.clone();
+        header[at] = value;
+        header
+    };
+    // Bytes 12 and 13 are version and command, family and protocol; 14 and 15 the length.
+    let mut short = altered(15, 4);
+    short.truncate(16 + 4);
+    let cases = [
+        (altered(12, 0x31), "v2 header: version 3"),
+        (altered(12, 0x2f), "v2 header: command 0xf"),
+        (altered(13, 0x41), "v2 header: address family 0x4"),
+        (short, "v2 header: too short for its address family"),
+        (
+            b"PROXY TCP4 203.0.113.9 127.0.0.1 51000 10000\n".to_vec(),
+            "v1 header: the line ends in LF alone",
+        ),
+    ];
+    for (n, (header, says)) in cases.iter().enumerate() {
+        let mut client = server.connect();
+        client.write_all(header).unwrap();
+        let got = read_to_end(client, Instant::now()).map_or(0, |f| f.bytes.len());
+        assert_eq!(got, 0, "{header:?} got {got} bytes of poem");
+        let ended = server.wait_for_events("connection ended", n + 1);
+        let event = &ended[n];
+        assert_eq!(event["outcome"], "bad_header", "{event}");
+        let reason = event["error"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains(says),
+            "{header:?} must say {says:?}: {event}"
+        );
+    }
+}
+
 /// Behind a balancer the per-source limit counts the clients its headers name, not the
 /// balancer: two clients are each held to the limit, separately.
 #[test]

@@ -96,6 +96,47 @@ fn sighup_reloads_the_poems() {
     server.fetch_exact(&new);
 }
 
+/// A reload that finds a .txt entry it cannot serve in a directory (a FIFO, a link to
+/// /dev/zero) names each one in a warning, and serves the rest.
+#[test]
+fn a_reload_names_each_file_it_skips() {
+    let (dir, _path) = poem_in_dir(b"the one poem\n");
+    let server = Server::launch(dir.path())
+        .args(&["--delay", "0", "--log-format", "json"])
+        .start();
+    let fifo = dir.path().join("fifo.txt");
+    let fifo_c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: `fifo_c` is a valid NUL-terminated path for the duration of the call.
+    assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o644) }, 0, "mkfifo");
+    let zero = dir.path().join("zero.txt");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    server.signal(libc::SIGHUP);
+    server.wait_for_log("reloaded");
+    let skipped = server.wait_for_events("skipped: not a regular file", 2);
+    let mut named: Vec<(&str, &str)> = skipped
+        .iter()
+        .map(|event| {
+            let file = event["file"].as_str().unwrap_or_default();
+            (file, event["what"].as_str().unwrap_or_default())
+        })
+        .collect();
+    named.sort();
+    assert_eq!(
+        named,
+        [
+            (fifo.to_str().unwrap(), "a FIFO"),
+            (zero.to_str().unwrap(), "a character device")
+        ],
+        "{}",
+        server.stderr()
+    );
+    assert!(
+        skipped.iter().all(|event| event["level"] == "WARN"),
+        "{skipped:?}"
+    );
+    server.fetch_exact(b"the one poem\n");
+}
+
 /// SIGUSR1 prints the stats line even when logging is off, with busy and queued counts.
 #[test]
 fn sigusr1_prints_stats_at_any_log_level() {
@@ -155,6 +196,34 @@ fn json_logs_have_stable_fields() {
         ended["chunks"].is_u64() && ended["duration_ms"].is_u64(),
         "{ended}"
     );
+}
+
+/// A poem whose file name holds a newline cannot forge a line of the text log: the name is
+/// logged with the newline escaped, and every line is a whole event of the server's.
+#[test]
+fn a_poem_name_with_a_newline_forges_no_log_line() {
+    let bytes = binary_bytes(50);
+    let dir = tempfile::tempdir().unwrap();
+    let forged = "2026-01-01T00:00:00.000000Z  INFO worker-0 poetry_serve::connection: forged";
+    let path = dir.path().join(format!("poem\n{forged}\r.txt"));
+    std::fs::write(&path, &bytes).unwrap();
+    let server = Server::launch(&path).args(&["--delay", "0"]).start();
+    server.fetch_exact(&bytes);
+    let log = server.wait_for_log("connection ended");
+    assert!(
+        log.lines()
+            .all(|line| !line.contains("forged") || line.contains(r"poem\n2026")),
+        "a forged line:\n{log}"
+    );
+    let ended = log
+        .lines()
+        .find(|line| line.contains("connection ended"))
+        .expect("the connection line");
+    assert!(
+        ended.contains(r"poem\n2026-01-01") && ended.contains(r"forged\r.txt"),
+        "the name is not escaped in {ended:?}"
+    );
+    assert!(ended.contains("outcome=\"complete\""), "{log}");
 }
 
 /// --iface :: accepts IPv4 clients too, and logs them as plain IPv4 addresses.

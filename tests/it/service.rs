@@ -165,6 +165,50 @@ fn systemd_hears_ready_reloading_and_stopping() {
     assert_eq!(server.wait_exit(LIMIT).code(), Some(0));
 }
 
+/// A NOTIFY_SOCKET nobody listens on is warned of once, naming it, however many
+/// notifications fail after it (ready, reloading, ready again, stopping), and the server
+/// serves and stops as usual.
+#[test]
+fn an_unusable_notify_socket_is_warned_of_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no such socket");
+    let poem = poem_file(b"a poem\n");
+    let mut server = Server::launch(poem.path())
+        .args(&["--delay", "0", "--log-format", "json"])
+        .env("NOTIFY_SOCKET", missing.to_str().unwrap())
+        .start();
+    server.fetch_exact(b"a poem\n");
+    server.signal(libc::SIGHUP);
+    server.wait_for_log("reloaded");
+    server.signal(libc::SIGTERM);
+    assert_eq!(
+        server.wait_exit(LIMIT).code(),
+        Some(0),
+        "{}",
+        server.stderr()
+    );
+    let warned: Vec<serde_json::Value> = server
+        .stderr()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["level"] == "WARN")
+        .collect();
+    assert_eq!(warned.len(), 1, "{}", server.stderr());
+    assert_eq!(
+        warned[0]["socket"],
+        missing.to_str().unwrap(),
+        "{}",
+        warned[0]
+    );
+    assert!(
+        warned[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("NOTIFY_SOCKET")),
+        "{}",
+        warned[0]
+    );
+}
+
 /// Handed a listening socket by systemd-socket-activate (LISTEN_FDS), the server serves on
 /// it rather than binding its own, and names it in its listening line.
 #[test]
@@ -232,4 +276,49 @@ fn socket_activation_serves_on_the_socket_it_is_given() {
         "{story}"
     );
     assert!(story.contains("sockets from systemd"), "{story}");
+}
+
+/// A socket handed over in LISTEN_FDS that is bound but not listening is refused at start-up
+/// with one line (exit status 1), rather than taken and failing every accept for ever.
+#[test]
+fn a_socket_from_systemd_that_does_not_listen_is_refused() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    let poem = poem_file(b"never served\n");
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind it, and never listen");
+    let fd = socket.as_raw_fd();
+    // The shell's own pid is the server's once it execs: systemd's LISTEN_PID.
+    let mut command = Server::launch(poem.path())
+        .env("LISTEN_FDS", "1")
+        .under_shell("export LISTEN_PID=$$")
+        .command();
+    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            // fd 3 is where systemd puts the first socket; dup2 leaves the copy open on exec.
+            let done = match fd {
+                3 => libc::fcntl(3, libc::F_SETFD, 0),
+                _ => libc::dup2(fd, 3),
+            };
+            match done {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            }
+        });
+    }
+    let output = crate::common::run_command(&mut command);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let story = format!("{:?}\nstderr:\n{stderr}", output.status);
+    assert_eq!(output.status.code(), Some(1), "{story}");
+    assert!(output.stdout.is_empty(), "nothing may listen: {story}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {story}");
+    assert!(
+        stderr.contains("socket 0 from systemd (LISTEN_FDS)") && stderr.contains("not listening"),
+        "{story}"
+    );
 }

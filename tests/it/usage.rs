@@ -69,6 +69,19 @@ fn delays_take_units() {
     );
 }
 
+/// --write-timeout starts, and serves, at both ends of its range: 1ms and 24 days.
+#[test]
+fn write_timeouts_at_both_ends_of_their_range_start() {
+    let bytes = binary_bytes(64);
+    let poem = poem_file(&bytes);
+    for timeout in ["1ms", "24d"] {
+        let server = Server::launch(poem.path())
+            .args(&["--write-timeout", timeout, "--delay", "0"])
+            .start();
+        server.fetch_exact(&bytes);
+    }
+}
+
 /// bash loads the generated completion script, and it completes a flag.
 #[test]
 fn bash_completes_flags() {
