@@ -5,7 +5,7 @@
 //! failure here becomes an [`Outcome`] that is counted and logged, never an error that reaches
 //! the worker or the server.
 
-use std::io::{self, ErrorKind, Read};
+use std::io::{self, ErrorKind};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,20 +13,14 @@ use std::time::{Duration, Instant};
 use socket2::SockRef;
 use tracing::{debug, info};
 
-use crate::faults::{Chance, Fault, Faults};
+use crate::close;
+use crate::faults::{Chance, Fault};
 use crate::limit::{Admission, OverLimit};
 use crate::outcome::Outcome;
 use crate::pacing::Schedule;
 use crate::poem::{Buffer, Poem};
 use crate::proxy;
 use crate::shared::Shared;
-use crate::sys;
-
-/// After the last byte, how long to wait for the client to close its side, discarding whatever
-/// it sends. Closing a socket with unread input makes the kernel send a reset, which can destroy
-/// the end of the poem before the client reads it; waiting for the client's EOF avoids that,
-/// and this bound keeps a client that never stops talking from holding the worker.
-pub const LINGER: Duration = Duration::from_secs(2);
 
 /// What the connection's log line tells.
 struct Record {
@@ -73,90 +67,49 @@ pub fn serve(
     let poem = shared.poems.pick();
     record.poem = Some(Arc::clone(&poem));
     let mut schedule = Schedule::new(shared.config.pacing, record.start, chance.rng);
-    let limit = Faults::byte_limit(chance.fault);
+    let limit = chance.fault.map(Fault::byte_limit);
     let mut outcome = stream_poem(&stream, &poem, shared, &mut record, &mut schedule, limit);
-    if outcome.is_complete() && record.stopped_by_fault {
-        match chance.fault {
-            Some(Fault::CloseAfter(_)) => outcome = Outcome::CutShort,
-            Some(Fault::StallAfter(_)) => {
-                stall(&stream, shared.config.write_timeout);
-                outcome = Outcome::Stalled;
-            }
-            Some(Fault::ResetAfter(_)) => {
-                // Once the client has the bytes, so that the reset is all it sees happen.
-                wait_until_delivered(&stream, shared.config.write_timeout);
-                let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-                return record.end(Outcome::Reset, shared); // closed with a reset on return
-            }
-            Some(Fault::Refuse) | None => {}
-        }
-    }
     if !outcome.is_complete() && shared.shutdown.is_cut_off() {
         outcome = Outcome::CutOff; // whatever error the cut caused, the cut is why it ended
     }
+    if let Some(fault) = chance.fault
+        && outcome.is_complete()
+        && record.stopped_by_fault
+    {
+        outcome = fault.play(&stream, shared.config.write_timeout);
+    }
     // After the whole poem, shut the write side so the client sees EOF right after the last
-    // byte; if that fails, the client is already gone. Whether the client has acknowledged
-    // every byte is asked first: the FIN the shutdown queues would count as unacknowledged.
+    // byte; if that fails, the client is already gone. Whether anything is still in flight is
+    // asked first: the FIN the shutdown queues would count as unacknowledged.
     let closes_cleanly = matches!(outcome, Outcome::Complete | Outcome::CutShort);
-    let delivered = closes_cleanly && sys::unacknowledged(&stream) == Some(0);
+    let delivered = closes_cleanly && close::nothing_in_flight(&stream);
     // The source's place is given back before the client can see the end, so that a client
     // that reconnects as soon as it reads EOF is never refused for the connection it just
     // finished.
     drop(admission);
     let lingering = closes_cleanly && stream.shutdown(Shutdown::Write).is_ok();
-    // A client that holds every byte and sent nothing can be closed at once: a line it sends
-    // later draws a reset only after it has read the poem and its end. Otherwise linger,
-    // lest a reset destroy what it has not yet received, and say so if it still might.
-    if lingering && !(delivered && sys::unread(&stream) == Some(0)) && !close_without_loss(&stream)
-    {
+    // Linger unless nothing is in flight, lest a reset destroy what the client has not yet
+    // received; and say so if it still might.
+    if lingering && !delivered && !close::close_without_loss(&stream) {
         outcome = Outcome::UncleanClose;
     }
     record.end(outcome, shared);
     // The stream is dropped here: if the client is gone or stalled, a reset is the right
-    // answer to it.
+    // answer to it (and after a reset fault, the zero linger sends one).
 }
 
-/// The careful close, after the write side is shut: reads and throws away what the client
-/// sends (a netcat user typing, say) until it closes its side or [`LINGER`] runs out, so that
-/// the socket is closed with no unread input and the kernel has no reason to reset the
-/// connection under the end of the poem.
-///
-/// Returns false if closing now may still cost the client bytes: it neither closed nor went
-/// away within [`LINGER`], and it has sent what was not read or not acknowledged all that was
-/// sent (a client that keeps talking while it reads slowly).
-fn close_without_loss(stream: &TcpStream) -> bool {
-    if discard_until_closed(stream, LINGER) {
-        return true;
-    }
-    // One unacknowledged unit is the FIN itself, which loses nothing.
-    sys::unread(stream) == Some(0) && sys::unacknowledged(stream).is_some_and(|n| n <= 1)
-}
-
-/// Resets a connection at once, unserved (the `--refuse` fault), and counts and logs it.
-pub fn refuse(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
-    let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-    drop(stream); // with a zero linger, closing sends a reset
-    Record::starting(peer).end(Outcome::Refused, shared);
+/// Plays `fault` on a connection the accept loop holds, before it takes a worker (the
+/// `--refuse` fault), and counts and logs it.
+pub fn play_at_accept(stream: TcpStream, peer: SocketAddr, fault: Fault, shared: &Shared) {
+    let outcome = fault.play(&stream, shared.config.write_timeout);
+    drop(stream);
+    Record::starting(peer).end(outcome, shared);
 }
 
 /// Counts and logs a connection that was accepted but closed unserved, because shutdown began
 /// while it waited for a worker.
 pub fn closed_at_shutdown(peer: SocketAddr, shared: &Shared) {
     Record::starting(peer).end(Outcome::CutOff, shared);
-}
-
-/// Holds a connection, sending nothing (the `--stall-after` fault), until the client closes
-/// its side or `limit` passes; what the client sends is thrown away.
-fn stall(stream: &TcpStream, limit: Duration) {
-    let _ = discard_until_closed(stream, limit);
-}
-
-/// Waits, up to `limit`, until the client has acknowledged every byte sent.
-fn wait_until_delivered(stream: &TcpStream, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while sys::unacknowledged(stream).is_some_and(|n| n > 0) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// Counts and logs a connection from `peer` turned away by the per-source limit. The caller
@@ -289,28 +242,4 @@ pub fn set_options(socket: SockRef<'_>, write_timeout: Duration, paced: bool) ->
         socket.set_tcp_nodelay(true)?;
     }
     Ok(())
-}
-
-/// Reads and throws away what the client sends until it closes its side, fails, or `limit`
-/// passes. Returns false if `limit` passed first.
-fn discard_until_closed(stream: &TcpStream, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    // Small on purpose: it is on every worker's stack, and every stack page a worker touches
-    // is resident memory times the number of workers (CHANGELOG, Performance).
-    let mut discard = [0u8; 512];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            return false;
-        }
-        match (&*stream).read(&mut discard) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(err) if err.kind() == ErrorKind::Interrupted => {}
-            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return false;
-            }
-            Err(_) => return true,
-        }
-    }
 }

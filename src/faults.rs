@@ -8,7 +8,13 @@
 //! seed and the same clients in the same order does the same thing. Faults end only their own
 //! connection; with no fault flag, nothing here runs.
 
+use std::net::TcpStream;
+use std::time::Duration;
+
 use tracing::debug;
+
+use crate::close;
+use crate::outcome::Outcome;
 
 /// A fault to play on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +28,46 @@ pub enum Fault {
     ResetAfter(u64),
     /// Reset the connection at once, sending nothing.
     Refuse,
+}
+
+impl Fault {
+    /// How many poem bytes a connection with this fault gets, at most.
+    pub fn byte_limit(self) -> u64 {
+        match self {
+            Fault::StallAfter(n) | Fault::CloseAfter(n) | Fault::ResetAfter(n) => n,
+            Fault::Refuse => 0,
+        }
+    }
+
+    /// Whether the accept loop plays this fault itself, before the connection takes a worker.
+    pub fn at_accept(self) -> bool {
+        matches!(self, Fault::Refuse)
+    }
+
+    /// Plays the fault on `stream`, whose poem has stopped at [`Fault::byte_limit`], and says
+    /// how the connection ended. After a reset the stream must be dropped as it is: closing
+    /// it sends the reset.
+    pub fn play(self, stream: &TcpStream, write_timeout: Duration) -> Outcome {
+        match self {
+            Fault::CloseAfter(_) => Outcome::CutShort,
+            Fault::StallAfter(_) => {
+                // Hold the connection, sending nothing, until the client gives up or the
+                // write timeout passes; what it sends is thrown away.
+                close::discard_until_closed(stream, write_timeout);
+                Outcome::Stalled
+            }
+            Fault::ResetAfter(_) => {
+                // Once the client has the bytes, so that the reset is all it sees happen.
+                close::wait_until_delivered(stream, write_timeout);
+                close::reset_on_close(stream);
+                Outcome::Reset
+            }
+            Fault::Refuse => {
+                close::reset_on_close(stream);
+                Outcome::Refused
+            }
+        }
+    }
 }
 
 /// Which fault, for which share of connections, and the seed of every connection's
@@ -86,14 +132,6 @@ impl Faults {
         let chosen = self.rate >= 1.0 || rng.f64() < self.rate;
         debug!(?fault, chosen, "fault drawn");
         chosen.then_some(fault)
-    }
-
-    /// How many poem bytes a connection with `fault` may get, at most.
-    pub fn byte_limit(fault: Option<Fault>) -> Option<u64> {
-        match fault? {
-            Fault::StallAfter(n) | Fault::CloseAfter(n) | Fault::ResetAfter(n) => Some(n),
-            Fault::Refuse => Some(0),
-        }
     }
 }
 

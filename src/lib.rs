@@ -30,6 +30,7 @@
 //! - [`signals`]: SIGINT/SIGTERM (shutdown), SIGUSR1 (stats line), SIGHUP (reload).
 
 mod capacity;
+mod close;
 mod collection;
 mod config;
 mod connection;

@@ -15,7 +15,6 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::http::{self, Answer};
-use crate::outcome::Outcome;
 use crate::shared::Shared;
 use crate::stats::Stats;
 
@@ -79,14 +78,10 @@ impl Collector for Figures {
                 MetricType::Counter,
             )?;
             // The faults' outcomes only when faults are played, as in the stats line.
-            let kinds = match report.faults {
-                true => Outcome::KINDS,
-                false => Outcome::KINDS - Outcome::FAULTS,
-            };
-            for (label, count) in Outcome::LABELS.iter().zip(report.ended).take(kinds) {
-                let labels = [("outcome", *label)];
+            for kind in report.kinds() {
+                let labels = [("outcome", kind.label())];
                 let mut metric = family.encode_family(&labels)?;
-                metric.encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+                metric.encode_counter::<NoLabelSet, _, u64>(&report.ended(kind), None)?;
             }
         }
         counter(

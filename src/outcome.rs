@@ -1,4 +1,8 @@
 //! How a connection ended: one vocabulary for the log line, the stats line and the counters.
+//!
+//! [`Outcome`] is what a connection's log line says, details included; its [`Kind`] is what
+//! is counted. [`Kind::ALL`] is the one list every report reads its labels from: a new kind
+//! is a variant, a line in that list and its label.
 
 use std::io::{self, ErrorKind};
 
@@ -35,30 +39,6 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// How many kinds of outcome there are: the length of [`Outcome::LABELS`].
-    pub const KINDS: usize = 12;
-
-    /// How many of the kinds are faults played on purpose: the last ones of
-    /// [`Outcome::LABELS`], reported only when a fault is configured.
-    pub const FAULTS: usize = 4;
-
-    /// Every outcome's label, in the order of [`Outcome::index`]. The stats line and the
-    /// counters use these same words.
-    pub const LABELS: [&'static str; Outcome::KINDS] = [
-        "complete",
-        "client_closed",
-        "timed_out",
-        "error",
-        "shutdown",
-        "rejected",
-        "unclean_close",
-        "bad_header",
-        "stalled",
-        "cut_short",
-        "reset",
-        "refused",
-    ];
-
     /// Sorts an I/O error from the socket into the outcome it means.
     pub fn from_error(err: io::Error) -> Outcome {
         match err.kind() {
@@ -72,32 +52,100 @@ impl Outcome {
         }
     }
 
-    /// This outcome's place in [`Outcome::LABELS`], for counting.
-    pub fn index(&self) -> usize {
+    /// What is counted of this outcome: its kind, without the details.
+    pub fn kind(&self) -> Kind {
         match self {
-            Outcome::Complete => 0,
-            Outcome::ClientClosed => 1,
-            Outcome::TimedOut => 2,
-            Outcome::Failed(_) => 3,
-            Outcome::CutOff => 4,
-            Outcome::Rejected => 5,
-            Outcome::UncleanClose => 6,
-            Outcome::BadHeader(_) => 7,
-            Outcome::Stalled => 8,
-            Outcome::CutShort => 9,
-            Outcome::Reset => 10,
-            Outcome::Refused => 11,
+            Outcome::Complete => Kind::Complete,
+            Outcome::ClientClosed => Kind::ClientClosed,
+            Outcome::TimedOut => Kind::TimedOut,
+            Outcome::Failed(_) => Kind::Error,
+            Outcome::CutOff => Kind::Shutdown,
+            Outcome::Rejected => Kind::Rejected,
+            Outcome::UncleanClose => Kind::UncleanClose,
+            Outcome::BadHeader(_) => Kind::BadHeader,
+            Outcome::Stalled => Kind::Stalled,
+            Outcome::CutShort => Kind::CutShort,
+            Outcome::Reset => Kind::Reset,
+            Outcome::Refused => Kind::Refused,
         }
     }
 
     /// A short, stable name for logs.
     pub fn label(&self) -> &'static str {
-        Outcome::LABELS[self.index()]
+        self.kind().label()
     }
 
     /// Whether the client got the whole poem.
     pub fn is_complete(&self) -> bool {
         matches!(self, Outcome::Complete)
+    }
+}
+
+/// The kinds of outcome: what the counters, the stats line and `/metrics` count, by label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Complete,
+    ClientClosed,
+    TimedOut,
+    Error,
+    Shutdown,
+    Rejected,
+    UncleanClose,
+    BadHeader,
+    Stalled,
+    CutShort,
+    Reset,
+    Refused,
+}
+
+impl Kind {
+    /// Every kind, in the order the stats line and `/metrics` show them. Counters are kept
+    /// by a kind's place here ([`Kind::slot`]); nothing else depends on the order.
+    pub const ALL: [Kind; 12] = [
+        Kind::Complete,
+        Kind::ClientClosed,
+        Kind::TimedOut,
+        Kind::Error,
+        Kind::Shutdown,
+        Kind::Rejected,
+        Kind::UncleanClose,
+        Kind::BadHeader,
+        Kind::Stalled,
+        Kind::CutShort,
+        Kind::Reset,
+        Kind::Refused,
+    ];
+
+    /// The word the log line, the stats line and the metrics use for this kind.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Kind::Complete => "complete",
+            Kind::ClientClosed => "client_closed",
+            Kind::TimedOut => "timed_out",
+            Kind::Error => "error",
+            Kind::Shutdown => "shutdown",
+            Kind::Rejected => "rejected",
+            Kind::UncleanClose => "unclean_close",
+            Kind::BadHeader => "bad_header",
+            Kind::Stalled => "stalled",
+            Kind::CutShort => "cut_short",
+            Kind::Reset => "reset",
+            Kind::Refused => "refused",
+        }
+    }
+
+    /// Whether only a fault played on purpose ends a connection this way; such kinds are
+    /// reported only when a fault is configured.
+    pub const fn is_fault(self) -> bool {
+        matches!(
+            self,
+            Kind::Stalled | Kind::CutShort | Kind::Reset | Kind::Refused
+        )
+    }
+
+    /// This kind's place in [`Kind::ALL`], where its counter is kept.
+    pub const fn slot(self) -> usize {
+        self as usize
     }
 }
 
@@ -115,12 +163,16 @@ mod tests {
         assert_eq!(of(ErrorKind::PermissionDenied), "error");
     }
 
-    /// Each label is distinct, so a count or a log line names one outcome only.
+    /// Each kind is listed once, at its own slot, and each label is distinct, so a count or
+    /// a log line names one outcome only.
     #[test]
-    fn labels_are_distinct() {
-        let mut labels = Outcome::LABELS.to_vec();
+    fn every_kind_is_listed_once_with_its_own_label() {
+        for (slot, kind) in Kind::ALL.iter().enumerate() {
+            assert_eq!(kind.slot(), slot, "{kind:?}");
+        }
+        let mut labels: Vec<_> = Kind::ALL.iter().map(|kind| kind.label()).collect();
         labels.sort();
         labels.dedup();
-        assert_eq!(labels.len(), Outcome::KINDS);
+        assert_eq!(labels.len(), Kind::ALL.len());
     }
 }

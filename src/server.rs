@@ -19,7 +19,6 @@ use crate::capacity;
 use crate::collection::Collection;
 use crate::config::Config;
 use crate::connection;
-use crate::faults::Fault;
 use crate::limit::{Limit, OverLimit};
 use crate::listener::Listeners;
 use crate::metrics;
@@ -164,8 +163,8 @@ fn accept_loop(listeners: &Listeners, pool: &Pool, shared: &Arc<Shared>, shutdow
             .config
             .faults
             .chance(id, shared.config.pacing.varies());
-        if chance.fault == Some(Fault::Refuse) {
-            connection::refuse(stream, peer, shared);
+        if let Some(fault) = chance.fault.filter(|fault| fault.at_accept()) {
+            connection::play_at_accept(stream, peer, fault, shared);
             continue;
         }
         // Behind a balancer the client is known only from its PROXY header, which a worker

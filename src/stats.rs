@@ -7,9 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use tracing::info;
-
-use crate::outcome::Outcome;
+use crate::outcome::{Kind, Outcome};
 use crate::pool::Load;
 
 /// The target of the stats line's event. Logging lets it through whatever `RUST_LOG` says,
@@ -27,8 +25,8 @@ pub const DURATION_BUCKETS: [f64; 14] = [
 pub struct Stats {
     started: Instant,
     accepted: AtomicU64,
-    /// Connections ended, by [`Outcome::index`].
-    ended: [AtomicU64; Outcome::KINDS],
+    /// Connections ended, by [`Kind::slot`].
+    ended: [AtomicU64; Kind::ALL.len()],
     bytes: AtomicU64,
     /// Connections served, by the first of [`DURATION_BUCKETS`] their duration fits (the last
     /// slot for longer ones), and the sum of their durations in microseconds.
@@ -59,8 +57,8 @@ pub struct Report {
     pub uptime: Duration,
     /// Connections accepted.
     pub accepted: u64,
-    /// Connections ended, by [`Outcome::index`].
-    pub ended: [u64; Outcome::KINDS],
+    /// Connections ended, by [`Kind::slot`].
+    pub ended: [u64; Kind::ALL.len()],
     /// Connections that did not get the whole poem and never will: the client left, stalled
     /// or failed, they were turned away (a limit, a bad PROXY header), or shutdown closed them. In the final report (nothing streaming,
     /// nothing queued), whatever the grace period cut off counts here too.
@@ -140,7 +138,7 @@ impl Stats {
 
     /// Counts how a connection ended.
     pub fn ended(&self, outcome: &Outcome) {
-        self.ended[outcome.index()].fetch_add(1, Relaxed);
+        self.ended[outcome.kind().slot()].fetch_add(1, Relaxed);
     }
 
     /// The counters now, with the pool's `load`.
@@ -158,7 +156,7 @@ impl Stats {
         let faults = self.faults;
         let accepted = self.accepted.load(Relaxed);
         let ended = self.ended.each_ref().map(|count| count.load(Relaxed));
-        let complete = ended[Outcome::Complete.index()];
+        let complete = ended[Kind::Complete.slot()];
         // Ended without the whole poem, or never served at all (accepted, but neither
         // complete, nor streaming, nor queued: dropped at shutdown). A connection whose poem
         // is complete but whose close is still lingering counts as both complete and busy,
@@ -179,47 +177,117 @@ impl Stats {
 }
 
 impl Report {
-    /// Logs the stats line, at any log level. Its outcome fields are named by
-    /// [`Outcome::LABELS`] (a test holds them to it).
+    /// How many connections ended as `kind`.
+    pub fn ended(&self, kind: Kind) -> u64 {
+        self.ended[kind.slot()]
+    }
+
+    /// The kinds this report shows: the faults' only when faults are played.
+    pub fn kinds(&self) -> impl Iterator<Item = Kind> + '_ {
+        Kind::ALL
+            .into_iter()
+            .filter(|kind| self.faults || !kind.is_fault())
+    }
+
+    /// Logs the stats line, at any log level. Its outcome fields are named and ordered by
+    /// [`Kind::ALL`] (see [`line`]).
     pub fn log(&self) {
-        let [
-            complete,
-            client_closed,
-            timed_out,
-            error,
-            shutdown,
-            rejected,
-            unclean_close,
-            bad_header,
-            stalled,
-            cut_short,
-            reset,
-            refused,
-        ] = self.ended;
-        // Without a fault configured, these fields are left out (a `None` is not written).
-        let fault = |count: u64| self.faults.then_some(count);
-        info!(
-            target: TARGET,
-            uptime_s = (self.uptime.as_secs_f64() * 10.0).round() / 10.0,
-            accepted = self.accepted,
-            complete,
-            aborted = self.aborted,
-            client_closed,
-            timed_out,
-            error,
-            shutdown,
-            rejected,
-            unclean_close,
-            bad_header,
-            stalled = fault(stalled),
-            cut_short = fault(cut_short),
-            reset = fault(reset),
-            refused = fault(refused),
-            bytes_sent = self.bytes,
-            busy_workers = self.busy,
-            queued = self.queued,
-            "stats"
-        );
+        line::log(self);
+    }
+}
+
+/// The stats line as a tracing event whose fields come from [`Kind::ALL`], so that a new kind
+/// of outcome shows up in it without a change here. tracing's macros need every field name
+/// written out, so the event's callsite is declared by hand, as the macros would declare it.
+mod line {
+    use tracing::callsite::{DefaultCallsite, Identifier};
+    use tracing::field::{FieldSet, Value, display};
+    use tracing::metadata::{Kind as EventKind, Level, Metadata};
+    use tracing::{Event, dispatcher};
+
+    use super::{Report, TARGET};
+    use crate::outcome::Kind;
+
+    /// The fields before the outcome counts (`complete` goes among them) and after them.
+    const BEFORE: [&str; 5] = ["message", "uptime_s", "accepted", "complete", "aborted"];
+    const AFTER: [&str; 3] = ["bytes_sent", "busy_workers", "queued"];
+    const LEN: usize = BEFORE.len() + Kind::ALL.len() - 1 + AFTER.len();
+
+    /// Every field's name, in order: `complete` beside `accepted` and `aborted`, the other
+    /// kinds in [`Kind::ALL`]'s order, then the load.
+    static NAMES: [&str; LEN] = names();
+
+    const fn names() -> [&'static str; LEN] {
+        let mut names = [""; LEN];
+        let mut at = 0;
+        while at < BEFORE.len() {
+            names[at] = BEFORE[at];
+            at += 1;
+        }
+        let mut kind = 0;
+        while kind < Kind::ALL.len() {
+            if !matches!(Kind::ALL[kind], Kind::Complete) {
+                names[at] = Kind::ALL[kind].label();
+                at += 1;
+            }
+            kind += 1;
+        }
+        let mut after = 0;
+        while after < AFTER.len() {
+            names[at] = AFTER[after];
+            at += 1;
+            after += 1;
+        }
+        names
+    }
+
+    static CALLSITE: DefaultCallsite = DefaultCallsite::new(&META);
+    static META: Metadata<'static> = Metadata::new(
+        "stats",
+        TARGET,
+        Level::INFO,
+        Some(file!()),
+        Some(line!()),
+        Some(module_path!()),
+        FieldSet::new(&NAMES, Identifier(&CALLSITE)),
+        EventKind::EVENT,
+    );
+
+    pub fn log(report: &Report) {
+        if CALLSITE.interest().is_never() || !dispatcher::get_default(|d| d.enabled(&META)) {
+            return;
+        }
+        let uptime = (report.uptime.as_secs_f64() * 10.0).round() / 10.0;
+        let message = display("stats");
+        let (busy, queued) = (report.busy as u64, report.queued as u64);
+        // A kind not shown (a fault's, with no fault configured) has no value: not written.
+        let counts = Kind::ALL.map(|kind| {
+            let shown = report.faults || !kind.is_fault();
+            shown.then(|| report.ended(kind))
+        });
+        let mut values: Vec<Option<&dyn Value>> = vec![
+            Some(&message),
+            Some(&uptime),
+            Some(&report.accepted),
+            Some(&counts[Kind::Complete.slot()]),
+            Some(&report.aborted),
+        ];
+        for kind in Kind::ALL.iter().filter(|kind| **kind != Kind::Complete) {
+            values.push(counts[kind.slot()].as_ref().map(|n| n as &dyn Value));
+        }
+        values.extend([
+            Some(&report.bytes as &dyn Value),
+            Some(&busy as &dyn Value),
+            Some(&queued as &dyn Value),
+        ]);
+        let fields = META.fields();
+        let pairs: [_; LEN] = std::array::from_fn(|at| {
+            // `NAMES` and `values` are built in the same order, LEN long.
+            let field = fields.field(NAMES[at]).expect("every name is a field");
+            (field, values[at])
+        });
+        let pairs = pairs.each_ref().map(|(field, value)| (field, *value));
+        dispatcher::get_default(|d| d.event(&Event::new(&META, &fields.value_set(&pairs))));
     }
 }
 
@@ -244,7 +312,7 @@ mod tests {
             (report.accepted, report.ended[0], report.aborted),
             (5, 1, 1)
         );
-        assert_eq!(report.ended[Outcome::TimedOut.index()], 1);
+        assert_eq!(report.ended(Kind::TimedOut), 1);
         // At the end, with nothing left running, the two that were cut off are aborted.
         assert_eq!(stats.final_report().aborted, 4);
     }
@@ -293,7 +361,7 @@ mod tests {
         stats.ended(&Outcome::TimedOut);
         tracing::subscriber::with_default(subscriber, || stats.final_report().log());
         let line = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        for label in Outcome::LABELS {
+        for label in Kind::ALL.map(Kind::label) {
             assert!(line.contains(&format!(" {label}=")), "{label}: {line}");
         }
         assert!(line.contains(" timed_out=1 "), "{line}");

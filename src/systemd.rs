@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use sd_notify::NotifyState;
 use tracing::{debug, warn};
 
+use crate::outcome::Kind;
 use crate::shared::Shared;
 
 /// How often the STATUS line systemd shows is brought up to date.
@@ -92,7 +93,11 @@ pub fn status(shared: &Shared) -> String {
     let report = shared.report();
     format!(
         "{} streaming, {} queued; {} accepted, {} complete, {} aborted",
-        report.busy, report.queued, report.accepted, report.ended[0], report.aborted
+        report.busy,
+        report.queued,
+        report.accepted,
+        report.ended(Kind::Complete),
+        report.aborted
     )
 }
 

@@ -1,0 +1,81 @@
+//! Closing a connection without loss, and the socket waits the faults share with it.
+//!
+//! Closing a socket that still holds unread input makes the kernel send a reset instead of a
+//! FIN, and a reset discards whatever the client has not yet received: the end of the poem.
+//! So after the last byte the write side is shut, what the client sends is read and thrown
+//! away until it closes its side, and only then is the socket closed.
+
+use std::io::{ErrorKind, Read};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use socket2::SockRef;
+
+use crate::sys;
+
+/// After the last byte, how long to wait for the client to close its side, discarding whatever
+/// it sends. Closing a socket with unread input makes the kernel send a reset, which can destroy
+/// the end of the poem before the client reads it; waiting for the client's EOF avoids that,
+/// and this bound keeps a client that never stops talking from holding the worker.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Whether the client holds every byte sent and has sent nothing unread: then the socket can
+/// be closed at once, losing nothing. A line the client sends later draws a reset only after
+/// it has read the poem and its end.
+pub fn nothing_in_flight(stream: &TcpStream) -> bool {
+    sys::unacknowledged(stream) == Some(0) && sys::unread(stream) == Some(0)
+}
+
+/// The careful close, after the write side is shut: reads and throws away what the client
+/// sends (a netcat user typing, say) until it closes its side or [`LINGER`] runs out, so that
+/// the socket is closed with no unread input and the kernel has no reason to reset the
+/// connection under the end of the poem.
+///
+/// Returns false if closing now may still cost the client bytes: it neither closed nor went
+/// away within [`LINGER`], and it has sent what was not read or not acknowledged all that was
+/// sent (a client that keeps talking while it reads slowly).
+pub fn close_without_loss(stream: &TcpStream) -> bool {
+    if discard_until_closed(stream, LINGER) {
+        return true;
+    }
+    // One unacknowledged unit is the FIN itself, which loses nothing.
+    sys::unread(stream) == Some(0) && sys::unacknowledged(stream).is_some_and(|n| n <= 1)
+}
+
+/// Reads and throws away what the client sends until it closes its side, fails, or `limit`
+/// passes. Returns false if `limit` passed first.
+pub fn discard_until_closed(stream: &TcpStream, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    // Small on purpose: it is on every worker's stack, and every stack page a worker touches
+    // is resident memory times the number of workers (CHANGELOG, Performance).
+    let mut discard = [0u8; 512];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return false;
+        }
+        match (&*stream).read(&mut discard) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Waits, up to `limit`, until the client has acknowledged every byte sent.
+pub fn wait_until_delivered(stream: &TcpStream, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while sys::unacknowledged(stream).is_some_and(|n| n > 0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Makes closing `stream` send a reset (a zero linger) instead of a FIN.
+pub fn reset_on_close(stream: &TcpStream) {
+    // If it fails the close is an ordinary one, which the client sees as an early end.
+    let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
