@@ -8,6 +8,7 @@ mod dead_peer;
 mod faults;
 mod open;
 mod operations;
+mod poems;
 mod service;
 mod shutdown;
 mod streaming;
