@@ -17,6 +17,15 @@ install_packages() {
     >/dev/null
 }
 
+# missing_packages COMMAND=PACKAGE...: prints, a line each, the Debian packages whose commands
+# are not on PATH (python3=python3, ss=iproute2), for install_packages.
+missing_packages() {
+  local pair
+  for pair in "$@"; do
+    command -v "${pair%%=*}" >/dev/null || echo "${pair#*=}"
+  done | sort -u
+}
+
 # scratch: makes a scratch directory, $work, and on exit stops every process whose pid the
 # check added to $pids and removes $work.
 scratch() {
@@ -31,8 +40,8 @@ stop_scratch() {
   rm -rf "$work"
 }
 
-# wait_for_line FILE: waits up to 10 s for poetry-serve's listening line in FILE and prints
-# the port it names.
+# wait_for_port FILE: waits up to 10 s for poetry-serve's listening line in FILE and prints
+# the port it names; fails, saying so, if none comes.
 wait_for_port() {
   local file=$1
   for _ in $(seq 200); do
@@ -46,7 +55,7 @@ wait_for_port() {
   return 1
 }
 
-# A free TCP port on 127.0.0.1.
+# A free TCP port on 127.0.0.1. Needs python3 (missing_packages python3=python3).
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -66,7 +75,7 @@ matches_one_of() {
 }
 
 # fetch_from SRC PORT OUT: like fetch, but from the loopback source address SRC (127.0.0.2,
-# say), so that the server can tell this client from a balancer on 127.0.0.1.
+# say), so that the server can tell this client from a balancer on 127.0.0.1. Needs python3.
 fetch_from() {
   timeout 10 python3 - "$@" <<'PY'
 import socket, sys
@@ -88,6 +97,35 @@ wait_for_tcp() {
   return 1
 }
 
+# wait_for_listen PORT: waits up to 5 s for a listening socket on 127.0.0.1:PORT, without
+# connecting to it (a probe through a balancer would reach poetry-serve and count as a client).
+wait_for_listen() {
+  for _ in $(seq 100); do
+    ss -Hltn "sport = :$1" | grep -q . && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on 127.0.0.1:$1" >&2
+  return 1
+}
+
+# configure FILE OUT OLD=NEW...: copies the shipped configuration FILE to OUT with each OLD
+# replaced by NEW (a documented port by a free one, say). Fails if FILE lacks an OLD, so a
+# check cannot drift from the file it tests.
+configure() {
+  local file=$1 out=$2 pair old text
+  shift 2
+  text=$(<"$file")
+  for pair in "$@"; do
+    old=${pair%%=*}
+    if [[ $text != *"$old"* ]]; then
+      echo "$file has no '$old'" >&2
+      return 1
+    fi
+    text=${text//"$old"/"${pair#*=}"}
+  done
+  printf '%s\n' "$text" >"$out"
+}
+
 # nginx's stream module, as Debian installs it.
 nginx_stream_module=/usr/lib/nginx/modules/ngx_stream_module.so
 
@@ -97,19 +135,9 @@ missing_nginx_stream() {
   [ -e "$nginx_stream_module" ] || echo libnginx-mod-stream
 }
 
-# run_nginx_stream BLOCK: runs nginx in the foreground of a background job, in $work, with
-# BLOCK as the body of its `stream { }` section, and adds its pid to $pids.
+# run_nginx_stream CONF: runs nginx with the configuration file CONF in the foreground of a
+# background job, its pid file and error log in $work, and adds its pid to $pids.
 run_nginx_stream() {
-  cat >"$work/nginx.conf" <<CONF
-load_module $nginx_stream_module;
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 256; }
-stream {
-$1
-}
-CONF
-  nginx -p "$work" -c "$work/nginx.conf" -g 'daemon off;' &
+  nginx -p "$work" -c "$1" -e "$work/nginx-error.log" -g "pid $work/nginx.pid; daemon off;" &
   pids+=($!)
 }

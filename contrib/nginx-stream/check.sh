@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Scale-out recipe, tested: two poetry-serve processes on loopback behind nginx's stream (TCP)
-# load balancer. Starts both and nginx, fetches poems through nginx, checks each byte for byte
+# load balancer, configured by contrib/nginx-stream/nginx.conf (its documented ports swapped
+# for free ones). Starts both and nginx, fetches poems through nginx, checks each byte for byte
 # and that both instances served some, then stops everything it started.
 #
-# Needs Debian's nginx and libnginx-mod-stream, which it installs when they are missing.
+# Needs Debian's nginx, libnginx-mod-stream and python3, which it installs when missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source contrib/lib.sh
 
-read -r -a missing <<<"$(missing_nginx_stream | tr '\n' ' ')"
+mapfile -t missing < <(missing_nginx_stream; missing_packages python3=python3)
 install_packages "${missing[@]}"
 
 bin=$(build_poetry_serve)
@@ -21,20 +22,13 @@ for n in 1 2; do
   ports+=("$(wait_for_port "$work/poet$n.out")")
 done
 
+# The shipped file as it is, as a user would run it; then with free ports put in.
+nginx -t -q -c "$PWD/contrib/nginx-stream/nginx.conf" -e "$work/nginx-test.log"
 front=$(free_port)
-run_nginx_stream "
-    upstream poets {
-        server 127.0.0.1:${ports[0]};
-        server 127.0.0.1:${ports[1]};
-    }
-    server {
-        listen 127.0.0.1:$front;
-        proxy_pass poets;
-    }"
-for _ in $(seq 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$front") 2>/dev/null && break
-  sleep 0.05
-done
+configure contrib/nginx-stream/nginx.conf "$work/nginx.conf" "127.0.0.1:10000;=127.0.0.1:$front;" \
+  "127.0.0.1:10001;=127.0.0.1:${ports[0]};" "127.0.0.1:10002;=127.0.0.1:${ports[1]};"
+run_nginx_stream "$work/nginx.conf"
+wait_for_tcp "$front"
 
 fetches=12
 for i in $(seq "$fetches"); do

@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Metrics, tested with the real tools: poetry-serve --metrics on loopback, its page checked by
-# `promtool check metrics`, then a real Prometheus scraping it every second and answering a
-# query for one series with the number of poems fetched. Also checks that the Grafana
-# dashboard in contrib/grafana is valid JSON whose queries name only metrics the page has.
+# `promtool check metrics`, then a real Prometheus, configured by
+# contrib/prometheus/prometheus.yml (the metrics port and a 1 s interval put in), scraping it
+# and answering a query for one series with the number of poems fetched. Also checks that the
+# Grafana dashboard in contrib/grafana is valid JSON whose queries name only metrics the page
+# has.
 #
-# Needs Debian's prometheus (the server and promtool), jq and curl; installs them if missing.
+# Needs Debian's prometheus (the server and promtool), jq, curl and python3; installs them if
+# missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source contrib/lib.sh
 
-missing=()
-command -v prometheus >/dev/null || missing+=(prometheus)
-command -v promtool >/dev/null || missing+=(prometheus)
-command -v jq >/dev/null || missing+=(jq)
-command -v curl >/dev/null || missing+=(curl)
+mapfile -t missing < <(
+  missing_packages prometheus=prometheus promtool=prometheus jq=jq curl=curl python3=python3
+)
 install_packages "${missing[@]}"
 
 bin=$(build_poetry_serve)
@@ -40,15 +41,11 @@ for name in $(jq -r '.panels[].targets[].expr' "$dashboard" |
   grep -q "^$base" "$work/page" || { echo "$dashboard uses $name, not on the page" >&2; exit 1; }
 done
 
+# The shipped file as it is, as a user would run it; then with the ports put in.
+promtool check config contrib/prometheus/prometheus.yml >/dev/null
 prom_port=$(free_port)
-cat >"$work/prometheus.yml" <<CONF
-global:
-  scrape_interval: 1s
-scrape_configs:
-  - job_name: poetry-serve
-    static_configs:
-      - targets: ["$metrics"]
-CONF
+configure contrib/prometheus/prometheus.yml "$work/prometheus.yml" \
+  "127.0.0.1:9100=$metrics" "scrape_interval: 15s=scrape_interval: 1s"
 prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data" \
   --web.listen-address="127.0.0.1:$prom_port" >"$work/prometheus.log" 2>&1 &
 pids+=($!)

@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # PROXY protocol, tested with the real balancers: poetry-serve --proxy-protocol behind nginx's
 # stream module (`proxy_protocol on;`, version 1) and behind HAProxy (`send-proxy-v2`), all on
-# loopback. Clients connect from 127.0.0.2 and 127.0.0.3 while the balancers reach
-# poetry-serve from 127.0.0.1; the check passes only if every poem arrives byte for byte and
-# poetry-serve logs the real clients as the peers, with the balancer as `via`.
+# loopback, configured by contrib/proxy-protocol/nginx.conf and haproxy.cfg (their documented
+# ports swapped for free ones). Clients connect from 127.0.0.2 and 127.0.0.3 while the
+# balancers reach poetry-serve from 127.0.0.1; the check passes only if every poem arrives byte
+# for byte and poetry-serve logs the real clients as the peers, with the balancer as `via`.
 #
-# Needs Debian's nginx, libnginx-mod-stream and haproxy, which it installs when missing.
+# Needs Debian's nginx, libnginx-mod-stream, haproxy, iproute2 (ss) and python3, which it
+# installs when missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source contrib/lib.sh
 
-read -r -a missing <<<"$(missing_nginx_stream | tr '\n' ' ')"
-command -v haproxy >/dev/null || missing+=(haproxy)
-command -v ss >/dev/null || missing+=(iproute2)
+mapfile -t missing < <(
+  missing_nginx_stream
+  missing_packages haproxy=haproxy ss=iproute2 python3=python3
+)
 install_packages "${missing[@]}"
 
 bin=$(build_poetry_serve)
@@ -22,39 +25,24 @@ scratch
 pids+=($!)
 poet=$(wait_for_port "$work/poet.out")
 
+# The shipped files as they are, as a user would run them; then with free ports put in.
+nginx -t -q -c "$PWD/contrib/proxy-protocol/nginx.conf" -e "$work/nginx-test.log"
+haproxy -c -q -f contrib/proxy-protocol/haproxy.cfg
+
 nginx_port=$(free_port)
-run_nginx_stream "
-    server {
-        listen 127.0.0.1:$nginx_port;
-        proxy_pass 127.0.0.1:$poet;
-        proxy_protocol on;
-    }"
+configure contrib/proxy-protocol/nginx.conf "$work/nginx.conf" \
+  "127.0.0.1:10000;=127.0.0.1:$nginx_port;" "127.0.0.1:10001;=127.0.0.1:$poet;"
+run_nginx_stream "$work/nginx.conf"
 
 haproxy_port=$(free_port)
-cat >"$work/haproxy.cfg" <<CONF
-global
-    log stderr format short local0 warning
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend poems
-    bind 127.0.0.1:$haproxy_port
-    default_backend poet
-backend poet
-    server poet 127.0.0.1:$poet send-proxy-v2
-CONF
+configure contrib/proxy-protocol/haproxy.cfg "$work/haproxy.cfg" \
+  "127.0.0.1:10000=127.0.0.1:$haproxy_port" "127.0.0.1:10001=127.0.0.1:$poet"
 haproxy -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" &
 pids+=($!)
 
 # Wait for the balancers without connecting through them: a probe would reach poetry-serve.
-for port in "$nginx_port" "$haproxy_port"; do
-  for _ in $(seq 100); do
-    ss -Hltn "sport = :$port" | grep -q . && break
-    sleep 0.05
-  done
-done
+wait_for_listen "$nginx_port"
+wait_for_listen "$haproxy_port"
 
 check() { # NAME PORT SOURCE
   local name=$1 port=$2 src=$3 i

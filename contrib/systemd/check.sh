@@ -2,22 +2,18 @@
 # Checks the systemd units: systemd-analyze accepts them (when systemd-analyze is installed),
 # the service's hardening is in place, and its ExecStart command line actually serves the
 # shipped poems, both binding its own socket and handed one by socket activation
-# (systemd-socket-activate, from Debian's systemd package).
+# (systemd-socket-activate, from Debian's systemd package). Needs python3 (installed when
+# missing) to find a free port.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source contrib/lib.sh
 
 unit=contrib/systemd/poetry-serve.service
 socket_unit=contrib/systemd/poetry-serve.socket
+mapfile -t missing < <(missing_packages python3=python3 systemd-socket-activate=systemd)
+install_packages "${missing[@]}"
 bin=$(build_poetry_serve)
-work=$(mktemp -d)
-pid=""
-cleanup() {
-  [ -z "$pid" ] || kill "$pid" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+scratch
 
 for setting in Type=notify NotifyAccess=main DynamicUser=yes NoNewPrivileges=yes ProtectSystem=strict ProtectHome=yes \
     ReadOnlyPaths=/usr/local/share/poetry-serve 'CapabilityBoundingSet=$'; do
@@ -53,17 +49,15 @@ for i in "${!argv[@]}"; do
   esac
 done
 "${argv[@]}" --delay 0 >"$work/out" 2>"$work/log" &
-pid=$!
+pids+=($!)
 port=$(wait_for_port "$work/out")
 fetch "$port" "$work/got"
 matches_one_of "$work/got" poems/*.txt || { echo "ExecStart's server sent no poem" >&2; exit 1; }
-kill "$pid"; wait "$pid" || true; pid=""
 
 # The same command line, handed its socket the way poetry-serve.socket would hand it.
-command -v systemd-socket-activate >/dev/null || install_packages systemd
 port=$(free_port)
 systemd-socket-activate -l "127.0.0.1:$port" "${argv[@]}" --delay 0 >"$work/out2" 2>"$work/log2" &
-pid=$!
+pids+=($!)
 wait_for_tcp "$port"
 fetch "$port" "$work/got2"
 matches_one_of "$work/got2" poems/*.txt ||

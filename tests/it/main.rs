@@ -9,6 +9,7 @@ mod faults;
 mod hostile;
 mod open;
 mod operations;
+mod poems;
 mod service;
 mod shutdown;
 mod streaming;
