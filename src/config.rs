@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clap::builder::BoolishValueParser;
 use clap::{CommandFactory, Parser};
 
 use crate::collection::Order;
@@ -48,6 +49,9 @@ Signals:
 
 Environment:
   RUST_LOG         log level on stderr: error, warn, info (default), debug, off
+  POETRY_SERVE_*   each option, as [env: ...] above names it; the command line
+                   wins; --iface takes a comma-separated list; a switch takes
+                   1/0, true/false, yes/no or on/off
 
 Exit status:
   0                stopped by a signal
@@ -84,7 +88,8 @@ pub struct Cli {
         long,
         value_enum,
         default_value_t = Order::Sequential,
-        hide_possible_values = true
+        hide_possible_values = true,
+        env = "POETRY_SERVE_ORDER"
     )]
     pub order: Order,
 
@@ -97,7 +102,8 @@ pub struct Cli {
         value_name = "PORT",
         default_value_t = 10000,
         allow_negative_numbers = true,
-        value_parser = port
+        value_parser = port,
+        env = "POETRY_SERVE_PORT"
     )]
     pub port: u16,
 
@@ -105,15 +111,17 @@ pub struct Cli {
     ///
     /// An IPv4 or IPv6 address (127.0.0.1, ::1 bracketed or not, 0.0.0.0, ::, a link-local address
     /// with its interface such as fe80::1%eth0), or a host name, resolved at start-up and
-    /// listened on at every address it has (localhost: 127.0.0.1 and ::1). Repeat the option
-    /// to listen on several; each gets its own listening line. :: alone accepts IPv4 clients
-    /// too.
+    /// listened on at every address it has (localhost: 127.0.0.1 and ::1). Repeat the option,
+    /// or give a comma-separated list, to listen on several; each gets its own listening line.
+    /// :: alone accepts IPv4 clients too.
     #[arg(
         short,
         long = "iface",
         value_name = "ADDR",
         default_value = "127.0.0.1",
-        action = clap::ArgAction::Append
+        action = clap::ArgAction::Append,
+        value_delimiter = ',',
+        env = "POETRY_SERVE_IFACE"
     )]
     pub iface: Vec<String>,
 
@@ -124,7 +132,8 @@ pub struct Cli {
         value_name = "N",
         default_value_t = 10,
         allow_negative_numbers = true,
-        value_parser = at_least_one
+        value_parser = at_least_one,
+        env = "POETRY_SERVE_NUM_BYTES"
     )]
     pub num_bytes: usize,
 
@@ -137,7 +146,8 @@ pub struct Cli {
         long,
         value_name = "DURATION",
         default_value = "0.7",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        env = "POETRY_SERVE_DELAY"
     )]
     pub delay: String,
 
@@ -152,7 +162,8 @@ pub struct Cli {
         value_name = "N",
         default_value_t = 256,
         allow_negative_numbers = true,
-        value_parser = at_least_one
+        value_parser = at_least_one,
+        env = "POETRY_SERVE_WORKERS"
     )]
     pub workers: usize,
 
@@ -165,7 +176,8 @@ pub struct Cli {
         long,
         value_name = "DURATION",
         default_value = "30s",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        env = "POETRY_SERVE_WRITE_TIMEOUT"
     )]
     pub write_timeout: String,
 
@@ -177,7 +189,8 @@ pub struct Cli {
         long,
         value_name = "DURATION",
         default_value = "10s",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        env = "POETRY_SERVE_SHUTDOWN_GRACE"
     )]
     pub shutdown_grace: String,
 
@@ -185,7 +198,7 @@ pub struct Cli {
     ///
     /// Sets SO_REUSEPORT: several poetry-serve processes can listen on one port, and the
     /// kernel spreads new connections among them.
-    #[arg(long)]
+    #[arg(long, env = "POETRY_SERVE_REUSE_PORT", value_parser = BoolishValueParser::new())]
     pub reuse_port: bool,
 
     /// Cap on connections per source
@@ -200,7 +213,8 @@ pub struct Cli {
         value_name = "N",
         default_value_t = 0,
         allow_negative_numbers = true,
-        value_parser = count
+        value_parser = count,
+        env = "POETRY_SERVE_MAX_PER_SOURCE"
     )]
     pub max_per_source: u32,
 
@@ -210,7 +224,7 @@ pub struct Cli {
     /// balancer sends it, and the client it names is the peer: in the logs and for
     /// --max-per-source. A connection without a valid header within 5 s is closed. Only for a
     /// server reached through a balancer: a client could name any address.
-    #[arg(long)]
+    #[arg(long, env = "POETRY_SERVE_PROXY_PROTOCOL", value_parser = BoolishValueParser::new())]
     pub proxy_protocol: bool,
 
     /// Randomize deadlines by ± this
@@ -222,7 +236,8 @@ pub struct Cli {
         long,
         value_name = "DURATION",
         default_value = "0",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        env = "POETRY_SERVE_JITTER"
     )]
     pub jitter: String,
 
@@ -230,47 +245,67 @@ pub struct Cli {
     ///
     /// Each chunk's size is drawn at random between --num-bytes and this (as toxiproxy's
     /// slicer does).
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = at_least_one)]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = at_least_one, env = "POETRY_SERVE_NUM_BYTES_MAX")]
     pub num_bytes_max: Option<usize>,
 
     /// Seed for jitter, chunk sizes and faults
     ///
     /// Makes every random draw repeatable: connection number n (in accept order) draws the
     /// same jitter, chunk sizes and fault in every run with this seed.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "POETRY_SERVE_SEED")]
     pub seed: Option<u64>,
 
     /// Fault: send nothing after this many bytes
     ///
     /// After this many bytes of the poem, send nothing more: hold the connection until the
     /// client gives up or --write-timeout passes (outcome stalled).
-    #[arg(long, value_name = "BYTES", group = "fault")]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        group = "fault",
+        env = "POETRY_SERVE_STALL_AFTER"
+    )]
     pub stall_after: Option<u64>,
 
     /// Fault: close cleanly after this many bytes
     ///
     /// After this many bytes, close the connection cleanly, as if the poem ended there
     /// (outcome cut_short).
-    #[arg(long, value_name = "BYTES", group = "fault")]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        group = "fault",
+        env = "POETRY_SERVE_CLOSE_AFTER"
+    )]
     pub close_after: Option<u64>,
 
     /// Fault: reset after this many bytes
     ///
     /// Once the client has this many bytes, reset the connection (RST; outcome reset).
-    #[arg(long, value_name = "BYTES", group = "fault")]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        group = "fault",
+        env = "POETRY_SERVE_RESET_AFTER"
+    )]
     pub reset_after: Option<u64>,
 
     /// Fault: reset every connection at once
     ///
     /// Reset each connection as soon as it is accepted, sending nothing (outcome refused).
-    #[arg(long, group = "fault")]
+    #[arg(
+        long,
+        group = "fault",
+        env = "POETRY_SERVE_REFUSE",
+        value_parser = BoolishValueParser::new()
+    )]
     pub refuse: bool,
 
     /// Share of connections faulted
     ///
     /// The share of connections, from 0 to 1, drawn at random (see --seed), that get the
     /// fault chosen; the others are served as usual. 1, the default, faults every one.
-    #[arg(long, value_name = "P", default_value_t = 1.0, requires = "fault", value_parser = share)]
+    #[arg(long, value_name = "P", default_value_t = 1.0, requires = "fault", value_parser = share, env = "POETRY_SERVE_FAULT_RATE")]
     pub fault_rate: f64,
 
     /// Serve Prometheus metrics and health checks
@@ -279,7 +314,7 @@ pub struct Cli {
     /// on stdout names it): GET /metrics in the Prometheus text format, /healthz (alive) and
     /// /readyz (accepting connections). Off by default. Keep it on loopback or a private
     /// network: it has no authentication.
-    #[arg(long, value_name = "ADDR:PORT", value_parser = metrics_addr)]
+    #[arg(long, value_name = "ADDR:PORT", value_parser = metrics_addr, env = "POETRY_SERVE_METRICS")]
     pub metrics: Option<SocketAddr>,
 
     /// Log as text or json
@@ -290,7 +325,8 @@ pub struct Cli {
         value_enum,
         value_name = "FORMAT",
         default_value_t = LogFormat::Text,
-        hide_possible_values = true
+        hide_possible_values = true,
+        env = "POETRY_SERVE_LOG_FORMAT"
     )]
     pub log_format: LogFormat,
 
@@ -333,7 +369,7 @@ impl Generate {
     /// Writes the man page or the completion script to `out`.
     pub fn write(self, out: &mut dyn Write) -> io::Result<()> {
         use clap_complete::Shell;
-        let mut command = Cli::command();
+        let mut command = Cli::definition();
         let name = command.get_name().to_string();
         let shell = match self {
             Generate::Man => return clap_mangen::Man::new(command).render(out),
@@ -383,6 +419,20 @@ pub struct Config {
 }
 
 impl Cli {
+    /// The definition the parser, `--help` and the man page use: each option's variable is
+    /// named in its long help only (`--help`), so that `-h` keeps one line per option.
+    pub fn definition() -> clap::Command {
+        Cli::command().mut_args(|arg| {
+            let Some(env) = arg.get_env().map(|env| env.to_string_lossy().into_owned()) else {
+                return arg;
+            };
+            let help = arg.get_long_help().or(arg.get_help());
+            let help = help.map(ToString::to_string).unwrap_or_default();
+            arg.hide_env(true)
+                .long_help(format!("{help}\n\n[env: {env}]"))
+        })
+    }
+
     /// Checks every flag and builds the [`Config`], or says which flag is wrong and why.
     pub fn validate(self) -> anyhow::Result<Config> {
         let mut listen = Vec::new();

@@ -5,6 +5,7 @@ mod cli;
 mod clients;
 mod common;
 mod dead_peer;
+mod environment;
 mod faults;
 mod hostile;
 mod open;
