@@ -5,8 +5,6 @@
 //! poems already streaming: they finish with the file they started with, while new
 //! connections get the new set.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -43,32 +41,42 @@ pub struct Collection {
     sources: Vec<PathBuf>,
     order: Order,
     poems: RwLock<Arc<[Arc<Poem>]>>,
-    /// How many poems have been picked: the next one in turn, or the seed of a random pick.
+    /// How many poems have been picked: the next one in turn.
     picks: AtomicUsize,
-    random: RandomState,
+    /// Where random picks start: `--seed`, so that a run can be repeated, or a fresh one.
+    seed: u64,
 }
 
 impl Collection {
     /// Opens every poem named by `sources`: a file is one poem; a directory contributes its
     /// regular files whose names end in `.txt`, in name order. Fails on the first poem that
     /// cannot be opened, or if there are none.
-    pub fn open(sources: &[PathBuf], order: Order) -> anyhow::Result<Collection> {
+    /// With `Order::Random`, connection number n gets the same poem in every run with the
+    /// same `seed`.
+    pub fn open(
+        sources: &[PathBuf],
+        order: Order,
+        seed: Option<u64>,
+    ) -> anyhow::Result<Collection> {
         Ok(Collection {
             poems: RwLock::new(open_all(sources)?),
             sources: sources.to_vec(),
             order,
             picks: AtomicUsize::new(0),
-            random: RandomState::new(),
+            seed: seed.unwrap_or_else(|| fastrand::u64(..)),
         })
     }
 
-    /// The poem for a new connection.
-    pub fn pick(&self) -> Arc<Poem> {
+    /// The poem for connection number `connection` (counting from 0 in accept order).
+    pub fn pick(&self, connection: u64) -> Arc<Poem> {
         let poems = self.current();
-        let n = self.picks.fetch_add(1, Ordering::Relaxed);
         let index = match self.order {
-            Order::Sequential => n % poems.len(),
-            Order::Random => (self.random.hash_one(n) % poems.len() as u64) as usize,
+            Order::Sequential => self.picks.fetch_add(1, Ordering::Relaxed) % poems.len(),
+            // The same mixing as the faults' generators (see `crate::faults`).
+            Order::Random => {
+                fastrand::Rng::with_seed(self.seed ^ connection.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                    .usize(..poems.len())
+            }
         };
         Arc::clone(&poems[index])
     }
@@ -175,11 +183,11 @@ mod tests {
         dir
     }
 
-    fn names(collection: &Collection, picks: usize) -> Vec<String> {
+    fn names(collection: &Collection, picks: u64) -> Vec<String> {
         (0..picks)
-            .map(|_| {
+            .map(|n| {
                 collection
-                    .pick()
+                    .pick(n)
                     .path()
                     .file_name()
                     .unwrap()
@@ -194,7 +202,7 @@ mod tests {
     fn sequential_takes_the_poems_in_turn() {
         let dir = dir_with(&[("a.txt", "A"), ("b.txt", "B")]);
         let sources = [dir.path().join("b.txt"), dir.path().join("a.txt")];
-        let collection = Collection::open(&sources, Order::Sequential).unwrap();
+        let collection = Collection::open(&sources, Order::Sequential, None).unwrap();
         assert_eq!(
             names(&collection, 5),
             ["b.txt", "a.txt", "b.txt", "a.txt", "b.txt"]
@@ -205,7 +213,8 @@ mod tests {
     #[test]
     fn a_directory_gives_its_txt_files_in_name_order() {
         let dir = dir_with(&[("b.txt", "B"), ("a.txt", "A"), ("README.md", "not a poem")]);
-        let collection = Collection::open(&[dir.path().to_owned()], Order::Sequential).unwrap();
+        let collection =
+            Collection::open(&[dir.path().to_owned()], Order::Sequential, None).unwrap();
         assert_eq!(names(&collection, 3), ["a.txt", "b.txt", "a.txt"]);
     }
 
@@ -213,7 +222,7 @@ mod tests {
     #[test]
     fn a_directory_without_poems_is_refused() {
         let dir = dir_with(&[("README.md", "not a poem")]);
-        let err = Collection::open(&[dir.path().to_owned()], Order::Sequential)
+        let err = Collection::open(&[dir.path().to_owned()], Order::Sequential, None)
             .err()
             .unwrap();
         assert!(format!("{err:#}").contains("holds no poems"), "{err:#}");
@@ -223,7 +232,7 @@ mod tests {
     #[test]
     fn random_picks_only_given_poems_and_not_always_the_same() {
         let dir = dir_with(&[("a.txt", "A"), ("b.txt", "B"), ("c.txt", "C")]);
-        let collection = Collection::open(&[dir.path().to_owned()], Order::Random).unwrap();
+        let collection = Collection::open(&[dir.path().to_owned()], Order::Random, None).unwrap();
         let picked = names(&collection, 60);
         assert!(
             picked
@@ -234,12 +243,24 @@ mod tests {
         assert!(distinct.len() > 1, "60 random picks were all {distinct:?}");
     }
 
+    /// With a seed, random picks repeat run after run, connection by connection; another seed
+    /// picks otherwise.
+    #[test]
+    fn a_seed_makes_random_picks_repeatable() {
+        let dir = dir_with(&[("a.txt", "A"), ("b.txt", "B"), ("c.txt", "C")]);
+        let open = |seed| Collection::open(&[dir.path().to_owned()], Order::Random, Some(seed));
+        let first = names(&open(7).unwrap(), 40);
+        assert_eq!(first, names(&open(7).unwrap(), 40));
+        assert_ne!(first, names(&open(8).unwrap(), 40));
+    }
+
     /// A reload that cannot open a poem leaves the old set in place; a later one succeeds.
     #[test]
     fn a_failed_reload_keeps_the_old_poems() {
         let dir = dir_with(&[("a.txt", "A")]);
         let path = dir.path().join("a.txt");
-        let collection = Collection::open(std::slice::from_ref(&path), Order::Sequential).unwrap();
+        let collection =
+            Collection::open(std::slice::from_ref(&path), Order::Sequential, None).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert!(collection.reload().is_err());
         assert_eq!(names(&collection, 1), ["a.txt"]);

@@ -36,7 +36,8 @@ struct Record {
     chunks: u64,
 }
 
-/// Streams the poem to one client, closes the connection, counts and logs how it went.
+/// Streams the poem to one client, connection number `id` in accept order, closes the
+/// connection, counts and logs how it went.
 ///
 /// `admission` is the connection's place under the per-source limit, taken by the accept loop;
 /// with `--proxy-protocol` the client is known only once its header is read, so it is `None`
@@ -44,6 +45,7 @@ struct Record {
 pub fn serve(
     stream: TcpStream,
     peer: SocketAddr,
+    id: u64,
     admission: Option<Admission>,
     chance: Chance,
     shared: &Shared,
@@ -64,7 +66,7 @@ pub fn serve(
     } else {
         admission
     };
-    let poem = shared.poems.pick();
+    let poem = shared.poems.pick(id);
     record.poem = Some(Arc::clone(&poem));
     let mut schedule = Schedule::new(shared.config.pacing, record.start, chance.rng);
     let limit = chance.fault.map(Fault::byte_limit);

@@ -7,29 +7,48 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the command line and the validated [`Config`] built from it.
-//! - [`logging`]: where log lines go, at which level, as text or JSON.
+//! The core, in the order a connection meets it:
+//!
 //! - [`server`]: the server's life in [`run`] (bind, serve, drain) and the accept loop.
 //! - [`listener`]: the listening sockets, bound and accepted from as one.
-//! - [`shutdown`]: the one handle that stops new connections, shared by the signal thread, the
-//!   accept loop and the pool.
 //! - [`pool`]: the fixed pool of worker threads and its bounded queue.
-//! - [`capacity`]: how many worker threads the system lets one process start.
-//! - [`connection`]: streams a poem to one client on schedule and closes without loss.
-//! - [`limit`]: the per-source limit on connections.
-//! - [`proxy`]: reads the PROXY protocol header that names the client behind a balancer.
+//! - [`connection`]: streams a poem to one client on schedule, and ends it with one outcome.
+//! - [`close`]: the close without loss, and the socket waits the faults share with it.
 //! - [`pacing`]: the chunk size and the deadline of each chunk, with jitter if asked for.
-//! - [`faults`]: faults played on purpose, and the seeded random draws behind them.
 //! - [`collection`]: the poems being served, picked per connection, reloaded on SIGHUP.
 //! - [`poem`]: opens one poem file and sends from it at any offset, without copying it.
-//! - [`outcome`]: how a connection ended, in the words the logs and the stats line use.
+//!
+//! What they share and decide with:
+//!
+//! - [`cli`]: the command line: options, help, variables, and the parsers of their values.
+//! - [`config`]: the validated [`Config`], checked across options.
+//! - [`shared`]: what every thread of a running server reads: config, poems, counters.
+//! - [`shutdown`]: the one handle that stops new connections and cuts off the rest.
+//! - [`outcome`]: how a connection ended, and the one list of outcome kinds.
+//! - [`faults`]: faults played on purpose, what each does, and the seeded random draws.
+//! - [`limit`]: the per-source limit on connections.
+//! - [`proxy`]: reads the PROXY protocol header that names the client behind a balancer.
+//! - [`capacity`]: how many worker threads the system lets one process start.
+//! - [`sys`]: the operating system's calls std does not wrap, and /proc: every `unsafe`.
+//!
+//! Operations around it:
+//!
+//! - [`logging`]: where log lines go, at which level, as text or JSON.
 //! - [`stats`]: server-wide counters and the stats line.
-//! - [`metrics`]: the counters over HTTP for Prometheus, with health checks.
+//! - [`metrics`]: `/metrics`, `/healthz` and `/readyz`, read at scrape time.
 //! - [`http`]: the HTTP listener behind `--metrics`, bounded against hostile clients.
 //! - [`systemd`]: readiness notification and socket activation.
 //! - [`signals`]: SIGINT/SIGTERM (shutdown), SIGUSR1 (stats line), SIGHUP (reload).
+//!
+//! The modules are private: the binary uses [`Cli`], [`Config`], [`run`] and the logging
+//! set-up, and nothing else is exported, so the compiler reports any code nothing calls.
+
+// The map above links to private modules on purpose: the library's one user is its binary,
+// and its documentation is built with --document-private-items (.ci/run).
+#![allow(rustdoc::private_intra_doc_links)]
 
 mod capacity;
+mod cli;
 mod close;
 mod collection;
 mod config;
@@ -53,6 +72,7 @@ mod stats;
 mod sys;
 mod systemd;
 
-pub use config::{Cli, Config};
+pub use cli::{Cli, LogFormat, Refusal};
+pub use config::Config;
 pub use logging::{flush as flush_log, init as init_log};
 pub use server::run;

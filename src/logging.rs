@@ -18,21 +18,26 @@ use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::LogFormat;
+use crate::cli::LogFormat;
 use crate::stats;
 
 /// The log writer's guard: dropping it writes out the lines still queued. Taken by
 /// [`flush`] when the process is about to end.
 static WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
 
-/// Sets up the process-wide logger. Call once, before anything logs, and [`flush`] before
-/// the process ends.
+/// Sets up the process-wide logger, before anything logs; [`flush`] before the process ends.
+/// Only the first call counts.
 ///
 /// Lines are formatted by the thread that logs and written by a thread of their own
 /// (tracing-appender's non-blocking writer), so a worker never waits for stderr, nor for
 /// another worker writing to it. If stderr falls far behind (128,000 lines queued), further
 /// lines are dropped rather than stall the server.
 pub fn init(format: LogFormat) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| set_up(format));
+}
+
+fn set_up(format: LogFormat) {
     let level = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let stats_line = filter_fn(|meta| meta.target() == stats::TARGET);
     let (writer, flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()

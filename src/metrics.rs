@@ -2,7 +2,7 @@
 //! text format, `GET /healthz` for liveness probes and `GET /readyz` for readiness.
 //!
 //! The figures are read at scrape time from the counters the server keeps anyway ([`Stats`],
-//! the pool's [`Load`]) and from /proc for the process, so serving metrics adds nothing to a
+//! the pool's [`crate::pool::Load`]) and from /proc for the process, so serving metrics adds nothing to a
 //! connection's path. The requests are read by [`crate::http`], which bounds what a client
 //! can make it spend.
 

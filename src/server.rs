@@ -36,7 +36,7 @@ use crate::systemd;
 pub fn run(config: Config) -> anyhow::Result<()> {
     // Bind: everything that can fail on bad input, before the listening line.
     let signals = Signals::register().context("cannot install signal handlers")?;
-    let poems = Collection::open(&config.poems, config.order)?;
+    let poems = Collection::open(&config.poems, config.order, config.faults.seed)?;
     let listeners = match systemd::inherited_listeners()? {
         Some(sockets) => {
             info!(
@@ -180,7 +180,8 @@ fn accept_loop(listeners: &Listeners, pool: &Pool, shared: &Arc<Shared>, shutdow
             },
         };
         let for_job = Arc::clone(shared);
-        let job = Box::new(move || connection::serve(stream, peer, admission, chance, &for_job));
+        let job =
+            Box::new(move || connection::serve(stream, peer, id, admission, chance, &for_job));
         if pool.execute(job).is_err() {
             // Shutdown began while it waited for a worker: closed unserved, but logged.
             connection::closed_at_shutdown(peer, shared);

@@ -190,7 +190,7 @@ impl Report {
     }
 
     /// Logs the stats line, at any log level. Its outcome fields are named and ordered by
-    /// [`Kind::ALL`] (see [`line`]).
+    /// [`Kind::ALL`] (see [`mod@line`]).
     pub fn log(&self) {
         line::log(self);
     }
