@@ -9,11 +9,13 @@
 //! - `scenarios/`: one file per scenario, each a method of [`Bench`] adding rows to the table.
 //! - `clients.rs`: the load generators, loopback clients that time what they receive.
 //! - `floor.rs`: the simplest server that could do the job, run in this process.
+//! - `peers.rs`: the servers a user would compare it with (nginx, Python, Twisted, socat).
 //! - `procs.rs`: the servers under test as processes, and what /proc says about them.
 //! - `report.rs`: the results table, its rows and targets.
 
 mod clients;
 mod floor;
+mod peers;
 mod procs;
 mod report;
 mod scenarios;

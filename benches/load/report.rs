@@ -41,6 +41,14 @@ impl Goal {
         }
     }
 
+    /// A target that could not be judged because its peer was not measured: it counts as
+    /// missed, so that a missing peer cannot pass for a met target.
+    pub fn unmeasured(mut self) -> Goal {
+        self.text += " (peer not measured)";
+        self.pass = false;
+        self
+    }
+
     /// Also requires that no fetch failed.
     pub fn and_none_failed(mut self, failed: usize) -> Goal {
         self.text += ", 0 failed";

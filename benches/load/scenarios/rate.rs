@@ -1,83 +1,277 @@
-//! Scenario 1, connection rate: many short fetches, against the floor and socat.
+//! Scenario 1, connection rate: many short fetches of one small poem, from poetry-serve, the
+//! floor and the servers a user would compare it with, all in the same run.
 
-use std::process::Command;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::Bench;
 use crate::clients;
 use crate::floor::Floor;
-use crate::procs::{Served, free_port};
+use crate::peers;
+use crate::procs::Served;
 use crate::report::{Goal, Row, median};
 
+/// Fetches per server per run (a quarter of it for socat, which is slow).
+const TOTAL: usize = 20_000;
+/// Client threads, each looping connect → read to EOF → close.
+const THREADS: usize = 8;
+
+/// The servers timed, in the order each run times them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Server {
+    /// poetry-serve at the default log level, its stderr (a line per connection) to a file.
+    Poetry,
+    /// poetry-serve with `RUST_LOG=off`: what the log line costs.
+    PoetryQuiet,
+    /// The one-thread accept → `write_all` → close loop in this process.
+    Floor,
+    /// nginx's stream module, `return` of the poem, no access log.
+    Nginx,
+    /// The same nginx writing an access log line per connection to a file.
+    NginxLog,
+    /// The tutorial's blocking server in Python (`slowpoetry.py`'s loop, `--delay 0`).
+    Python,
+    /// The same poem on Twisted (write, loseConnection).
+    Twisted,
+    /// socat, a process per connection.
+    Socat,
+}
+
+impl Server {
+    const ALL: [Server; 8] = [
+        Server::Poetry,
+        Server::PoetryQuiet,
+        Server::Floor,
+        Server::Nginx,
+        Server::NginxLog,
+        Server::Python,
+        Server::Twisted,
+        Server::Socat,
+    ];
+
+    /// Its name in the table's peer column.
+    fn label(self) -> &'static str {
+        match self {
+            Server::Poetry => "poetry-serve",
+            Server::PoetryQuiet => "poetry-serve, RUST_LOG=off",
+            Server::Floor => "floor",
+            Server::Nginx => "nginx",
+            Server::NginxLog => "nginx + access log",
+            Server::Python => "Python blocking",
+            Server::Twisted => "Twisted",
+            Server::Socat => "socat",
+        }
+    }
+
+    fn fetches(self) -> usize {
+        match self {
+            Server::Socat => TOTAL / 4,
+            _ => TOTAL,
+        }
+    }
+
+    /// Whether what it needs is installed (`benches/run` installs it).
+    fn available(self) -> bool {
+        match self {
+            Server::Nginx | Server::NginxLog => peers::nginx_installed(),
+            Server::Python => Path::new("/usr/bin/python3").exists(),
+            Server::Twisted => peers::twisted_installed(),
+            Server::Socat => crate::procs::installed("socat"),
+            Server::Poetry | Server::PoetryQuiet | Server::Floor => true,
+        }
+    }
+
+    fn start(self, bench: &Bench, path: &Path, poem: &[u8]) -> Running {
+        let args = ["--delay", "0"];
+        let dir = bench.dir.path();
+        Running::Process(match self {
+            Server::Poetry => Served::poetry(path, &args, &bench.log("rate")),
+            Server::PoetryQuiet => Served::poetry_quiet(path, &args, &bench.log("rate-quiet")),
+            Server::Floor => return Running::Floor(Floor::start(Arc::new(poem.to_vec()))),
+            Server::Nginx => peers::nginx(dir, poem, false),
+            Server::NginxLog => peers::nginx(dir, poem, true),
+            Server::Python => peers::python_blocking(dir, path, poem.len()),
+            Server::Twisted => peers::twisted(path),
+            Server::Socat => peers::socat(path),
+        })
+    }
+}
+
+/// A server while it is timed.
+enum Running {
+    Process(Served),
+    Floor(Floor),
+}
+
+impl Running {
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Running::Process(served) => served.addr,
+            Running::Floor(floor) => floor.addr,
+        }
+    }
+
+    /// CPU used so far by the server: every process and thread it has, or the floor's thread.
+    fn cpu(&self) -> Duration {
+        match self {
+            Running::Process(served) => served.cpu_tree(),
+            Running::Floor(floor) => floor.cpu(),
+        }
+    }
+}
+
+/// One server's figures in one run.
+#[derive(Debug, Clone, Copy)]
+struct Timed {
+    /// Fetches per second.
+    rate: f64,
+    /// Server CPU per fetch, µs.
+    cpu: f64,
+}
+
 impl Bench {
-    /// 1. Connection rate: 20,000 fetches of a ~1.5 KB poem from 8 client threads.
+    /// Scenario 1, connection rate: 20,000 fetches of a ~1.5 KB poem from 8 client threads,
+    /// from each server in turn, every fetch checked byte for byte.
     pub fn connection_rate(&mut self) {
-        const TOTAL: usize = 20_000;
-        const THREADS: usize = 8;
         let poem: Vec<u8> = (0..1500)
             .map(|i| b"abcdefghijklmnopqrstuvwxyz\n"[i % 27])
             .collect();
         let path = self.file("rate.txt", &poem);
-        // Fetches per second and server CPU µs per fetch, for one server, adding its failures.
-        let mut failed = 0;
-        let mut time = |addr, cpu: &dyn Fn() -> Duration, total: usize| {
-            let before = cpu();
-            let batch = clients::fetches(addr, THREADS, total, &poem, clients::LIMIT);
-            failed += batch.failed;
-            let per_fetch = (cpu() - before).as_secs_f64() * 1e6 / total as f64;
-            (total as f64 / batch.elapsed.as_secs_f64(), per_fetch)
-        };
-        let (mut ours, mut floor, mut socat) = (vec![], vec![], vec![]);
-        let (mut cpu, mut floor_cpu) = (vec![], vec![]);
+        let servers: Vec<Server> = Server::ALL
+            .into_iter()
+            .filter(|server| {
+                let there = server.available();
+                if !there {
+                    self.say(&format!(
+                        "{} is not installed: skipping it (benches/run installs it)",
+                        server.label()
+                    ));
+                }
+                there
+            })
+            .collect();
+        let mut runs: Vec<HashMap<Server, Timed>> = vec![];
+        let mut failed: HashMap<Server, usize> = HashMap::new();
         for run in 0..self.runs {
             self.say(&format!("connection rate, run {}", run + 1));
-            let server = Served::poetry(&path, &["--delay", "0"], &self.log("rate"));
-            let (rate, per_fetch) = time(server.addr, &|| server.cpu(), TOTAL);
-            ours.push(rate);
-            cpu.push(per_fetch);
-            drop(server);
-
-            let base = Floor::start(Arc::new(poem.clone()));
-            let (rate, per_fetch) = time(base.addr, &|| base.cpu(), TOTAL);
-            floor.push(rate);
-            floor_cpu.push(per_fetch);
-            drop(base);
-
-            let port = free_port();
-            let peer = Served::peer(
-                Command::new("socat").args([
-                    &format!("TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr,backlog=4096"),
-                    &format!("FILE:{}", path.display()),
-                ]),
-                port,
-            );
-            // socat is slow: a quarter of the fetches is plenty to time it.
-            socat.push(time(peer.addr, &|| peer.cpu(), TOTAL / 4).0);
+            let mut timed = HashMap::new();
+            for &server in &servers {
+                let running = server.start(self, &path, &poem);
+                let total = server.fetches();
+                let before = running.cpu();
+                let batch = clients::fetches(running.addr(), THREADS, total, &poem, clients::LIMIT);
+                let used = running.cpu() - before;
+                *failed.entry(server).or_default() += batch.failed;
+                timed.insert(
+                    server,
+                    Timed {
+                        rate: total as f64 / batch.elapsed.as_secs_f64(),
+                        cpu: used.as_secs_f64() * 1e6 / total as f64,
+                    },
+                );
+            }
+            runs.push(timed);
         }
-        let (ours, floor, socat) = (median(ours), median(floor), median(socat));
-        let (cpu, floor_cpu) = (median(cpu), median(floor_cpu));
-        self.rows.push(
-            Row::new("1. connection rate vs floor (conn/s)", format!("{ours:.0}"))
-                .versus(format!("{floor:.0} floor"), format!("{:.2}×", ours / floor))
-                .goal(Goal::at_least(ours / floor, 0.85, "×").and_none_failed(failed)),
-        );
+        let figure = |server: Server, of: fn(&Timed) -> f64| {
+            let values: Vec<f64> = runs.iter().filter_map(|r| r.get(&server)).map(of).collect();
+            (!values.is_empty()).then(|| median(values))
+        };
+        // Ratios are taken within each run (the machine's speed drifts between runs), and
+        // their median reported.
+        let ratio = |peer: Server, of: fn(&Timed) -> f64| {
+            let values: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| Some(of(r.get(&Server::Poetry)?) / of(r.get(&peer)?)))
+                .collect();
+            (!values.is_empty()).then(|| median(values))
+        };
+        let rate = |t: &Timed| t.rate;
+        let cpu = |t: &Timed| t.cpu;
+        let ours = figure(Server::Poetry, rate).expect("poetry-serve was timed");
+        let ours_cpu = figure(Server::Poetry, cpu).expect("poetry-serve was timed");
+        let our_failures = failed.get(&Server::Poetry).copied().unwrap_or(0)
+            + failed.get(&Server::PoetryQuiet).copied().unwrap_or(0);
+
+        // (peer, what the rate ratio must reach, what the CPU ratio must stay under)
+        let peers: [(Server, Option<f64>, Option<f64>); 7] = [
+            (Server::Floor, Some(0.85), None),
+            (Server::NginxLog, Some(1.0), Some(1.0)),
+            (Server::Nginx, Some(0.9), None),
+            (Server::Python, None, Some(0.6)),
+            (Server::Twisted, None, None),
+            (Server::Socat, None, None),
+            (Server::PoetryQuiet, None, None),
+        ];
+        for (peer, bound, _) in peers {
+            let mut row = Row::new(
+                &format!("1. connection rate vs {} (conn/s)", peer.label()),
+                format!("{ours:.0}"),
+            );
+            let judged = ratio(peer, rate);
+            row = match (figure(peer, rate), judged) {
+                (Some(theirs), Some(r)) => {
+                    row.versus(format!("{theirs:.0} {}", peer.label()), format!("{r:.2}×"))
+                }
+                _ => row.versus(format!("{} not measured", peer.label()), String::new()),
+            };
+            if let Some(bound) = bound {
+                let goal = match judged {
+                    Some(r) => Goal::at_least(r, bound, "×"),
+                    None => Goal::at_least(0.0, bound, "×").unmeasured(),
+                };
+                row = row.goal(goal.and_none_failed(our_failures));
+            }
+            self.rows.push(row);
+        }
+        for (peer, _, bound) in peers {
+            let mut row = Row::new(
+                &format!("1. server CPU per connection vs {} (µs)", peer.label()),
+                format!("{ours_cpu:.1}"),
+            );
+            let judged = ratio(peer, cpu);
+            row = match (figure(peer, cpu), judged) {
+                (Some(theirs), Some(r)) => {
+                    row.versus(format!("{theirs:.1} {}", peer.label()), format!("{r:.2}×"))
+                }
+                _ => row.versus(format!("{} not measured", peer.label()), String::new()),
+            };
+            if let Some(bound) = bound {
+                let unit = format!("× {}", peer.label());
+                row = row.goal(match judged {
+                    Some(r) => Goal::at_most(r, bound, &unit),
+                    None => Goal::at_most(f64::INFINITY, bound, &unit).unmeasured(),
+                });
+            }
+            self.rows.push(row);
+        }
         self.rows.push(
             Row::new(
-                "1. connection rate vs socat fork (conn/s)",
-                format!("{ours:.0}"),
+                "1. failed or short fetches, poetry-serve",
+                format!("{our_failures}"),
             )
-            .versus(format!("{socat:.0} socat"), format!("{:.1}×", ours / socat))
-            .goal(Goal::at_least(ours / socat, 10.0, "×")),
+            .goal(Goal::zero(our_failures)),
         );
+        let peer_failures: Vec<String> = servers
+            .iter()
+            .filter(|&&s| s != Server::Poetry && s != Server::PoetryQuiet)
+            .map(|s| format!("{} {}", s.label(), failed.get(s).copied().unwrap_or(0)))
+            .collect();
+        let peers_failed: usize = servers
+            .iter()
+            .filter(|&&s| s != Server::Poetry && s != Server::PoetryQuiet)
+            .map(|s| failed.get(s).copied().unwrap_or(0))
+            .sum();
+        // A peer's figure counts only if it served the poem byte for byte too.
         self.rows.push(
-            Row::new("1. server CPU per connection (µs)", format!("{cpu:.1}")).versus(
-                format!("{floor_cpu:.1} floor"),
-                format!("{:.2}×", cpu / floor_cpu),
-            ),
-        );
-        self.rows.push(
-            Row::new("1. failed or short fetches", format!("{failed}")).goal(Goal::zero(failed)),
+            Row::new(
+                "1. failed or short fetches, floor and peers",
+                format!("{peers_failed}"),
+            )
+            .versus(peer_failures.join(", "), String::new())
+            .goal(Goal::zero(peers_failed)),
         );
     }
 }
