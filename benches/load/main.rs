@@ -73,6 +73,23 @@ fn raise_fd_limit() {
     }
 }
 
+/// `drive ADDR POEM COUNT`: only the rate scenario's clients, against a server started by
+/// someone else (benches/profile, under strace or perf): COUNT fetches from 8 threads, each
+/// checked against the file POEM.
+fn drive(addr: &str, poem: &str, count: &str) {
+    let addr = addr.parse().expect("drive ADDR: an IP address and port");
+    let poem = std::fs::read(poem).expect("drive POEM: the poem the server sends");
+    let count: usize = count.parse().expect("drive COUNT: a number of fetches");
+    let batch = clients::fetches(addr, 8, count, &poem, clients::LIMIT);
+    println!(
+        "{} fetches in {:.2?} ({:.0}/s), {} failed",
+        batch.done,
+        batch.elapsed,
+        batch.done as f64 / batch.elapsed.as_secs_f64(),
+        batch.failed
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter word picks scenarios.
     let only: Vec<String> = std::env::args()
@@ -82,6 +99,13 @@ fn main() {
     let wants = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
     START.get_or_init(Instant::now);
     raise_fd_limit();
+    if only.first().is_some_and(|word| word == "drive") {
+        let [_, addr, poem, count] = &only[..] else {
+            panic!("usage: drive ADDR POEM COUNT");
+        };
+        drive(addr, poem, count);
+        return;
+    }
     let runs = std::env::var("BENCH_RUNS")
         .ok()
         .and_then(|r| r.parse().ok())
