@@ -8,12 +8,14 @@
 //! # Layout
 //! - `scenarios/`: one file per scenario, each a method of [`Bench`] adding rows to the table.
 //! - `clients.rs`: the load generators, loopback clients that time what they receive.
+//! - `figures.rs`: the lesson's SVG figures, from the arrival times its clients measured.
 //! - `floor.rs`: the simplest server that could do the job, run in this process.
 //! - `peers.rs`: the servers a user would compare it with (nginx, Python, Twisted, socat).
 //! - `procs.rs`: the servers under test as processes, and what /proc says about them.
 //! - `report.rs`: the results table, its rows and targets.
 
 mod clients;
+mod figures;
 mod floor;
 mod peers;
 mod procs;

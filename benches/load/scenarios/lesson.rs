@@ -4,8 +4,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::Bench;
-use crate::clients;
-use crate::procs::Served;
+use crate::clients::{self, Timeline};
+use crate::figures;
+use crate::procs::{self, Served};
 use crate::report::{Goal, Row, mib};
 
 impl Bench {
@@ -19,7 +20,11 @@ impl Bench {
         let poem: Vec<u8> = (0..50).map(|i| b"a poem\n"[i % 7]).collect();
         let path = self.file("lesson.txt", &poem);
         let pace = ["--num-bytes", "10", "--delay", "0.1"];
+        // For the figures: each model's ten clients, and its time to the last byte by count.
+        let mut ten: Vec<(Model, Vec<Timeline>)> = vec![];
+        let mut last_done: Vec<(Model, Vec<(usize, f64)>)> = vec![];
         for model in Model::ALL {
+            let mut points = vec![];
             for &n in model.clients() {
                 self.say(&format!("lesson: {}, {n} clients", model.label()));
                 let server = model.start(&path, &pace, n, &self.log("lesson"));
@@ -28,6 +33,10 @@ impl Bench {
                 let cpu = (server.cpu_exact() - before).as_secs_f64() * 1e6 / (n * CHUNKS) as f64;
                 let usage = server.usage();
                 let last = crowd.slowest.as_secs_f64();
+                points.push((n, last));
+                if n == TIMELINE_CLIENTS {
+                    ten.push((model, crowd.timelines.clone()));
+                }
                 self.rows.push(
                     Row::new(
                         &format!("8. lesson: {}, {n} clients: last done (s)", model.label()),
@@ -47,8 +56,65 @@ impl Bench {
                     format!("{cpu:.1}, {:.1}, {}", mib(server.peak_rss()), usage.threads),
                 ));
             }
+            last_done.push((model, points));
         }
+        self.draw_lesson(&ten, &last_done, ideal.as_secs_f64(), poem.len() / CHUNKS);
     }
+
+    /// Writes the lesson's figures into benches/figures, captioned with the date and the
+    /// machine, and says where they went.
+    fn draw_lesson(
+        &self,
+        ten: &[(Model, Vec<Timeline>)],
+        last_done: &[(Model, Vec<(usize, f64)>)],
+        ideal: f64,
+        chunk: usize,
+    ) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/figures");
+        std::fs::create_dir_all(&dir).expect("create benches/figures");
+        let caption = format!(
+            "benches/run lesson, {}, {}, {} cores, Linux {}, loopback; 5 chunks of 10 bytes, 0.1 s apart; one run per point",
+            today(),
+            procs::cpu_model(),
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            procs::kernel(),
+        );
+        let panels: Vec<(String, &[Timeline])> = ten
+            .iter()
+            .map(|(model, clients)| {
+                let name = format!("{}: {TIMELINE_CLIENTS} clients at once", model.label());
+                (name, clients.as_slice())
+            })
+            .collect();
+        let panels: Vec<(&str, &[Timeline])> =
+            panels.iter().map(|(name, c)| (name.as_str(), *c)).collect();
+        let timeline = dir.join("lesson-timeline.svg");
+        figures::timelines(&timeline, &caption, &panels, chunk).expect("draw the timeline");
+        let series: Vec<(&str, Vec<(usize, f64)>)> = last_done
+            .iter()
+            .map(|(model, points)| (model.label(), points.clone()))
+            .collect();
+        let scaling = dir.join("lesson-scaling.svg");
+        figures::scaling(&scaling, &caption, ideal, &series).expect("draw the scaling figure");
+        self.say(&format!(
+            "lesson figures: {} and {}",
+            timeline.display(),
+            scaling.display()
+        ));
+    }
+}
+
+/// How many clients the timeline shows for each model, as the tutorial's pictures.
+const TIMELINE_CLIENTS: usize = 10;
+
+/// Today's date (UTC), as the figures' captions give it.
+fn today() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map_or_else(|| "date unknown".into(), |d| d.trim().to_string())
 }
 
 /// The tutorial's three ways to write the server.
