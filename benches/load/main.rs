@@ -1,9 +1,10 @@
 //! poetry-serve's benchmark: the release binary against this machine's floor and the tools a
 //! user would pick instead, in one run, as ratios.
 //!
-//! Run with `benches/run` (which installs socat and endlessh if missing) or, with those
-//! installed, `cargo bench --bench load`. Every scenario runs `BENCH_RUNS` times (default 3)
-//! and the median is reported. Loopback only; every wait is bounded.
+//! Run with `benches/run` (which installs the peers if missing) or, with those installed,
+//! `cargo bench --bench load`. Every scenario runs `BENCH_RUNS` times (default 3) and the
+//! median is reported. Loopback only; every wait is bounded. `benches/profile` uses the
+//! `drive` mode: the rate scenario's clients alone, against a server it started itself.
 //!
 //! # Layout
 //! - `scenarios/`: one file per scenario, each a method of [`Bench`] adding rows to the table.

@@ -205,47 +205,33 @@ impl Bench {
             (Server::Socat, None, None),
             (Server::PoetryQuiet, None, None),
         ];
-        for (peer, bound, _) in peers {
-            let mut row = Row::new(
+        for (peer, at_least, _) in peers {
+            let row = Row::new(
                 &format!("1. connection rate vs {} (conn/s)", peer.label()),
                 format!("{ours:.0}"),
             );
-            let judged = ratio(peer, rate);
-            row = match (figure(peer, rate), judged) {
-                (Some(theirs), Some(r)) => {
-                    row.versus(format!("{theirs:.0} {}", peer.label()), format!("{r:.2}×"))
-                }
-                _ => row.versus(format!("{} not measured", peer.label()), String::new()),
-            };
-            if let Some(bound) = bound {
-                let goal = match judged {
-                    Some(r) => Goal::at_least(r, bound, "×"),
-                    None => Goal::at_least(0.0, bound, "×").unmeasured(),
-                };
-                row = row.goal(goal.and_none_failed(our_failures));
-            }
-            self.rows.push(row);
+            let row = versus(row, peer, figure(peer, rate), ratio(peer, rate), 0);
+            self.rows.push(match at_least {
+                Some(bound) => row.goal(
+                    judge(ratio(peer, rate), |r| Goal::at_least(r, bound, "×"))
+                        .and_none_failed(our_failures),
+                ),
+                None => row,
+            });
         }
-        for (peer, _, bound) in peers {
-            let mut row = Row::new(
+        for (peer, _, at_most) in peers {
+            let row = Row::new(
                 &format!("1. server CPU per connection vs {} (µs)", peer.label()),
                 format!("{ours_cpu:.1}"),
             );
-            let judged = ratio(peer, cpu);
-            row = match (figure(peer, cpu), judged) {
-                (Some(theirs), Some(r)) => {
-                    row.versus(format!("{theirs:.1} {}", peer.label()), format!("{r:.2}×"))
+            let row = versus(row, peer, figure(peer, cpu), ratio(peer, cpu), 1);
+            let unit = format!("× {}", peer.label());
+            self.rows.push(match at_most {
+                Some(bound) => {
+                    row.goal(judge(ratio(peer, cpu), |r| Goal::at_most(r, bound, &unit)))
                 }
-                _ => row.versus(format!("{} not measured", peer.label()), String::new()),
-            };
-            if let Some(bound) = bound {
-                let unit = format!("× {}", peer.label());
-                row = row.goal(match judged {
-                    Some(r) => Goal::at_most(r, bound, &unit),
-                    None => Goal::at_most(f64::INFINITY, bound, &unit).unmeasured(),
-                });
-            }
-            self.rows.push(row);
+                None => row,
+            });
         }
         self.rows.push(
             Row::new(
@@ -254,16 +240,16 @@ impl Bench {
             )
             .goal(Goal::zero(our_failures)),
         );
-        let peer_failures: Vec<String> = servers
+        let others: Vec<(Server, usize)> = servers
             .iter()
             .filter(|&&s| s != Server::Poetry && s != Server::PoetryQuiet)
-            .map(|s| format!("{} {}", s.label(), failed.get(s).copied().unwrap_or(0)))
+            .map(|&s| (s, failed.get(&s).copied().unwrap_or(0)))
             .collect();
-        let peers_failed: usize = servers
+        let peer_failures: Vec<String> = others
             .iter()
-            .filter(|&&s| s != Server::Poetry && s != Server::PoetryQuiet)
-            .map(|s| failed.get(s).copied().unwrap_or(0))
-            .sum();
+            .map(|(s, n)| format!("{} {n}", s.label()))
+            .collect();
+        let peers_failed: usize = others.iter().map(|(_, n)| n).sum();
         // A peer's figure counts only if it served the poem byte for byte too.
         self.rows.push(
             Row::new(
@@ -273,5 +259,25 @@ impl Bench {
             .versus(peer_failures.join(", "), String::new())
             .goal(Goal::zero(peers_failed)),
         );
+    }
+}
+
+/// Fills in the peer's figure (with `decimals`) and our ratio to it, or says it was not
+/// measured.
+fn versus(row: Row, peer: Server, theirs: Option<f64>, ratio: Option<f64>, decimals: usize) -> Row {
+    match (theirs, ratio) {
+        (Some(theirs), Some(r)) => row.versus(
+            format!("{theirs:.decimals$} {}", peer.label()),
+            format!("{r:.2}×"),
+        ),
+        _ => row.versus(format!("{} not measured", peer.label()), String::new()),
+    }
+}
+
+/// The goal `make` gives for a measured ratio; a ratio that could not be measured misses it.
+fn judge(ratio: Option<f64>, make: impl Fn(f64) -> Goal) -> Goal {
+    match ratio {
+        Some(r) => make(r),
+        None => make(f64::NAN).unmeasured(),
     }
 }
