@@ -112,6 +112,18 @@ pub struct Crowd {
     pub first_byte: Duration,
     /// Newline characters received in all (endlessh sends one line per write).
     pub lines: usize,
+    /// For each client, in the order they connected: when it connected and, for every read
+    /// that brought bytes, when it came and the bytes received so far; times are from the
+    /// crowd's first connect.
+    pub timelines: Vec<Timeline>,
+}
+
+/// What one client of a [`crowd`] saw, in time from the crowd's first connect.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    pub connect: Duration,
+    /// (arrival, bytes received so far) for each read that brought bytes.
+    pub reads: Vec<(Duration, usize)>,
 }
 
 /// How many connects [`crowd`] issues between two looks at the sockets that are ready.
@@ -133,7 +145,9 @@ pub fn crowd(addr: SocketAddr, count: usize, expect: usize, quota_lines: Option<
     let (mut failed, mut lines, mut open) = (0, 0, 0);
     let (mut slowest, mut first_byte) = (Duration::ZERO, Duration::ZERO);
     let mut buf = vec![0u8; 4096];
-    let deadline = Instant::now() + LIMIT;
+    let begun = Instant::now();
+    let mut timelines = Vec::with_capacity(count);
+    let deadline = begun + LIMIT;
     // Connects go out in small batches with a look at ready sockets in between, so that every
     // byte is read (and timed) when it arrives, as 10,000 separate clients would, not after
     // the last connect.
@@ -141,6 +155,10 @@ pub fn crowd(addr: SocketAddr, count: usize, expect: usize, quota_lines: Option<
         let batch = clients.len()..count.min(clients.len() + CONNECT_BATCH);
         for i in batch {
             let started = Instant::now();
+            timelines.push(Timeline {
+                connect: started - begun,
+                reads: Vec::new(),
+            });
             match MioStream::connect(addr) {
                 Ok(mut stream) => {
                     poll.registry()
@@ -184,6 +202,8 @@ pub fn crowd(addr: SocketAddr, count: usize, expect: usize, quota_lines: Option<
                             first_byte = first_byte.max(client.started.elapsed());
                         }
                         client.bytes += n;
+                        let at = begun.elapsed();
+                        timelines[event.token().0].reads.push((at, client.bytes));
                         client.lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
                         if quota_lines.is_some_and(|q| client.lines >= q) {
                             break Some(true);
@@ -211,6 +231,7 @@ pub fn crowd(addr: SocketAddr, count: usize, expect: usize, quota_lines: Option<
         failed: failed + open,
         slowest,
         lines,
+        timelines,
     }
 }
 

@@ -14,6 +14,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_poetry-serve");
 pub struct Served {
     child: Child,
     pub addr: SocketAddr,
+    /// Whether to ask it to stop (SIGTERM) before killing it: a peer such as nginx stops its
+    /// worker processes only when asked.
+    gentle: bool,
 }
 
 impl Served {
@@ -26,7 +29,12 @@ impl Served {
 
     /// Like [`Served::poetry`], and also returns the time from spawn to the listening line.
     pub fn poetry_timed(poem: &Path, args: &[&str], log: &Path) -> (Served, Duration) {
-        Served::program(Path::new(BIN), poem, args, log)
+        Served::program(Path::new(BIN), poem, args, log, &log_level())
+    }
+
+    /// Like [`Served::poetry`], with logging off (`RUST_LOG=off`).
+    pub fn poetry_quiet(poem: &Path, args: &[&str], log: &Path) -> Served {
+        Served::program(Path::new(BIN), poem, args, log, "off").0
     }
 
     /// The asynchronous twin (`examples/async_twin.rs`, which `benches/run` builds), started
@@ -41,22 +49,26 @@ impl Served {
             "{} is not built: run benches/run",
             twin.display()
         );
-        Served::program(&twin, poem, args, log).0
+        Served::program(&twin, poem, args, log, &log_level()).0
     }
 
     /// Starts `program` (poetry-serve or a twin that prints the same listening line) on
-    /// 127.0.0.1, port 0, with `args` and `poem`, and waits for the listening line.
-    fn program(program: &Path, poem: &Path, args: &[&str], log: &Path) -> (Served, Duration) {
+    /// 127.0.0.1, port 0, with `args`, `poem` and `RUST_LOG` set to `level`, and waits for the
+    /// listening line.
+    fn program(
+        program: &Path,
+        poem: &Path,
+        args: &[&str],
+        log: &Path,
+        level: &str,
+    ) -> (Served, Duration) {
         let log = std::fs::File::create(log).expect("create the server log");
         let started = Instant::now();
         let mut child = Command::new(program)
             .args(["--port", "0"])
             .args(args)
             .arg(poem)
-            .env(
-                "RUST_LOG",
-                std::env::var("BENCH_RUST_LOG").unwrap_or("info".into()),
-            )
+            .env("RUST_LOG", level)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -73,14 +85,24 @@ impl Served {
             .strip_prefix("poetry-serve listening on ")
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no listening line: {line:?}"));
-        (Served { child, addr }, took)
+        let served = Served {
+            child,
+            addr,
+            gentle: false,
+        };
+        (served, took)
     }
 
     /// Starts a peer command that listens on `port` of 127.0.0.1 and waits until it accepts.
     pub fn peer(command: &mut Command, port: u16) -> Served {
+        Served::peer_printing(command, port, Stdio::null())
+    }
+
+    /// Like [`Served::peer`], with the peer's standard output going to `stdout`.
+    pub fn peer_printing(command: &mut Command, port: u16, stdout: Stdio) -> Served {
         let child = command
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|err| panic!("start {command:?}: {err}"));
@@ -95,7 +117,11 @@ impl Served {
         }
         // Give a forking peer a moment to reap the probe connection.
         thread::sleep(Duration::from_millis(100));
-        Served { child, addr }
+        Served {
+            child,
+            addr,
+            gentle: true,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -144,12 +170,47 @@ impl Served {
     /// scheduler's own count, /proc/PID/task/*/schedstat): for runs too short for the clock
     /// ticks of [`Served::cpu`].
     pub fn cpu_exact(&self) -> Duration {
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).expect("the threads");
-        let nanos: u64 = tasks
-            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
-            .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
-            .sum();
-        Duration::from_nanos(nanos)
+        schedstat_sum(self.pid())
+    }
+
+    /// CPU time used so far by the process and every process under it, to the nanosecond for
+    /// those alive (the scheduler's count, as [`Served::cpu_exact`]) and to the clock tick for
+    /// children already reaped (cutime and cstime): nginx's workers, socat's process per
+    /// connection.
+    pub fn cpu_tree(&self) -> Duration {
+        let mut parents = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(fields) = stat_fields(pid) {
+                parents.push((pid, fields[1].parse::<u32>().unwrap_or(0)));
+            }
+        }
+        let mut tree = vec![self.pid()];
+        let mut at = 0;
+        while at < tree.len() {
+            let parent = tree[at];
+            tree.extend(parents.iter().filter(|p| p.1 == parent).map(|p| p.0));
+            at += 1;
+        }
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        let mut total = Duration::ZERO;
+        for pid in tree {
+            total += schedstat_sum(pid);
+            if let Some(fields) = stat_fields(pid) {
+                // cutime and cstime are fields 16 and 17 of stat, 13 and 14 after the state.
+                let ticks: u64 =
+                    fields[13].parse::<u64>().unwrap_or(0) + fields[14].parse::<u64>().unwrap_or(0);
+                total += Duration::from_nanos(ticks * 1_000_000_000 / hz);
+            }
+        }
+        total
     }
 
     /// CPU time (user + system) used so far by every thread of the process.
@@ -169,9 +230,40 @@ impl Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
+        if self.gentle {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+            let asked = Instant::now();
+            while asked.elapsed() < Duration::from_secs(5) {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The fields of /proc/PID/stat after the command name (which is in parentheses and may hold
+/// spaces), starting with the state; `None` once the process is gone.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// The scheduler's count of CPU time for every thread `pid` has now.
+fn schedstat_sum(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
 }
 
 /// What a process holds at one moment.
@@ -180,6 +272,11 @@ pub struct Usage {
     pub fds: usize,
     pub threads: usize,
     pub rss_kib: usize,
+}
+
+/// The log level servers run at: `BENCH_RUST_LOG`, or the default level.
+fn log_level() -> String {
+    std::env::var("BENCH_RUST_LOG").unwrap_or("info".into())
 }
 
 /// A free TCP port on 127.0.0.1 for a peer that cannot be told to pick one itself.
