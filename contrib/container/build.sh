@@ -11,13 +11,12 @@ RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --release --locked --quiet --target "$target" --bin poetry-serve
 bin=target/$target/release/poetry-serve
 # A dynamically linked binary would fail in the image with a bare "no such file or directory".
-if ! ldd "$bin" 2>&1 | grep -qE 'statically linked|not a dynamic executable'; then
-  echo "$bin is not statically linked:" >&2
-  ldd "$bin" >&2
-  exit 1
-fi
+case "$(ldd "$bin" 2>&1)" in
+  *"statically linked"* | *"not a dynamic executable"*) ;;
+  *) echo "$bin is not statically linked:" >&2; ldd "$bin" >&2; exit 1 ;;
+esac
 
-version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+version=$(grep -m 1 '^version = ' Cargo.toml | cut -d '"' -f 2)
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
 mkdir "$context/poems"

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source contrib/lib.sh
 
-if dpkg-query -W -f '${Status}' poetry-serve 2>/dev/null | grep -q installed; then
+if [ "$(dpkg-query -W -f '${db:Status-Status}' poetry-serve 2>/dev/null)" = installed ]; then
   echo "poetry-serve's package is installed here; remove it first (dpkg -r poetry-serve)" >&2
   exit 1
 fi
@@ -38,7 +38,7 @@ dpkg -i "$deb" >/dev/null
 installed=yes
 dpkg -L poetry-serve | sort >"$work/files"
 
-version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+version=$(grep -m 1 '^version = ' Cargo.toml | cut -d '"' -f 2)
 [ "$(command -v poetry-serve)" = /usr/bin/poetry-serve ] || { echo "poetry-serve is not /usr/bin's" >&2; exit 1; }
 [ "$(/usr/bin/poetry-serve --version)" = "poetry-serve $version" ] ||
   { echo "--version says $(/usr/bin/poetry-serve --version), not $version" >&2; exit 1; }

@@ -116,11 +116,13 @@ trap down EXIT
 podman kube play "$work/play.yaml" >/dev/null 2>"$work/play.err" ||
   { cat "$work/play.err" >&2; exit 1; }
 for _ in $(seq 200); do
-  podman logs "$container" 2>/dev/null | grep -q "listening on 127.0.0.1:$port" && break
+  podman logs "$container" >"$work/logs" 2>/dev/null || true
+  grep -q "listening on 127.0.0.1:$port" "$work/logs" && break
   sleep 0.05
 done
 timeout 20 nc -d 127.0.0.1 "$port" >"$work/got"
-first=$(ls poems/*.txt | head -n 1)
+poems=(poems/*.txt)
+first=${poems[0]}
 cmp "$work/got" "$first" || { echo "the pod did not send $first byte for byte" >&2; exit 1; }
 [ "$(curl --silent --max-time 5 "http://127.0.0.1:$metrics/readyz")" = ready ] ||
   { echo "the pod is not ready on /readyz" >&2; exit 1; }
@@ -132,7 +134,8 @@ since=$(date +%s)
 podman pod stop "$pod" >/dev/null 2>"$work/stop.err" || { cat "$work/stop.err" >&2; exit 1; }
 code=$(podman inspect --format '{{.State.ExitCode}}' "$container")
 [ "$code" = 0 ] || { echo "the pod's server exited $code" >&2; podman logs "$container" >&2; exit 1; }
-podman logs "$container" 2>&1 | grep -q 'letting poems in flight finish' ||
+podman logs "$container" >"$work/logs" 2>&1
+grep -q 'letting poems in flight finish' "$work/logs" ||
   { echo "no drain line in the pod's logs" >&2; podman logs "$container" >&2; exit 1; }
 podman kube down "$work/play.yaml" >/dev/null 2>"$work/down.err" || { cat "$work/down.err" >&2; exit 1; }
 ! podman pod exists "$pod" || { echo "podman kube down left the pod" >&2; exit 1; }
