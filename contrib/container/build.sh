@@ -28,7 +28,7 @@ podman build --quiet \
   --file contrib/container/Containerfile \
   --build-arg VERSION="$version" \
   --build-arg REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
-  --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+  --build-arg CREATED="$(git log -1 --format=%cd --date=iso-strict 2>/dev/null || echo unknown)" \
   --tag localhost/poetry-serve:latest \
   --tag "localhost/poetry-serve:$version" \
   "$context" >/dev/null
