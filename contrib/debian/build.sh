@@ -6,6 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
+# The Debian changelog's latest entry names the version; it must be this one.
+version=$(grep -m 1 '^version = ' Cargo.toml | cut -d '"' -f 2)
+case "$(head -n 1 contrib/debian/changelog)" in
+  "poetry-serve ($version-"*) ;;
+  *) echo "contrib/debian/changelog's latest entry is not for $version" >&2; exit 1 ;;
+esac
+
 command -v cargo-deb >/dev/null || cargo install --locked --quiet cargo-deb
 cargo build --release --locked --quiet --bin poetry-serve
 bin=target/release/poetry-serve

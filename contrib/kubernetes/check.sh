@@ -29,7 +29,8 @@ venv=target/kubernetes-validate
   { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet kubernetes-validate; }
 "$venv/bin/kubernetes-validate" --kubernetes-version 1.32.0 --strict "$work/base.yaml"
 
-"$venv/bin/python" - "$work/base.yaml" <<'PY'
+version=$(grep -m 1 '^version = ' Cargo.toml | cut -d '"' -f 2)
+"$venv/bin/python" - "$work/base.yaml" "$version" <<'PY'
 import re, sys, yaml
 docs = list(yaml.safe_load_all(open(sys.argv[1])))
 kinds = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
@@ -44,6 +45,7 @@ def seconds(text):
     value, unit = re.fullmatch(r"([0-9.]+)(s|m)?", text).groups()
     return float(value) * (60 if unit == "m" else 1)
 promises = {
+    "the image of this version": container["image"] == f"localhost/poetry-serve:{sys.argv[2]}",
     "no service-account token": pod["automountServiceAccountToken"] is False,
     "no service links (they would set POETRY_SERVE_PORT)": pod["enableServiceLinks"] is False,
     "read-only root": context["readOnlyRootFilesystem"] is True,
