@@ -1,10 +1,10 @@
-//! The command line as a user types it: host names and several addresses, durations with
-//! units, and the shell completion and man page made from the same definition.
+//! The command line as a user types and reads it: host names and several addresses, durations
+//! with units, the help, and the shell completion and man page made from the same definition.
 
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{BIN, Server, binary_bytes, have, poem_file, run_command};
+use crate::common::{BIN, Server, binary_bytes, have, poem_file, run, run_command};
 
 /// `--iface localhost` and the bracketed `[::1]` listen where they say, and the short
 /// options do what the long ones do.
@@ -136,5 +136,71 @@ fn man_renders_the_page() {
         // man may hyphenate or use typographic hyphens; compare without them.
         let plain = text.replace(['\u{2010}', '\u{2212}'], "-");
         assert!(plain.contains(needle), "{needle}:\n{text}");
+    }
+}
+
+/// --help names every option and --version the version, both on stdout with success.
+#[test]
+fn help_and_version() {
+    let help = run(&["--help"]);
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for option in [
+        "--port",
+        "--iface",
+        "--num-bytes",
+        "--delay",
+        "--workers",
+        "--write-timeout",
+    ] {
+        assert!(text.contains(option), "--help lacks {option}:\n{text}");
+    }
+    let version = run(&["--version"]);
+    assert!(version.status.success());
+    assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+/// -h gives one line per option and --help the detail, both within 80 columns; --help ends
+/// with the signals, RUST_LOG and the exit statuses, and the placeholders match the README.
+#[test]
+fn help_fits_80_columns_and_tells_what_a_daemon_should() {
+    let short = String::from_utf8(run(&["-h"]).stdout).unwrap();
+    let long = String::from_utf8(run(&["--help"]).stdout).unwrap();
+    for (name, text) in [("-h", &short), ("--help", &long)] {
+        let widest = text.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+        assert!(
+            widest <= 80,
+            "{name} has a line of {widest} columns:\n{text}"
+        );
+    }
+    // In -h, every line of the option list is an option: none wraps onto a second line.
+    let options = short
+        .split("Options:\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .expect("an option list");
+    for line in options.lines() {
+        assert!(
+            line.trim_start().starts_with('-'),
+            "wrapped: {line:?}\n{short}"
+        );
+    }
+    assert_eq!(options.lines().count(), 24, "{short}");
+    for needle in [
+        "SIGHUP",
+        "SIGUSR1",
+        "SIGTERM",
+        "RUST_LOG",
+        "Exit status",
+        "128+N",
+        "--log-format <FORMAT>",
+        "--delay <DURATION>",
+        "-p, --port <PORT>",
+        "-i, --iface <ADDR>",
+        "-d, --delay",
+        "-n, --num-bytes",
+        "-w, --workers",
+    ] {
+        assert!(long.contains(needle), "--help lacks {needle:?}:\n{long}");
     }
 }
