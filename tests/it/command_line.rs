@@ -4,31 +4,29 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{BIN, Server, binary_bytes, have, poem_file, run, run_command};
+use crate::common::{BIN, BinaryPoem, Server, have, run, run_command};
 
 /// `--iface localhost` and the bracketed `[::1]` listen where they say, and the short
 /// options do what the long ones do.
 #[test]
 fn host_names_and_brackets_are_listened_on() {
-    let bytes = binary_bytes(64);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(64);
     let server = Server::launch(poem.path())
         .args(&["-i", "localhost", "-d", "0"])
         .start();
     assert!(server.addr.ip().is_loopback(), "{}", server.addr);
-    server.fetch_exact(&bytes);
+    server.fetch_exact(&poem.bytes);
     let server = Server::launch(poem.path())
         .args(&["--iface", "[::1]", "--delay", "0"])
         .start();
     assert_eq!(server.addr.ip().to_string(), "::1");
-    server.fetch_exact(&bytes);
+    server.fetch_exact(&poem.bytes);
 }
 
 /// --iface given twice listens on both addresses, on one port, with one listening line each.
 #[test]
 fn several_addresses_each_get_a_listening_line() {
-    let bytes = binary_bytes(64);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(64);
     let server = Server::launch(poem.path())
         .args(&["--iface", "127.0.0.1", "--iface", "::1", "--delay", "0"])
         .start();
@@ -43,7 +41,7 @@ fn several_addresses_each_get_a_listening_line() {
     for _ in 0..3 {
         for addr in [server.addr, second] {
             let fetch = server.fetch_from(addr);
-            server.assert_bytes(&fetch.bytes, &bytes);
+            server.assert_bytes(&fetch.bytes, &poem.bytes);
         }
     }
 }
@@ -51,12 +49,11 @@ fn several_addresses_each_get_a_listening_line() {
 /// A delay with a unit paces as its value says: 3 chunks at 300ms take 0.6 s.
 #[test]
 fn delays_take_units() {
-    let bytes = binary_bytes(30);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(30);
     let server = Server::launch(poem.path())
         .args(&["--num-bytes", "10", "--delay", "300ms"])
         .start();
-    let fetch = server.fetch_exact(&bytes);
+    let fetch = server.fetch_exact(&poem.bytes);
     assert!(
         fetch.elapsed >= Duration::from_millis(600),
         "{:?}",
@@ -72,13 +69,12 @@ fn delays_take_units() {
 /// --write-timeout starts, and serves, at both ends of its range: 1ms and 24 days.
 #[test]
 fn write_timeouts_at_both_ends_of_their_range_start() {
-    let bytes = binary_bytes(64);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(64);
     for timeout in ["1ms", "24d"] {
         let server = Server::launch(poem.path())
             .args(&["--write-timeout", timeout, "--delay", "0"])
             .start();
-        server.fetch_exact(&bytes);
+        server.fetch_exact(&poem.bytes);
     }
 }
 

@@ -22,6 +22,27 @@ pub fn poem_file(bytes: &[u8]) -> tempfile::NamedTempFile {
     file
 }
 
+/// A poem of binary bytes (see [`binary_bytes`]) in a temporary file, deleted when dropped.
+pub struct BinaryPoem {
+    /// What the file holds: what a client must receive.
+    pub bytes: Vec<u8>,
+    file: tempfile::NamedTempFile,
+}
+
+impl BinaryPoem {
+    /// A poem of `len` bytes.
+    pub fn new(len: usize) -> BinaryPoem {
+        let bytes = binary_bytes(len);
+        let file = poem_file(&bytes);
+        BinaryPoem { bytes, file }
+    }
+
+    /// Where the poem is.
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+}
+
 /// A directory holding one file, `poem.txt`, with `bytes` in it: for tests that replace,
 /// truncate or delete the poem while it is served. Both are deleted when the directory drops.
 pub fn poem_in_dir(bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {

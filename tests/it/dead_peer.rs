@@ -7,7 +7,7 @@ use std::io::Read;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{Server, binary_bytes, have, poem_file, run_command};
+use crate::common::{BinaryPoem, Server, have, run_command};
 
 /// The test that runs [`vanished_client_inside_a_namespace`] in a namespace of its own.
 #[test]
@@ -65,8 +65,7 @@ fn vanished_client_inside_a_namespace() {
         .collect();
     assert_eq!(interfaces, ["lo"], "not in a private network namespace");
 
-    let bytes = binary_bytes(1000); // 100 chunks at 0.1 s: 10 s, far past the timeout
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(1000); // 100 chunks at 0.1 s: 10 s, far past the timeout
     let server = Server::launch(poem.path())
         .args(&["--workers", "1", "--num-bytes", "10", "--delay", "0.1"])
         .args(&["--write-timeout", "2"])

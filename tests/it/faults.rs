@@ -5,7 +5,7 @@ use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::common::{LIMIT, Server, binary_bytes, poem_file};
+use crate::common::{BinaryPoem, LIMIT, Server, poem_file};
 
 /// What one client saw: the bytes, each read's size and time, and how it ended.
 struct Seen {
@@ -41,14 +41,13 @@ fn watch(mut stream: TcpStream) -> Seen {
 /// within the jitter of k × delay (plus room for a loaded machine), never drifting.
 #[test]
 fn jitter_varies_the_pauses_without_drift() {
-    let bytes = binary_bytes(200); // 20 chunks of 10 bytes, 100 ms apart: 1.9 s
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(200); // 20 chunks of 10 bytes, 100 ms apart: 1.9 s
     let server = Server::launch(poem.path())
         .args(&["--num-bytes", "10", "--delay", "100ms", "--jitter", "40ms"])
         .args(&["--seed", "7"])
         .start();
     let seen = watch(server.connect());
-    server.assert_bytes(&seen.bytes, &bytes);
+    server.assert_bytes(&seen.bytes, &poem.bytes);
     let mut arrived = Vec::new(); // when each whole chunk had arrived
     let mut total = 0;
     for &(at, n) in &seen.reads {
@@ -81,8 +80,7 @@ fn jitter_varies_the_pauses_without_drift() {
 /// With --num-bytes-max each chunk's size is drawn between the bounds.
 #[test]
 fn chunk_sizes_vary_between_the_bounds() {
-    let bytes = binary_bytes(600);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(600);
     let server = Server::launch(poem.path())
         .args(&[
             "--num-bytes",
@@ -94,7 +92,7 @@ fn chunk_sizes_vary_between_the_bounds() {
         ])
         .start();
     let seen = watch(server.connect());
-    server.assert_bytes(&seen.bytes, &bytes);
+    server.assert_bytes(&seen.bytes, &poem.bytes);
     let sizes: Vec<usize> = seen.reads.iter().map(|&(_, n)| n).collect();
     // A read may hold two chunks on a busy machine, but with fixed 5-byte chunks every read
     // would be a multiple of 5.
@@ -108,14 +106,13 @@ fn chunk_sizes_vary_between_the_bounds() {
 /// --close-after cuts the poem short with a clean close, logged as cut_short.
 #[test]
 fn close_after_ends_the_poem_early_and_cleanly() {
-    let bytes = binary_bytes(1000);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(1000);
     let server = Server::launch(poem.path())
         .args(&["--delay", "0", "--close-after", "100"])
         .start();
     let seen = watch(server.connect());
     assert_eq!(seen.ended, Ok(()), "a clean close, not a reset");
-    server.assert_bytes(&seen.bytes, &bytes[..100]);
+    server.assert_bytes(&seen.bytes, &poem.bytes[..100]);
     let log = server.wait_for_log("outcome=\"cut_short\"");
     assert!(log.contains("bytes=100 "), "{log}");
     assert!(server.wait_for_stats("cut_short=1 ").contains("complete=0"));
@@ -124,8 +121,7 @@ fn close_after_ends_the_poem_early_and_cleanly() {
 /// --reset-after delivers that many bytes, then resets the connection.
 #[test]
 fn reset_after_resets_once_the_bytes_are_delivered() {
-    let bytes = binary_bytes(1000);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(1000);
     let server = Server::launch(poem.path())
         .args(&["--delay", "0", "--reset-after", "100"])
         .start();
@@ -136,7 +132,7 @@ fn reset_after_resets_once_the_bytes_are_delivered() {
         "{}",
         server.stderr()
     );
-    server.assert_bytes(&seen.bytes, &bytes[..100]);
+    server.assert_bytes(&seen.bytes, &poem.bytes[..100]);
     server.wait_for_log("outcome=\"reset\"");
 }
 
@@ -144,8 +140,7 @@ fn reset_after_resets_once_the_bytes_are_delivered() {
 /// other connections are served meanwhile.
 #[test]
 fn stall_after_holds_the_connection_then_closes() {
-    let bytes = binary_bytes(1000);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(1000);
     let server = Server::launch(poem.path())
         .args(&[
             "--delay",
@@ -162,7 +157,7 @@ fn stall_after_holds_the_connection_then_closes() {
         let fetch = fetch.expect("a stalled or served client");
         if fetch.bytes.len() == 50 {
             stalled += 1;
-            server.assert_bytes(&fetch.bytes, &bytes[..50]);
+            server.assert_bytes(&fetch.bytes, &poem.bytes[..50]);
             // Nothing after the 50th byte until the stall ends, after about a second.
             let last = fetch.arrivals.last().map_or(Duration::ZERO, |&(at, _)| at);
             assert!(
@@ -170,7 +165,7 @@ fn stall_after_holds_the_connection_then_closes() {
                 "{fetch:?}"
             );
         } else {
-            server.assert_bytes(&fetch.bytes, &bytes);
+            server.assert_bytes(&fetch.bytes, &poem.bytes);
         }
     }
     assert!(stalled > 0 && stalled < 8, "{stalled} of 8 stalled");
@@ -197,8 +192,7 @@ fn refuse_resets_at_once() {
 /// get the whole poem byte for byte.
 #[test]
 fn a_seed_repeats_which_connections_are_faulted() {
-    let bytes = binary_bytes(300);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(300);
     let pattern = |seed: &str| -> Vec<usize> {
         let server = Server::launch(poem.path())
             .args(&["--delay", "0", "--close-after", "10", "--fault-rate", "0.5"])
@@ -207,7 +201,11 @@ fn a_seed_repeats_which_connections_are_faulted() {
         (0..16)
             .map(|_| {
                 let got = server.fetch().bytes;
-                assert!(got == bytes || got == bytes[..10], "{} bytes", got.len());
+                assert!(
+                    got == poem.bytes || got == poem.bytes[..10],
+                    "{} bytes",
+                    got.len()
+                );
                 got.len()
             })
             .collect()

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::common::{LIMIT, Server, binary_bytes, poem_file, read_to_end};
+use crate::common::{BinaryPoem, LIMIT, Server, poem_file, read_to_end};
 
 const OTHER_SOURCE: [u8; 4] = [127, 0, 0, 2];
 
@@ -14,8 +14,7 @@ const OTHER_SOURCE: [u8; 4] = [127, 0, 0, 2];
 /// unserved and counted as rejected, and the other client gets its first byte at once.
 #[test]
 fn one_source_cannot_take_every_worker() {
-    let bytes = binary_bytes(2000); // 200 chunks at 0.1 s: 20 s a poem
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(2000); // 200 chunks at 0.1 s: 20 s a poem
     let server = Server::launch(poem.path())
         .args(&["--workers", "8", "--num-bytes", "10", "--delay", "0.1"])
         .args(&["--max-per-source", "4"])
@@ -31,7 +30,7 @@ fn one_source_cannot_take_every_worker() {
     other
         .read_exact(&mut first)
         .unwrap_or_else(|err| panic!("the other source waited: {err}\n{}", server.stderr()));
-    assert_eq!(first, bytes[..10], "{}", server.stderr());
+    assert_eq!(first, poem.bytes[..10], "{}", server.stderr());
     eprintln!("other source's first chunk after {:?}", started.elapsed());
     let log = server.wait_for_stats("rejected=36 ");
     assert!(
@@ -52,8 +51,7 @@ fn one_source_cannot_take_every_worker() {
 /// The PROXY v1 header's client is the peer in the log, and the balancer is logged beside it.
 #[test]
 fn proxy_v1_names_the_client() {
-    let bytes = binary_bytes(100);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(100);
     let server = Server::launch(poem.path())
         .args(&["--delay", "0", "--proxy-protocol"])
         .start();
@@ -64,7 +62,7 @@ fn proxy_v1_names_the_client() {
         let mut client = server.connect();
         client.write_all(header).unwrap();
         let fetch = read_to_end(client, Instant::now()).expect("the poem");
-        server.assert_bytes(&fetch.bytes, &bytes);
+        server.assert_bytes(&fetch.bytes, &poem.bytes);
     }
     let log = server.wait_for_logs("connection ended", 2);
     assert!(
@@ -100,8 +98,7 @@ fn proxy_v2(client: std::net::SocketAddr) -> Vec<u8> {
 /// The PROXY v2 header's client is the peer too, IPv4 or IPv6.
 #[test]
 fn proxy_v2_names_the_client() {
-    let bytes = binary_bytes(100);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(100);
     let server = Server::launch(poem.path())
         .args(&["--delay", "0", "--proxy-protocol", "--log-format", "json"])
         .start();
@@ -111,7 +108,7 @@ fn proxy_v2_names_the_client() {
             .write_all(&proxy_v2(client.parse().unwrap()))
             .unwrap();
         let fetch = read_to_end(stream, Instant::now()).expect("the poem");
-        server.assert_bytes(&fetch.bytes, &bytes);
+        server.assert_bytes(&fetch.bytes, &poem.bytes);
     }
     let log = server.wait_for_logs("connection ended", 2);
     assert!(log.contains(r#""peer":"198.51.100.20:40000""#), "{log}");
@@ -122,8 +119,7 @@ fn proxy_v2_names_the_client() {
 /// why; the next client with a good header is served.
 #[test]
 fn bad_proxy_headers_end_only_their_connection() {
-    let bytes = binary_bytes(100);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(100);
     let server = Server::launch(poem.path())
         .args(&["--delay", "0", "--proxy-protocol", "--workers", "2"])
         .start();
@@ -145,7 +141,7 @@ fn bad_proxy_headers_end_only_their_connection() {
     good.write_all(b"PROXY TCP4 203.0.113.9 127.0.0.1 51000 10000\r\n")
         .unwrap();
     let fetch = read_to_end(good, Instant::now()).expect("the good client's poem");
-    server.assert_bytes(&fetch.bytes, &bytes);
+    server.assert_bytes(&fetch.bytes, &poem.bytes);
     // The slow one is closed once its 5 s are up.
     let started = Instant::now();
     let got = read_to_end(slow, Instant::now()).map_or(0, |f| f.bytes.len());
@@ -166,8 +162,7 @@ fn bad_proxy_headers_end_only_their_connection() {
 /// byte, and the log names the client each header gave.
 #[test]
 fn proxy_headers_sent_a_byte_at_a_time_are_read_whole() {
-    let bytes = binary_bytes(100);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(100);
     let server = Server::launch(poem.path())
         .args(&["--delay", "0", "--proxy-protocol", "--log-format", "json"])
         .start();
@@ -183,7 +178,7 @@ fn proxy_headers_sent_a_byte_at_a_time_are_read_whole() {
             std::thread::sleep(Duration::from_millis(20));
         }
         let fetch = read_to_end(client, Instant::now()).expect("the poem");
-        server.assert_bytes(&fetch.bytes, &bytes);
+        server.assert_bytes(&fetch.bytes, &poem.bytes);
     }
     let ended = server.wait_for_events("connection ended", 2);
     let peers: Vec<_> = ended.iter().map(|event| &event["peer"]).collect();
@@ -247,8 +242,7 @@ fn bad_proxy_headers_are_logged_with_what_was_wrong() {
 /// balancer: two clients are each held to the limit, separately.
 #[test]
 fn the_limit_applies_to_the_client_a_proxy_header_names() {
-    let bytes = binary_bytes(1000); // 100 chunks at 0.1 s: 10 s a poem
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(1000); // 100 chunks at 0.1 s: 10 s a poem
     let server = Server::launch(poem.path())
         .args(&["--num-bytes", "10", "--delay", "0.1", "--proxy-protocol"])
         .args(&["--max-per-source", "1"])
@@ -281,8 +275,7 @@ fn the_limit_applies_to_the_client_a_proxy_header_names() {
 /// on SIGTERM with status 0.
 #[test]
 fn a_broken_log_pipe_stops_nothing() {
-    let bytes = binary_bytes(100);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(100);
     let mut server = Server::launch(poem.path())
         .args(&["--workers", "2", "--num-bytes", "10", "--delay", "0.01"])
         .stderr_closed()
@@ -290,7 +283,7 @@ fn a_broken_log_pipe_stops_nothing() {
     for _ in 0..3 {
         for fetch in server.fetch_many(6) {
             let fetch = fetch.expect("a client of a server with a broken log");
-            server.assert_bytes(&fetch.bytes, &bytes);
+            server.assert_bytes(&fetch.bytes, &poem.bytes);
         }
         server.signal(libc::SIGUSR1);
     }

@@ -3,7 +3,7 @@
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::common::{LIMIT, Server, binary_bytes, poem_file, poem_in_dir, read_to_end};
+use crate::common::{BinaryPoem, LIMIT, Server, binary_bytes, poem_in_dir, read_to_end};
 
 /// Three small poems, told apart by their first byte.
 fn three_poems() -> (tempfile::TempDir, Vec<Vec<u8>>) {
@@ -140,8 +140,7 @@ fn a_reload_names_each_file_it_skips() {
 /// SIGUSR1 prints the stats line even when logging is off, with busy and queued counts.
 #[test]
 fn sigusr1_prints_stats_at_any_log_level() {
-    let bytes = binary_bytes(100);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(100);
     let args = ["--workers", "1", "--num-bytes", "10", "--delay", "0.3"];
     let server = Server::launch(poem.path())
         .args(&args)
@@ -170,12 +169,11 @@ fn sigusr1_prints_stats_at_any_log_level() {
 /// --log-format json writes one JSON object per line, with stable top-level field names.
 #[test]
 fn json_logs_have_stable_fields() {
-    let bytes = binary_bytes(50);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(50);
     let server = Server::launch(poem.path())
         .args(&["--delay", "0", "--log-format", "json"])
         .start();
-    server.fetch_exact(&bytes);
+    server.fetch_exact(&poem.bytes);
     let log = server.wait_for_log("connection ended");
     for line in log.lines() {
         serde_json::from_str::<serde_json::Value>(line)
@@ -229,8 +227,7 @@ fn a_poem_name_with_a_newline_forges_no_log_line() {
 /// --iface :: accepts IPv4 clients too, and logs them as plain IPv4 addresses.
 #[test]
 fn dual_stack_accepts_ipv4_clients() {
-    let bytes = binary_bytes(64);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(64);
     let server = Server::launch(poem.path())
         .args(&["--iface", "::", "--delay", "0"])
         .start();
@@ -239,7 +236,7 @@ fn dual_stack_accepts_ipv4_clients() {
     let stream = TcpStream::connect_timeout(&v4, LIMIT).expect("IPv4 connect to a :: listener");
     stream.set_read_timeout(Some(LIMIT)).unwrap();
     let fetch = read_to_end(stream, Instant::now()).expect("fetch over IPv4");
-    server.assert_bytes(&fetch.bytes, &bytes);
+    server.assert_bytes(&fetch.bytes, &poem.bytes);
     let log = server.wait_for_log("connection ended");
     assert!(log.contains("peer=127.0.0.1:"), "{log}");
     assert!(!log.contains("::ffff:"), "{log}");
@@ -249,8 +246,7 @@ fn dual_stack_accepts_ipv4_clients() {
 /// second cannot bind.
 #[test]
 fn reuse_port_lets_two_servers_share_a_port() {
-    let bytes = binary_bytes(64);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(64);
     let first = Server::launch(poem.path())
         .args(&["--reuse-port", "--delay", "0"])
         .start();
@@ -265,7 +261,7 @@ fn reuse_port_lets_two_servers_share_a_port() {
         .args(&["--reuse-port", "--delay", "0"])
         .start();
     for _ in 0..40 {
-        first.fetch_exact(&bytes);
+        first.fetch_exact(&poem.bytes);
     }
     // The kernel spreads connections by a hash of their addresses: 40 all landing on one of
     // two servers has a chance of 2 in 2^40.

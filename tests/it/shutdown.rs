@@ -5,7 +5,7 @@ use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::common::{LIMIT, Server, binary_bytes, poem_file, read_to_end};
+use crate::common::{BinaryPoem, LIMIT, Server, read_to_end};
 
 const SIGINT: i32 = libc::SIGINT;
 const SIGTERM: i32 = libc::SIGTERM;
@@ -26,8 +26,7 @@ fn assert_refused(server: &Server) {
 /// summary line.
 #[test]
 fn sigterm_drains_poems_in_flight_and_refuses_new_connects() {
-    let bytes = binary_bytes(100);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(100);
     let mut server = Server::launch(poem.path())
         .args(&["--num-bytes", "10", "--delay", "0.1"])
         .start();
@@ -36,7 +35,7 @@ fn sigterm_drains_poems_in_flight_and_refuses_new_connects() {
     server.wait_for_log("listener closed");
     assert_refused(&server);
     let got = client.finish().expect("the rest of the poem");
-    server.assert_bytes(&got, &bytes);
+    server.assert_bytes(&got, &poem.bytes);
     let status = server.wait_exit(LIMIT);
     assert_eq!(status.code(), Some(0), "stderr:\n{}", server.stderr());
     let log = server.stderr();
@@ -48,8 +47,7 @@ fn sigterm_drains_poems_in_flight_and_refuses_new_connects() {
 /// still closes at once, and the queued client is served within the grace period.
 #[test]
 fn shutdown_with_every_worker_busy() {
-    let bytes = binary_bytes(100);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(100);
     let mut server = Server::launch(poem.path())
         .args(&["--workers", "1", "--num-bytes", "10", "--delay", "0.05"])
         .env("RUST_LOG", "debug")
@@ -62,9 +60,9 @@ fn shutdown_with_every_worker_busy() {
     server.wait_for_log("listener closed");
     assert_refused(&server);
     let got = first.finish().expect("first client");
-    server.assert_bytes(&got, &bytes);
+    server.assert_bytes(&got, &poem.bytes);
     let fetch = read_to_end(queued, Instant::now()).expect("queued client");
-    server.assert_bytes(&fetch.bytes, &bytes);
+    server.assert_bytes(&fetch.bytes, &poem.bytes);
     // The one the accept loop held was never handed to a worker: it is closed unserved.
     let fetch = read_to_end(waiting, Instant::now());
     assert!(
@@ -86,8 +84,7 @@ fn shutdown_with_every_worker_busy() {
 /// `shutdown`, and counted as aborted; the server exits 0.
 #[test]
 fn the_grace_period_bounds_shutdown() {
-    let bytes = binary_bytes(300); // 30 chunks at 1 s: half a minute if nothing cut it short
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(300); // 30 chunks at 1 s: half a minute if nothing cut it short
     let mut server = Server::launch(poem.path())
         .args(&[
             "--num-bytes",
@@ -112,7 +109,7 @@ fn the_grace_period_bounds_shutdown() {
     assert!(log.contains("outcome=\"shutdown\""), "{log}");
     assert!(log.contains(" shutdown=1 "), "{log}");
     // The client sees its connection end early, not hang.
-    let got = client.finish().map_or(10, |bytes| bytes.len());
+    let got = client.finish().map_or(10, |got| got.len());
     assert!(
         got < 300,
         "all {got} bytes arrived, though the grace ran out"
@@ -123,8 +120,7 @@ fn the_grace_period_bounds_shutdown() {
 /// grace ends too, and logged, instead of holding the exit for the whole write timeout.
 #[test]
 fn the_grace_period_cuts_off_a_blocked_write() {
-    let bytes = binary_bytes(32 << 20); // far more than the socket buffers hold
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(32 << 20); // far more than the socket buffers hold
     let mut server = Server::launch(poem.path())
         .args(&[
             "--delay",
@@ -149,8 +145,7 @@ fn the_grace_period_cuts_off_a_blocked_write() {
 /// A second signal ends the server at once, with the conventional 128 + signal status.
 #[test]
 fn a_second_signal_exits_at_once() {
-    let bytes = binary_bytes(300);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(300);
     let mut server = Server::launch(poem.path())
         .args(&["--num-bytes", "10", "--delay", "1"])
         .start();
@@ -171,8 +166,7 @@ fn a_second_signal_exits_at_once() {
 /// server shares the port; the other one keeps serving and sees nothing of it.
 #[test]
 fn sigterm_stops_only_its_own_server_when_the_port_is_shared() {
-    let bytes = binary_bytes(64);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(64);
     let args = ["--reuse-port", "--delay", "0", "--shutdown-grace", "2"];
     let other = Server::launch(poem.path()).args(&args).start();
     for round in 1..=8 {
@@ -184,7 +178,7 @@ fn sigterm_stops_only_its_own_server_when_the_port_is_shared() {
         let status = server.wait_exit(Duration::from_secs(5));
         assert_eq!(status.code(), Some(0), "round {round}: {}", server.stderr());
         // With the signalled server gone, every connect reaches the other one.
-        other.fetch_exact(&bytes);
+        other.fetch_exact(&poem.bytes);
         let served = other.wait_for_logs("connection ended", round);
         assert_eq!(
             served.matches("connection ended").count(),

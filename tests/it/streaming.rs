@@ -3,7 +3,9 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::{Server, binary_bytes, poem_file, poem_in_dir, read_to_end, shipped};
+use crate::common::{
+    BinaryPoem, Server, binary_bytes, poem_file, poem_in_dir, read_to_end, shipped,
+};
 
 /// A shipped text poem arrives byte for byte through the paced path.
 #[test]
@@ -20,19 +22,17 @@ fn text_poem_arrives_exactly() {
 /// Binary data (every byte value) arrives exactly, paced and unpaced, small and large.
 #[test]
 fn binary_poem_arrives_exactly() {
-    let small = binary_bytes(4099);
-    let poem = poem_file(&small);
+    let poem = BinaryPoem::new(4099);
     Server::launch(poem.path())
         .args(&["--num-bytes", "1000", "--delay", "0.001"])
         .start()
-        .fetch_exact(&small);
+        .fetch_exact(&poem.bytes);
 
-    let large = binary_bytes(3 << 20);
-    let poem = poem_file(&large);
+    let poem = BinaryPoem::new(3 << 20);
     Server::launch(poem.path())
         .args(&["--delay", "0"])
         .start()
-        .fetch_exact(&large);
+        .fetch_exact(&poem.bytes);
 }
 
 /// An empty file gives an immediate, clean close.
@@ -53,12 +53,11 @@ fn empty_poem_closes_cleanly() {
 /// chunk arrives before its time.
 #[test]
 fn chunks_are_paced_on_schedule() {
-    let bytes = binary_bytes(400);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(400);
     let server = Server::launch(poem.path())
         .args(&["--num-bytes", "10", "--delay", "0.05"])
         .start();
-    let fetch = server.fetch_exact(&bytes);
+    let fetch = server.fetch_exact(&poem.bytes);
     let delay = Duration::from_millis(50);
     // The client starts its clock before connecting, the server after accepting, so chunk k
     // can never arrive sooner than k × 50 ms after the client's start.
@@ -95,8 +94,7 @@ fn a_late_chunk_does_not_delay_the_rest() {
     // 2 s, so the first chunk cannot leave before then (far more than the socket buffers
     // hold); the others are overdue by then and follow at once. A schedule that waited a
     // delay after each write would end at 2 s + 3 × 0.5 s = 3.5 s.
-    let bytes = binary_bytes(64 << 20);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(64 << 20);
     let server = Server::launch(poem.path())
         .args(&["--num-bytes", &(16 << 20).to_string(), "--delay", "0.5"])
         .start();
@@ -104,7 +102,7 @@ fn a_late_chunk_does_not_delay_the_rest() {
     let stream = server.connect();
     thread::sleep(Duration::from_secs(2));
     let fetch = read_to_end(stream, started).expect("the whole poem");
-    server.assert_bytes(&fetch.bytes, &bytes);
+    server.assert_bytes(&fetch.bytes, &poem.bytes);
     assert!(
         fetch.elapsed < Duration::from_millis(3000),
         "the late first chunk pushed the rest back: EOF at {:?}",
@@ -116,10 +114,9 @@ fn a_late_chunk_does_not_delay_the_rest() {
 /// 10-byte chunk takes a handful of writes, not 300,000.
 #[test]
 fn zero_delay_is_unpaced() {
-    let bytes = binary_bytes(3 << 20);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(3 << 20);
     let server = Server::launch(poem.path()).args(&["--delay", "0"]).start();
-    server.fetch_exact(&bytes);
+    server.fetch_exact(&poem.bytes);
     server.wait_for_log("bytes=3145728 chunks=3 ");
 }
 
