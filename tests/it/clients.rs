@@ -53,14 +53,21 @@ fn a_client_hanging_up_frees_its_worker() {
     let poem = BinaryPoem::new(200);
     let server = Server::launch(poem.path())
         .args(&["--workers", "1", "--num-bytes", "10", "--delay", "0.02"])
+        .args(&["--log-format", "json"])
         .start();
     let mut quitter = server.connect();
     let mut first = [0u8; 20];
     quitter.read_exact(&mut first).expect("the first chunks");
     drop(quitter);
     server.fetch_exact(&poem.bytes);
-    let log = server.wait_for_log("outcome=\"complete\"");
-    assert!(log.contains("outcome=\"client_closed\""), "{log}");
+    let ended = server.wait_for_events("connection ended", 2);
+    let outcomes: Vec<_> = ended.iter().map(|event| &event["outcome"]).collect();
+    assert_eq!(
+        outcomes,
+        ["client_closed", "complete"],
+        "{}",
+        server.stderr()
+    );
 }
 
 /// A client that stops reading is dropped after --write-timeout, and its worker is free again.
@@ -70,6 +77,7 @@ fn a_stalled_reader_is_dropped_after_the_write_timeout() {
     let poem = BinaryPoem::new(32 << 20);
     let server = Server::launch(poem.path())
         .args(&["--workers", "1", "--delay", "0", "--write-timeout", "1"])
+        .args(&["--log-format", "json"])
         .start();
     let staller = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     staller.set_recv_buffer_size(4096).unwrap();
@@ -78,8 +86,9 @@ fn a_stalled_reader_is_dropped_after_the_write_timeout() {
         .expect("connect");
     // The only worker is now stuck on the staller; this client waits until it is dropped.
     server.fetch_exact(&poem.bytes);
-    let log = server.wait_for_log("outcome=\"complete\"");
-    assert!(log.contains("outcome=\"timed_out\""), "{log}");
+    let ended = server.wait_for_events("connection ended", 2);
+    let outcomes: Vec<_> = ended.iter().map(|event| &event["outcome"]).collect();
+    assert_eq!(outcomes, ["timed_out", "complete"], "{}", server.stderr());
     drop(staller);
 }
 

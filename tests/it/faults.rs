@@ -108,14 +108,22 @@ fn chunk_sizes_vary_between_the_bounds() {
 fn close_after_ends_the_poem_early_and_cleanly() {
     let poem = BinaryPoem::new(1000);
     let server = Server::launch(poem.path())
-        .args(&["--delay", "0", "--close-after", "100"])
+        .args(&[
+            "--delay",
+            "0",
+            "--close-after",
+            "100",
+            "--log-format",
+            "json",
+        ])
         .start();
     let seen = watch(server.connect());
     assert_eq!(seen.ended, Ok(()), "a clean close, not a reset");
     server.assert_bytes(&seen.bytes, &poem.bytes[..100]);
-    let log = server.wait_for_log("outcome=\"cut_short\"");
-    assert!(log.contains("bytes=100 "), "{log}");
-    assert!(server.wait_for_stats("cut_short=1 ").contains("complete=0"));
+    let ended = &server.wait_for_outcome("cut_short", 1)[0];
+    assert_eq!(ended["bytes"], 100, "{ended}");
+    let stats = server.wait_for_stats(|stats| stats["cut_short"] == 1);
+    assert_eq!(stats["complete"], 0, "{stats}");
 }
 
 /// --reset-after delivers that many bytes, then resets the connection.
@@ -123,7 +131,14 @@ fn close_after_ends_the_poem_early_and_cleanly() {
 fn reset_after_resets_once_the_bytes_are_delivered() {
     let poem = BinaryPoem::new(1000);
     let server = Server::launch(poem.path())
-        .args(&["--delay", "0", "--reset-after", "100"])
+        .args(&[
+            "--delay",
+            "0",
+            "--reset-after",
+            "100",
+            "--log-format",
+            "json",
+        ])
         .start();
     let seen = watch(server.connect());
     assert_eq!(
@@ -133,7 +148,7 @@ fn reset_after_resets_once_the_bytes_are_delivered() {
         server.stderr()
     );
     server.assert_bytes(&seen.bytes, &poem.bytes[..100]);
-    server.wait_for_log("outcome=\"reset\"");
+    server.wait_for_outcome("reset", 1);
 }
 
 /// --stall-after sends that many bytes, then nothing until --write-timeout ends it; the
@@ -151,6 +166,7 @@ fn stall_after_holds_the_connection_then_closes() {
             "1",
         ])
         .args(&["--fault-rate", "0.5", "--seed", "5", "--workers", "4"])
+        .args(&["--log-format", "json"])
         .start();
     let mut stalled = 0;
     for fetch in server.fetch_many(8) {
@@ -169,15 +185,18 @@ fn stall_after_holds_the_connection_then_closes() {
         }
     }
     assert!(stalled > 0 && stalled < 8, "{stalled} of 8 stalled");
-    let log = server.wait_for_stats(&format!("stalled={stalled} "));
-    assert_eq!(log.matches("outcome=\"stalled\"").count(), stalled, "{log}");
+    server.wait_for_stats(|stats| stats["stalled"] == stalled);
+    let logged = server.wait_for_outcome("stalled", stalled).len();
+    assert_eq!(logged, stalled, "{}", server.stderr());
 }
 
 /// --refuse resets each connection at once, sending nothing.
 #[test]
 fn refuse_resets_at_once() {
     let poem = poem_file(b"never sent\n");
-    let server = Server::launch(poem.path()).args(&["--refuse"]).start();
+    let server = Server::launch(poem.path())
+        .args(&["--refuse", "--log-format", "json"])
+        .start();
     let seen = watch(server.connect());
     assert!(seen.bytes.is_empty());
     assert!(
@@ -185,7 +204,7 @@ fn refuse_resets_at_once() {
         "{:?}",
         seen.ended
     );
-    server.wait_for_log("outcome=\"refused\"");
+    server.wait_for_outcome("refused", 1);
 }
 
 /// The same seed faults the same connections, in accept order, run after run; the others
@@ -219,10 +238,12 @@ fn a_seed_repeats_which_connections_are_faulted() {
 #[test]
 fn no_fault_flag_no_fault_fields() {
     let poem = poem_file(b"a poem\n");
-    let server = Server::launch(poem.path()).args(&["--delay", "0"]).start();
+    let server = Server::launch(poem.path())
+        .args(&["--delay", "0", "--log-format", "json"])
+        .start();
     server.fetch_exact(b"a poem\n");
-    let log = server.wait_for_stats("complete=1 ");
-    for field in ["stalled=", "cut_short=", "reset=", "refused="] {
-        assert!(!log.contains(field), "{field} in {log}");
+    let stats = server.wait_for_stats(|stats| stats["complete"] == 1);
+    for field in ["stalled", "cut_short", "reset", "refused"] {
+        assert!(stats.get(field).is_none(), "{field} in {stats}");
     }
 }

@@ -85,14 +85,25 @@ fn the_metrics_listener_outlives_descriptor_exhaustion() {
     let metrics = server.metrics_addr();
     // More poem clients than there are descriptors: the poem listener runs out first.
     let hogs: Vec<TcpStream> = (0..40).map(|_| server.connect()).collect();
-    server.wait_for_log("accept failed");
+    let failed = |listener: &'static str| {
+        move |event: &serde_json::Value| {
+            event["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(listener))
+        }
+    };
+    server.wait_for_events_where("of the poem listener failing", 1, failed("accept failed"));
     // This one waits in the backlog, and the metrics listener's accept fails too.
     let mut waiting = TcpStream::connect_timeout(&metrics, LIMIT).expect("connect to metrics");
     waiting.set_read_timeout(Some(LIMIT)).unwrap();
     waiting
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         .unwrap();
-    server.wait_for_log("metrics: accept failed");
+    server.wait_for_events_where(
+        "of the metrics listener failing",
+        1,
+        failed("metrics: accept failed"),
+    );
     drop(hogs);
     let mut answer = String::new();
     waiting
@@ -161,11 +172,10 @@ fn resets_on_the_metrics_port_leave_the_log_clean() {
     });
     assert_eq!(get(metrics, "/healthz"), (200, "ok\n".into()));
     server.fetch_exact(b"a poem\n");
-    server.wait_for_log("connection ended");
+    // Every line so far, the one waited for included, must read as a JSON event.
+    server.wait_for_events("connection ended", 1);
     let log = server.stderr();
     assert!(!log.contains("panicked"), "{log}");
-    let events = server.events();
-    assert!(events.iter().any(|e| e["message"] == "connection ended"));
 }
 
 /// A tiny seeded generator, so a failing case can be replayed.
@@ -375,11 +385,6 @@ fn a_close_that_may_cost_the_tail_is_not_called_complete() {
         let _ = stream.write_all(b"chatter\n");
         thread::sleep(Duration::from_millis(20));
     }
-    let log = server.wait_for_log("connection ended");
-    let events = server.events();
-    let ended = events
-        .iter()
-        .find(|e| e["message"] == "connection ended")
-        .expect("a connection line");
-    assert_eq!(ended["outcome"], "unclean_close", "{log}");
+    let ended = &server.wait_for_events("connection ended", 1)[0];
+    assert_eq!(ended["outcome"], "unclean_close", "{}", server.stderr());
 }

@@ -17,7 +17,7 @@ fn one_source_cannot_take_every_worker() {
     let poem = BinaryPoem::new(2000); // 200 chunks at 0.1 s: 20 s a poem
     let server = Server::launch(poem.path())
         .args(&["--workers", "8", "--num-bytes", "10", "--delay", "0.1"])
-        .args(&["--max-per-source", "4"])
+        .args(&["--max-per-source", "4", "--log-format", "json"])
         .start();
     // None of these reads: they would hold 8 workers and 8 queue slots for 20 s.
     let flood: Vec<TcpStream> = (0..40).map(|_| server.connect()).collect();
@@ -32,11 +32,14 @@ fn one_source_cannot_take_every_worker() {
         .unwrap_or_else(|err| panic!("the other source waited: {err}\n{}", server.stderr()));
     assert_eq!(first, poem.bytes[..10], "{}", server.stderr());
     eprintln!("other source's first chunk after {:?}", started.elapsed());
-    let log = server.wait_for_stats("rejected=36 ");
-    assert!(
-        log.contains("over --max-per-source closed unserved"),
-        "{log}"
-    );
+    server.wait_for_stats(|stats| stats["rejected"] == 36);
+    let warned = server.events().into_iter().any(|event| {
+        event["level"] == "WARN"
+            && event["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("over --max-per-source closed unserved"))
+    });
+    assert!(warned, "no warning of the rejections:\n{}", server.stderr());
     // A rejected connection was closed without a byte of poem; an admitted one is streaming.
     let rejected = flood
         .into_iter()
@@ -53,7 +56,7 @@ fn one_source_cannot_take_every_worker() {
 fn proxy_v1_names_the_client() {
     let poem = BinaryPoem::new(100);
     let server = Server::launch(poem.path())
-        .args(&["--delay", "0", "--proxy-protocol"])
+        .args(&["--delay", "0", "--proxy-protocol", "--log-format", "json"])
         .start();
     for header in [
         &b"PROXY TCP4 203.0.113.9 127.0.0.1 51000 10000\r\n"[..],
@@ -64,15 +67,18 @@ fn proxy_v1_names_the_client() {
         let fetch = read_to_end(client, Instant::now()).expect("the poem");
         server.assert_bytes(&fetch.bytes, &poem.bytes);
     }
-    let log = server.wait_for_logs("connection ended", 2);
-    assert!(
-        log.contains("peer=203.0.113.9:51000 via=127.0.0.1:"),
-        "{log}"
+    let ended = server.wait_for_events("connection ended", 2);
+    let peers: Vec<_> = ended.iter().map(|event| &event["peer"]).collect();
+    assert_eq!(
+        peers,
+        ["203.0.113.9:51000", "[2001:db8::9]:51001"],
+        "{}",
+        server.stderr()
     );
-    assert!(
-        log.contains("peer=[2001:db8::9]:51001 via=127.0.0.1:"),
-        "{log}"
-    );
+    for event in &ended {
+        let via = event["via"].as_str().unwrap_or_default();
+        assert!(via.starts_with("127.0.0.1:"), "the balancer: {event}");
+    }
 }
 
 /// A binary PROXY v2 header, built by hand, for a TCP client over IPv4 or IPv6.
@@ -110,9 +116,14 @@ fn proxy_v2_names_the_client() {
         let fetch = read_to_end(stream, Instant::now()).expect("the poem");
         server.assert_bytes(&fetch.bytes, &poem.bytes);
     }
-    let log = server.wait_for_logs("connection ended", 2);
-    assert!(log.contains(r#""peer":"198.51.100.20:40000""#), "{log}");
-    assert!(log.contains(r#""peer":"[2001:db8::20]:40001""#), "{log}");
+    let ended = server.wait_for_events("connection ended", 2);
+    let peers: Vec<_> = ended.iter().map(|event| &event["peer"]).collect();
+    assert_eq!(
+        peers,
+        ["198.51.100.20:40000", "[2001:db8::20]:40001"],
+        "{}",
+        server.stderr()
+    );
 }
 
 /// A missing, malformed or slow header ends that connection only, with a log line saying
@@ -122,6 +133,7 @@ fn bad_proxy_headers_end_only_their_connection() {
     let poem = BinaryPoem::new(100);
     let server = Server::launch(poem.path())
         .args(&["--delay", "0", "--proxy-protocol", "--workers", "2"])
+        .args(&["--log-format", "json"])
         .start();
     let mut slow = server.connect();
     slow.write_all(b"PROXY TCP4 203.0.113.9").unwrap(); // and nothing more
@@ -147,13 +159,18 @@ fn bad_proxy_headers_end_only_their_connection() {
     let got = read_to_end(slow, Instant::now()).map_or(0, |f| f.bytes.len());
     assert_eq!(got, 0);
     assert!(started.elapsed() < LIMIT);
-    let log = server.wait_for_logs("outcome=\"bad_header\"", 5);
+    let bad = server.wait_for_outcome("bad_header", 5);
     for reason in [
         "bad PROXY",
         "closed before any PROXY header",
         "no complete PROXY header within 5s",
     ] {
-        assert!(log.contains(reason), "{reason}: {log}");
+        let given = bad.iter().any(|event| {
+            event["error"]
+                .as_str()
+                .is_some_and(|error| error.contains(reason))
+        });
+        assert!(given, "no {reason:?} among {bad:?}");
     }
 }
 
@@ -245,7 +262,7 @@ fn the_limit_applies_to_the_client_a_proxy_header_names() {
     let poem = BinaryPoem::new(1000); // 100 chunks at 0.1 s: 10 s a poem
     let server = Server::launch(poem.path())
         .args(&["--num-bytes", "10", "--delay", "0.1", "--proxy-protocol"])
-        .args(&["--max-per-source", "1"])
+        .args(&["--max-per-source", "1", "--log-format", "json"])
         .start();
     let open = |client: &str| {
         let mut stream = server.connect();
@@ -266,8 +283,11 @@ fn the_limit_applies_to_the_client_a_proxy_header_names() {
     third
         .read_exact(&mut chunk)
         .expect("another client is served");
-    let log = server.wait_for_stats("rejected=1 ");
-    assert!(log.contains("latest=198.51.100.1"), "{log}");
+    server.wait_for_stats(|stats| stats["rejected"] == 1);
+    let warned = server.wait_for_events_where("naming the latest source", 1, |event| {
+        event["level"] == "WARN" && event.get("latest").is_some()
+    });
+    assert_eq!(warned[0]["latest"], "198.51.100.1", "{}", warned[0]);
 }
 
 /// With its stderr pipe closed (a stopped `… | tee log`), every log line fails, yet the

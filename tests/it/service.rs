@@ -186,9 +186,8 @@ fn an_unusable_notify_socket_is_warned_of_once() {
         server.stderr()
     );
     let warned: Vec<serde_json::Value> = server
-        .stderr()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .events()
+        .into_iter()
         .filter(|event| event["level"] == "WARN")
         .collect();
     assert_eq!(warned.len(), 1, "{}", server.stderr());

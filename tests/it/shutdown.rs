@@ -28,7 +28,14 @@ fn assert_refused(server: &Server) {
 fn sigterm_drains_poems_in_flight_and_refuses_new_connects() {
     let poem = BinaryPoem::new(100);
     let mut server = Server::launch(poem.path())
-        .args(&["--num-bytes", "10", "--delay", "0.1"])
+        .args(&[
+            "--num-bytes",
+            "10",
+            "--delay",
+            "0.1",
+            "--log-format",
+            "json",
+        ])
         .start();
     let client = server.start_streaming(10);
     server.signal(SIGTERM);
@@ -38,9 +45,15 @@ fn sigterm_drains_poems_in_flight_and_refuses_new_connects() {
     server.assert_bytes(&got, &poem.bytes);
     let status = server.wait_exit(LIMIT);
     assert_eq!(status.code(), Some(0), "stderr:\n{}", server.stderr());
-    let log = server.stderr();
-    assert!(log.contains("accepted=1 complete=1 aborted=0"), "{log}");
-    assert!(log.contains("bytes_sent=100"), "{log}");
+    let stats = server.last_stats();
+    for (field, value) in [
+        ("accepted", 1),
+        ("complete", 1),
+        ("aborted", 0),
+        ("bytes_sent", 100),
+    ] {
+        assert_eq!(stats[field], value, "{field} in {stats}");
+    }
 }
 
 /// Shutdown works while the accept loop is blocked waiting for a free worker: the listener
@@ -50,12 +63,13 @@ fn shutdown_with_every_worker_busy() {
     let poem = BinaryPoem::new(100);
     let mut server = Server::launch(poem.path())
         .args(&["--workers", "1", "--num-bytes", "10", "--delay", "0.05"])
+        .args(&["--log-format", "json"])
         .env("RUST_LOG", "debug")
         .start();
     let first = server.start_streaming(10);
     let queued = server.connect(); // fills the queue (capacity 1)
     let waiting = server.connect(); // held by the accept loop, which now waits for room
-    server.wait_for_logs(": accepted peer=", 3);
+    server.wait_for_events("accepted", 3);
     server.signal(SIGTERM);
     server.wait_for_log("listener closed");
     assert_refused(&server);
@@ -76,8 +90,10 @@ fn shutdown_with_every_worker_busy() {
         "{}",
         server.stderr()
     );
-    let log = server.stderr();
-    assert!(log.contains("accepted=3 complete=2 aborted=1"), "{log}");
+    let stats = server.last_stats();
+    for (field, value) in [("accepted", 3), ("complete", 2), ("aborted", 1)] {
+        assert_eq!(stats[field], value, "{field} in {stats}");
+    }
 }
 
 /// When the grace period runs out, what still streams is closed, logged with the outcome
@@ -93,6 +109,8 @@ fn the_grace_period_bounds_shutdown() {
             "1",
             "--shutdown-grace",
             "0.5",
+            "--log-format",
+            "json",
         ])
         .start();
     let client = server.start_streaming(10);
@@ -103,11 +121,24 @@ fn the_grace_period_bounds_shutdown() {
         "{}",
         server.stderr()
     );
-    let log = server.stderr();
-    assert!(log.contains("grace period over"), "{log}");
-    assert!(log.contains("accepted=1 complete=0 aborted=1"), "{log}");
-    assert!(log.contains("outcome=\"shutdown\""), "{log}");
-    assert!(log.contains(" shutdown=1 "), "{log}");
+    let events = server.events();
+    let story = server.stderr();
+    assert!(
+        events.iter().any(|event| event["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("grace period over"))),
+        "{story}"
+    );
+    assert_eq!(server.outcomes(), ["shutdown"], "{story}");
+    let stats = server.last_stats();
+    for (field, value) in [
+        ("accepted", 1),
+        ("complete", 0),
+        ("aborted", 1),
+        ("shutdown", 1),
+    ] {
+        assert_eq!(stats[field], value, "{field} in {stats}");
+    }
     // The client sees its connection end early, not hang.
     let got = client.finish().map_or(10, |got| got.len());
     assert!(
@@ -129,16 +160,17 @@ fn the_grace_period_cuts_off_a_blocked_write() {
             "60",
             "--shutdown-grace",
             "0.5",
+            "--log-format",
+            "json",
         ])
         .env("RUST_LOG", "debug")
         .start();
     let staller = server.connect(); // never reads
-    server.wait_for_log(": accepted peer=");
+    server.wait_for_events("accepted", 1);
     server.signal(SIGTERM);
     let status = server.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{}", server.stderr());
-    let log = server.stderr();
-    assert!(log.contains("outcome=\"shutdown\""), "{log}");
+    assert_eq!(server.outcomes(), ["shutdown"], "{}", server.stderr());
     drop(staller);
 }
 
@@ -167,7 +199,15 @@ fn a_second_signal_exits_at_once() {
 #[test]
 fn sigterm_stops_only_its_own_server_when_the_port_is_shared() {
     let poem = BinaryPoem::new(64);
-    let args = ["--reuse-port", "--delay", "0", "--shutdown-grace", "2"];
+    let args = [
+        "--reuse-port",
+        "--delay",
+        "0",
+        "--shutdown-grace",
+        "2",
+        "--log-format",
+        "json",
+    ];
     let other = Server::launch(poem.path()).args(&args).start();
     for round in 1..=8 {
         let mut server = Server::launch(poem.path())
@@ -179,11 +219,12 @@ fn sigterm_stops_only_its_own_server_when_the_port_is_shared() {
         assert_eq!(status.code(), Some(0), "round {round}: {}", server.stderr());
         // With the signalled server gone, every connect reaches the other one.
         other.fetch_exact(&poem.bytes);
-        let served = other.wait_for_logs("connection ended", round);
+        let served = other.wait_for_events("connection ended", round).len();
         assert_eq!(
-            served.matches("connection ended").count(),
+            served,
             round,
-            "round {round}: the other server saw a connection it was not sent:\n{served}"
+            "round {round}: the other server saw a connection it was not sent:\n{}",
+            other.stderr()
         );
     }
 }

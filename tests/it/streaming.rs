@@ -12,11 +12,18 @@ use crate::common::{
 fn text_poem_arrives_exactly() {
     let (path, bytes) = shipped("science.txt");
     let server = Server::launch(&path)
-        .args(&["--num-bytes", "7", "--delay", "0.001"])
+        .args(&[
+            "--num-bytes",
+            "7",
+            "--delay",
+            "0.001",
+            "--log-format",
+            "json",
+        ])
         .start();
     server.fetch_exact(&bytes);
-    let log = server.wait_for_log("outcome=\"complete\"");
-    assert!(log.contains(&format!("bytes={}", bytes.len())), "{log}");
+    let ended = &server.wait_for_outcome("complete", 1)[0];
+    assert_eq!(ended["bytes"], bytes.len(), "{ended}");
 }
 
 /// Binary data (every byte value) arrives exactly, paced and unpaced, small and large.
@@ -39,14 +46,17 @@ fn binary_poem_arrives_exactly() {
 #[test]
 fn empty_poem_closes_cleanly() {
     let poem = poem_file(b"");
-    let server = Server::launch(poem.path()).start();
+    let server = Server::launch(poem.path())
+        .args(&["--log-format", "json"])
+        .start();
     let fetch = server.fetch_exact(b"");
     assert!(
         fetch.elapsed < Duration::from_secs(5),
         "took {:?}",
         fetch.elapsed
     );
-    server.wait_for_log("bytes=0 chunks=0");
+    let ended = &server.wait_for_events("connection ended", 1)[0];
+    assert_eq!([&ended["bytes"], &ended["chunks"]], [0, 0], "{ended}");
 }
 
 /// Chunks leave on the deadline schedule: 40 chunks of 10 bytes at 50 ms take 1.95 s, and no
@@ -55,7 +65,14 @@ fn empty_poem_closes_cleanly() {
 fn chunks_are_paced_on_schedule() {
     let poem = BinaryPoem::new(400);
     let server = Server::launch(poem.path())
-        .args(&["--num-bytes", "10", "--delay", "0.05"])
+        .args(&[
+            "--num-bytes",
+            "10",
+            "--delay",
+            "0.05",
+            "--log-format",
+            "json",
+        ])
         .start();
     let fetch = server.fetch_exact(&poem.bytes);
     let delay = Duration::from_millis(50);
@@ -83,7 +100,8 @@ fn chunks_are_paced_on_schedule() {
         "too slow: {:?}",
         fetch.elapsed
     );
-    server.wait_for_log("bytes=400 chunks=40 ");
+    let ended = &server.wait_for_events("connection ended", 1)[0];
+    assert_eq!([&ended["bytes"], &ended["chunks"]], [400, 40], "{ended}");
 }
 
 /// A chunk that goes out late does not push back the ones after it: the schedule is counted
@@ -115,9 +133,12 @@ fn a_late_chunk_does_not_delay_the_rest() {
 #[test]
 fn zero_delay_is_unpaced() {
     let poem = BinaryPoem::new(3 << 20);
-    let server = Server::launch(poem.path()).args(&["--delay", "0"]).start();
+    let server = Server::launch(poem.path())
+        .args(&["--delay", "0", "--log-format", "json"])
+        .start();
     server.fetch_exact(&poem.bytes);
-    server.wait_for_log("bytes=3145728 chunks=3 ");
+    let ended = &server.wait_for_events("connection ended", 1)[0];
+    assert_eq!([&ended["bytes"], &ended["chunks"]], [3 << 20, 3], "{ended}");
 }
 
 /// The server listens on IPv6 loopback and says so as [::1]:port.
@@ -125,12 +146,13 @@ fn zero_delay_is_unpaced() {
 fn ipv6_loopback() {
     let (path, bytes) = shipped("fascination.txt");
     let server = Server::launch(&path)
-        .args(&["--iface", "::1", "--delay", "0"])
+        .args(&["--iface", "::1", "--delay", "0", "--log-format", "json"])
         .start();
     assert_eq!(server.addr.ip().to_string(), "::1");
     server.fetch_exact(&bytes);
-    let log = server.wait_for_log("connection ended");
-    assert!(log.contains("peer=[::1]:"), "{log}");
+    let ended = &server.wait_for_events("connection ended", 1)[0];
+    let peer = ended["peer"].as_str().unwrap_or_default();
+    assert!(peer.starts_with("[::1]:"), "{ended}");
 }
 
 /// A poem file truncated while it is served ends that poem early with a clean close; one
