@@ -202,6 +202,82 @@ fn help_fits_80_columns_and_tells_what_a_daemon_should() {
     ] {
         assert!(long.contains(needle), "--help lacks {needle:?}:\n{long}");
     }
+    assert_help_shows_the_readme_options(&long);
+}
+
+/// The options the README's usage table names, cell by cell: each as its short flag (if the
+/// cell gives one), its long name and its placeholder (if it shows one). "`-p`, `--port
+/// <PORT>`" is `(Some('p'), "port", Some("PORT"))`.
+fn readme_options() -> Vec<(Option<char>, String, Option<String>)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(&path).expect("read README.md");
+    let usage = readme
+        .split("\n## Usage\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a Usage section in README.md");
+    let mut options = Vec::new();
+    for row in usage.lines().filter(|line| line.starts_with("| `")) {
+        let cell = row.split(" | ").next().unwrap_or_default();
+        let mut short = None;
+        for (n, code) in cell.split('`').enumerate() {
+            if n % 2 == 0 {
+                continue; // outside backquotes
+            }
+            if let Some(long) = code.strip_prefix("--") {
+                let (name, placeholder) = match long.split_once(' ') {
+                    Some((name, value)) => {
+                        let value = value.strip_prefix('<').and_then(|v| v.strip_suffix('>'));
+                        (name, Some(value.expect("a <PLACEHOLDER>").to_string()))
+                    }
+                    None => (long, None),
+                };
+                options.push((short.take(), name.to_string(), placeholder));
+            } else if let Some(flag) = code.strip_prefix('-') {
+                short = flag.chars().next();
+            }
+        }
+    }
+    options
+}
+
+/// Every option the README's usage table shows is defined as it shows it (short flag and
+/// placeholder) and shown so in `help`, and every option defined is in the table.
+fn assert_help_shows_the_readme_options(help: &str) {
+    let readme = readme_options();
+    let mut command = Cli::command();
+    command.build();
+    for (short, long, placeholder) in &readme {
+        let arg = command
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(long.as_str()))
+            .unwrap_or_else(|| panic!("the README shows --{long}, which is not defined"));
+        assert_eq!(arg.get_short(), *short, "--{long}'s short flag");
+        if let Some(placeholder) = placeholder {
+            let defined: Vec<String> = arg
+                .get_value_names()
+                .unwrap_or_default()
+                .iter()
+                .map(|name| name.to_string())
+                .collect();
+            assert_eq!(defined, [placeholder.as_str()], "--{long}'s placeholder");
+        }
+        let shown = match (short, placeholder) {
+            (Some(short), Some(value)) => format!("-{short}, --{long} <{value}>"),
+            (Some(short), None) => format!("-{short}, --{long}"),
+            (None, Some(value)) => format!("--{long} <{value}>"),
+            (None, None) => format!("--{long}"),
+        };
+        assert!(help.contains(&shown), "--help lacks {shown:?}:\n{help}");
+    }
+    for arg in command.get_arguments().filter(|arg| !arg.is_hide_set()) {
+        if let Some(long) = arg.get_long() {
+            assert!(
+                readme.iter().any(|(_, name, _)| name == long),
+                "--{long} is missing from the README's usage table"
+            );
+        }
+    }
 }
 
 /// How many options the help lists, from the command's definition: every argument that is
