@@ -142,6 +142,32 @@ fn unreadable_poem() {
     assert_one_line(&output, &["cannot open poem", "Permission denied"]);
 }
 
+/// A worker count the system cannot start gets one line naming the limit to raise and exit
+/// status 1, before anything listens, not an abort halfway through starting threads. Ten
+/// million fits nowhere; one more than vm.max_map_count's memory maps allow (four a thread)
+/// fits nowhere either, whatever the machine's setting, and that limit is checked first.
+#[test]
+fn impossible_worker_counts() {
+    let output = run(&["--port", "0", "--workers", "10000000", &science()]);
+    assert_one_line(&output, &["--workers 10000000 does not fit", "raise"]);
+    assert_code(&output, 1);
+    let max_maps: u64 = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .expect("read vm.max_map_count")
+        .trim()
+        .parse()
+        .expect("vm.max_map_count is a number");
+    let workers = (max_maps / 4 + 1).to_string();
+    let output = run(&["--port", "0", "--workers", &workers, &science()]);
+    assert_one_line(
+        &output,
+        &[
+            &format!("--workers {workers} does not fit"),
+            "raise vm.max_map_count",
+        ],
+    );
+    assert_code(&output, 1);
+}
+
 /// A port another socket listens on is refused.
 #[test]
 fn port_in_use() {

@@ -1,5 +1,6 @@
-//! Running it in the open: per-source limits, the PROXY protocol, a broken log pipe and
-//! impossible worker counts. Each ends its own connection, or start-up, never the server.
+//! Running it in the open: per-source limits, the PROXY protocol and a broken log pipe. Each
+//! ends its own connection, never the server. (Impossible worker counts, refused at start-up,
+//! are with the other bad input.)
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
