@@ -335,6 +335,17 @@ impl Server {
         })
     }
 
+    /// With `--log-format json`: waits for an event whose message begins with `start`
+    /// ("accept failed", say, for "accept failed; pausing before the next"), and returns it.
+    pub fn wait_for_message(&self, start: &str) -> serde_json::Value {
+        let events = self.wait_for_events_where(&format!("beginning {start:?}"), 1, |event| {
+            event["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with(start))
+        });
+        events.into_iter().next().expect("one event, waited for")
+    }
+
     /// With `--log-format json`: waits until at least `count` connections have ended with
     /// `outcome`, and returns their events, in the order logged.
     pub fn wait_for_outcome(&self, outcome: &str, count: usize) -> Vec<serde_json::Value> {

@@ -85,25 +85,14 @@ fn the_metrics_listener_outlives_descriptor_exhaustion() {
     let metrics = server.metrics_addr();
     // More poem clients than there are descriptors: the poem listener runs out first.
     let hogs: Vec<TcpStream> = (0..40).map(|_| server.connect()).collect();
-    let failed = |listener: &'static str| {
-        move |event: &serde_json::Value| {
-            event["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with(listener))
-        }
-    };
-    server.wait_for_events_where("of the poem listener failing", 1, failed("accept failed"));
+    server.wait_for_message("accept failed");
     // This one waits in the backlog, and the metrics listener's accept fails too.
     let mut waiting = TcpStream::connect_timeout(&metrics, LIMIT).expect("connect to metrics");
     waiting.set_read_timeout(Some(LIMIT)).unwrap();
     waiting
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         .unwrap();
-    server.wait_for_events_where(
-        "of the metrics listener failing",
-        1,
-        failed("metrics: accept failed"),
-    );
+    server.wait_for_message("metrics: accept failed");
     drop(hogs);
     let mut answer = String::new();
     waiting

@@ -111,7 +111,7 @@ fn a_reload_names_each_file_it_skips() {
     let zero = dir.path().join("zero.txt");
     std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
     server.signal(libc::SIGHUP);
-    server.wait_for_log("reloaded");
+    server.wait_for_message("reloaded");
     let skipped = server.wait_for_events("skipped: not a regular file", 2);
     let mut named: Vec<(&str, &str)> = skipped
         .iter()

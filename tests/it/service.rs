@@ -177,7 +177,7 @@ fn an_unusable_notify_socket_is_warned_of_once() {
         .start();
     server.fetch_exact(b"a poem\n");
     server.signal(libc::SIGHUP);
-    server.wait_for_log("reloaded");
+    server.wait_for_message("reloaded");
     server.signal(libc::SIGTERM);
     assert_eq!(
         server.wait_exit(LIMIT).code(),
