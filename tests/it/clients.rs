@@ -5,14 +5,13 @@ use std::io::{Read, Write};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::{LIMIT, Server, binary_bytes, poem_file, read_to_end, shipped};
+use crate::common::{BinaryPoem, LIMIT, Server, read_to_end, shipped};
 
 /// With --workers 2, four clients connecting at once are served in two waves: never more than
 /// two at a time, and the second wave only once the first is done.
 #[test]
 fn the_pool_limits_concurrent_clients() {
-    let bytes = binary_bytes(50); // 5 chunks: at least 0.8 s per client
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(50); // 5 chunks: at least 0.8 s per client
     let server = Server::launch(poem.path())
         .args(&["--workers", "2", "--num-bytes", "10", "--delay", "0.2"])
         .start();
@@ -22,7 +21,7 @@ fn the_pool_limits_concurrent_clients() {
         .map(|fetch| fetch.expect("fetch"))
         .collect();
     for fetch in &fetches {
-        server.assert_bytes(&fetch.bytes, &bytes);
+        server.assert_bytes(&fetch.bytes, &poem.bytes);
     }
     let mut spans: Vec<_> = fetches
         .iter()
@@ -51,28 +50,34 @@ fn the_pool_limits_concurrent_clients() {
 /// A client that hangs up mid-poem is logged as such, and the only worker serves the next.
 #[test]
 fn a_client_hanging_up_frees_its_worker() {
-    let bytes = binary_bytes(200);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(200);
     let server = Server::launch(poem.path())
         .args(&["--workers", "1", "--num-bytes", "10", "--delay", "0.02"])
+        .args(&["--log-format", "json"])
         .start();
     let mut quitter = server.connect();
     let mut first = [0u8; 20];
     quitter.read_exact(&mut first).expect("the first chunks");
     drop(quitter);
-    server.fetch_exact(&bytes);
-    let log = server.wait_for_log("outcome=\"complete\"");
-    assert!(log.contains("outcome=\"client_closed\""), "{log}");
+    server.fetch_exact(&poem.bytes);
+    let ended = server.wait_for_events("connection ended", 2);
+    let outcomes: Vec<_> = ended.iter().map(|event| &event["outcome"]).collect();
+    assert_eq!(
+        outcomes,
+        ["client_closed", "complete"],
+        "{}",
+        server.stderr()
+    );
 }
 
 /// A client that stops reading is dropped after --write-timeout, and its worker is free again.
 #[test]
 fn a_stalled_reader_is_dropped_after_the_write_timeout() {
     // Far more than loopback's socket buffers hold, so the server's writes must block.
-    let bytes = binary_bytes(32 << 20);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(32 << 20);
     let server = Server::launch(poem.path())
         .args(&["--workers", "1", "--delay", "0", "--write-timeout", "1"])
+        .args(&["--log-format", "json"])
         .start();
     let staller = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     staller.set_recv_buffer_size(4096).unwrap();
@@ -80,9 +85,10 @@ fn a_stalled_reader_is_dropped_after_the_write_timeout() {
         .connect_timeout(&server.addr.into(), LIMIT)
         .expect("connect");
     // The only worker is now stuck on the staller; this client waits until it is dropped.
-    server.fetch_exact(&bytes);
-    let log = server.wait_for_log("outcome=\"complete\"");
-    assert!(log.contains("outcome=\"timed_out\""), "{log}");
+    server.fetch_exact(&poem.bytes);
+    let ended = server.wait_for_events("connection ended", 2);
+    let outcomes: Vec<_> = ended.iter().map(|event| &event["outcome"]).collect();
+    assert_eq!(outcomes, ["timed_out", "complete"], "{}", server.stderr());
     drop(staller);
 }
 
@@ -117,8 +123,7 @@ fn a_client_that_keeps_talking_cannot_hold_the_worker() {
 /// and destroy the poem's tail.
 #[test]
 fn a_client_that_sends_data_still_gets_every_byte() {
-    let bytes = binary_bytes(1 << 20);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(1 << 20);
     let server = Server::launch(poem.path()).args(&["--delay", "0"]).start();
     for round in 1..=3 {
         let started = Instant::now();
@@ -131,7 +136,7 @@ fn a_client_that_sends_data_still_gets_every_byte() {
         server.wait_for_logs("connection ended", round);
         let fetch = read_to_end(client, started)
             .unwrap_or_else(|err| panic!("lost the poem's tail: {err}; {}", server.stderr()));
-        server.assert_bytes(&fetch.bytes, &bytes);
+        server.assert_bytes(&fetch.bytes, &poem.bytes);
     }
 }
 
@@ -204,8 +209,7 @@ fn nice_values(pid: u32) -> std::collections::BTreeMap<String, i32> {
 /// client waiting in the backlog is served once descriptors free up: nothing is dropped.
 #[test]
 fn running_out_of_file_descriptors_drops_no_one() {
-    let bytes = binary_bytes(50);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(50);
     // 24 descriptors: a handful for the server itself, the rest for about 15 connections.
     let server = Server::launch(poem.path())
         .args(&["--workers", "64", "--num-bytes", "10", "--delay", "0.05"])
@@ -215,7 +219,7 @@ fn running_out_of_file_descriptors_drops_no_one() {
     for fetch in fetches {
         let fetch =
             fetch.unwrap_or_else(|err| panic!("a client lost out: {err}\n{}", server.stderr()));
-        server.assert_bytes(&fetch.bytes, &bytes);
+        server.assert_bytes(&fetch.bytes, &poem.bytes);
     }
     let log = server.stderr();
     assert!(

@@ -22,6 +22,27 @@ pub fn poem_file(bytes: &[u8]) -> tempfile::NamedTempFile {
     file
 }
 
+/// A poem of binary bytes (see [`binary_bytes`]) in a temporary file, deleted when dropped.
+pub struct BinaryPoem {
+    /// What the file holds: what a client must receive.
+    pub bytes: Vec<u8>,
+    file: tempfile::NamedTempFile,
+}
+
+impl BinaryPoem {
+    /// A poem of `len` bytes.
+    pub fn new(len: usize) -> BinaryPoem {
+        let bytes = binary_bytes(len);
+        let file = poem_file(&bytes);
+        BinaryPoem { bytes, file }
+    }
+
+    /// Where the poem is.
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+}
+
 /// A directory holding one file, `poem.txt`, with `bytes` in it: for tests that replace,
 /// truncate or delete the poem while it is served. Both are deleted when the directory drops.
 pub fn poem_in_dir(bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
@@ -223,10 +244,12 @@ impl Server {
     }
 
     /// Every line on stderr so far, each read as one JSON log event (`--log-format json`);
-    /// fails on a line that is not.
+    /// fails on a line that is not. A last line still being written is left for the next call.
     pub fn events(&self) -> Vec<serde_json::Value> {
         let log = self.stderr();
-        log.lines()
+        let complete = log.rfind('\n').map_or("", |end| &log[..end]);
+        complete
+            .lines()
             .map(|line| {
                 serde_json::from_str(line)
                     .unwrap_or_else(|err| panic!("not a JSON event ({err}): {line:?}\n{log}"))
@@ -279,26 +302,75 @@ impl Server {
         }
     }
 
-    /// With `--log-format json`: waits until the log holds at least `count` events whose
-    /// message is `message`, and returns every one of them, in the order logged.
-    pub fn wait_for_events(&self, message: &str, count: usize) -> Vec<serde_json::Value> {
+    /// With `--log-format json`: waits until the log holds at least `count` events that are
+    /// `wanted` (`what` says which, if none come), and returns every one of them, in the order
+    /// logged.
+    pub fn wait_for_events_where(
+        &self,
+        what: &str,
+        count: usize,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<serde_json::Value> {
         let started = Instant::now();
         loop {
-            let log = self.stderr();
-            let events: Vec<serde_json::Value> = log
-                .lines()
-                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-                .filter(|event| event["message"] == message)
-                .collect();
+            let events: Vec<serde_json::Value> =
+                self.events().into_iter().filter(&wanted).collect();
             if events.len() >= count {
                 return events;
             }
             assert!(
                 started.elapsed() < LIMIT,
-                "fewer than {count} {message:?} events in the log:\n{log}"
+                "fewer than {count} events {what} in the log:\n{}",
+                self.stderr()
             );
             thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// With `--log-format json`: waits until the log holds at least `count` events whose
+    /// message is `message`, and returns every one of them, in the order logged.
+    pub fn wait_for_events(&self, message: &str, count: usize) -> Vec<serde_json::Value> {
+        self.wait_for_events_where(&format!("{message:?}"), count, |event| {
+            event["message"] == message
+        })
+    }
+
+    /// With `--log-format json`: waits for an event whose message begins with `start`
+    /// ("accept failed", say, for "accept failed; pausing before the next"), and returns it.
+    pub fn wait_for_message(&self, start: &str) -> serde_json::Value {
+        let events = self.wait_for_events_where(&format!("beginning {start:?}"), 1, |event| {
+            event["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with(start))
+        });
+        events.into_iter().next().expect("one event, waited for")
+    }
+
+    /// With `--log-format json`: waits until at least `count` connections have ended with
+    /// `outcome`, and returns their events, in the order logged.
+    pub fn wait_for_outcome(&self, outcome: &str, count: usize) -> Vec<serde_json::Value> {
+        self.wait_for_events_where(&format!("with outcome {outcome}"), count, |event| {
+            event["message"] == "connection ended" && event["outcome"] == outcome
+        })
+    }
+
+    /// With `--log-format json`: the outcome of each connection ended so far, in the order
+    /// logged.
+    pub fn outcomes(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter(|event| event["message"] == "connection ended")
+            .map(|event| event["outcome"].as_str().unwrap_or("(none)").to_string())
+            .collect()
+    }
+
+    /// With `--log-format json`: the last stats event (the final one, once the server has
+    /// exited).
+    pub fn last_stats(&self) -> serde_json::Value {
+        self.events()
+            .into_iter()
+            .rfind(|event| event["message"] == "stats")
+            .unwrap_or_else(|| panic!("no stats event:\n{}", self.stderr()))
     }
 
     /// Sends `signal` to the server.
@@ -356,20 +428,24 @@ impl Server {
         stream
     }
 
-    /// Sends SIGUSR1 until the stats line shows `needle` (`rejected=36`, say), and returns
-    /// the log.
-    pub fn wait_for_stats(&self, needle: &str) -> String {
+    /// With `--log-format json`: sends SIGUSR1 until a stats event is `wanted` (`rejected`
+    /// at 36, say), and returns that event.
+    pub fn wait_for_stats(&self, wanted: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
         let started = Instant::now();
         loop {
             self.signal(libc::SIGUSR1);
             thread::sleep(Duration::from_millis(50));
-            let log = self.stderr();
-            if log.contains(needle) {
-                return log;
+            let found = self
+                .events()
+                .into_iter()
+                .find(|event| event["message"] == "stats" && wanted(event));
+            if let Some(stats) = found {
+                return stats;
             }
             assert!(
                 started.elapsed() < LIMIT,
-                "no stats line with {needle:?}:\n{log}"
+                "no stats event as wanted:\n{}",
+                self.stderr()
             );
         }
     }

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{Server, binary_bytes, have, poem_file, run_command};
+use crate::common::{BinaryPoem, Server, have, run_command};
 
 /// The test that runs [`vanished_client_inside_a_namespace`] in a namespace of its own.
 #[test]
@@ -65,11 +65,10 @@ fn vanished_client_inside_a_namespace() {
         .collect();
     assert_eq!(interfaces, ["lo"], "not in a private network namespace");
 
-    let bytes = binary_bytes(1000); // 100 chunks at 0.1 s: 10 s, far past the timeout
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(1000); // 100 chunks at 0.1 s: 10 s, far past the timeout
     let server = Server::launch(poem.path())
         .args(&["--workers", "1", "--num-bytes", "10", "--delay", "0.1"])
-        .args(&["--write-timeout", "2"])
+        .args(&["--write-timeout", "2", "--log-format", "json"])
         .start();
     let mut client = server.connect();
     let mut first = [0u8; 10];
@@ -90,12 +89,13 @@ fn vanished_client_inside_a_namespace() {
     assert!(nft.wait().unwrap().success(), "nft refused the rule");
     let vanished = Instant::now();
 
-    let log = server.wait_for_log("outcome=\"timed_out\"");
+    server.wait_for_outcome("timed_out", 1);
     let freed = vanished.elapsed();
     eprintln!("worker freed {freed:?} after the client vanished (--write-timeout 2)");
     assert!(
         freed < Duration::from_secs(6),
-        "took {freed:?} to drop the vanished client:\n{log}"
+        "took {freed:?} to drop the vanished client:\n{}",
+        server.stderr()
     );
     // The only worker is free: the next client's poem starts.
     let next = server.start_streaming(10);

@@ -5,7 +5,7 @@ use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::common::{LIMIT, Server, binary_bytes, poem_file};
+use crate::common::{BinaryPoem, LIMIT, Server, poem_file};
 
 /// What one client saw: the bytes, each read's size and time, and how it ended.
 struct Seen {
@@ -41,14 +41,13 @@ fn watch(mut stream: TcpStream) -> Seen {
 /// within the jitter of k × delay (plus room for a loaded machine), never drifting.
 #[test]
 fn jitter_varies_the_pauses_without_drift() {
-    let bytes = binary_bytes(200); // 20 chunks of 10 bytes, 100 ms apart: 1.9 s
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(200); // 20 chunks of 10 bytes, 100 ms apart: 1.9 s
     let server = Server::launch(poem.path())
         .args(&["--num-bytes", "10", "--delay", "100ms", "--jitter", "40ms"])
         .args(&["--seed", "7"])
         .start();
     let seen = watch(server.connect());
-    server.assert_bytes(&seen.bytes, &bytes);
+    server.assert_bytes(&seen.bytes, &poem.bytes);
     let mut arrived = Vec::new(); // when each whole chunk had arrived
     let mut total = 0;
     for &(at, n) in &seen.reads {
@@ -81,8 +80,7 @@ fn jitter_varies_the_pauses_without_drift() {
 /// With --num-bytes-max each chunk's size is drawn between the bounds.
 #[test]
 fn chunk_sizes_vary_between_the_bounds() {
-    let bytes = binary_bytes(600);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(600);
     let server = Server::launch(poem.path())
         .args(&[
             "--num-bytes",
@@ -94,7 +92,7 @@ fn chunk_sizes_vary_between_the_bounds() {
         ])
         .start();
     let seen = watch(server.connect());
-    server.assert_bytes(&seen.bytes, &bytes);
+    server.assert_bytes(&seen.bytes, &poem.bytes);
     let sizes: Vec<usize> = seen.reads.iter().map(|&(_, n)| n).collect();
     // A read may hold two chunks on a busy machine, but with fixed 5-byte chunks every read
     // would be a multiple of 5.
@@ -108,26 +106,39 @@ fn chunk_sizes_vary_between_the_bounds() {
 /// --close-after cuts the poem short with a clean close, logged as cut_short.
 #[test]
 fn close_after_ends_the_poem_early_and_cleanly() {
-    let bytes = binary_bytes(1000);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(1000);
     let server = Server::launch(poem.path())
-        .args(&["--delay", "0", "--close-after", "100"])
+        .args(&[
+            "--delay",
+            "0",
+            "--close-after",
+            "100",
+            "--log-format",
+            "json",
+        ])
         .start();
     let seen = watch(server.connect());
     assert_eq!(seen.ended, Ok(()), "a clean close, not a reset");
-    server.assert_bytes(&seen.bytes, &bytes[..100]);
-    let log = server.wait_for_log("outcome=\"cut_short\"");
-    assert!(log.contains("bytes=100 "), "{log}");
-    assert!(server.wait_for_stats("cut_short=1 ").contains("complete=0"));
+    server.assert_bytes(&seen.bytes, &poem.bytes[..100]);
+    let ended = &server.wait_for_outcome("cut_short", 1)[0];
+    assert_eq!(ended["bytes"], 100, "{ended}");
+    let stats = server.wait_for_stats(|stats| stats["cut_short"] == 1);
+    assert_eq!(stats["complete"], 0, "{stats}");
 }
 
 /// --reset-after delivers that many bytes, then resets the connection.
 #[test]
 fn reset_after_resets_once_the_bytes_are_delivered() {
-    let bytes = binary_bytes(1000);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(1000);
     let server = Server::launch(poem.path())
-        .args(&["--delay", "0", "--reset-after", "100"])
+        .args(&[
+            "--delay",
+            "0",
+            "--reset-after",
+            "100",
+            "--log-format",
+            "json",
+        ])
         .start();
     let seen = watch(server.connect());
     assert_eq!(
@@ -136,16 +147,15 @@ fn reset_after_resets_once_the_bytes_are_delivered() {
         "{}",
         server.stderr()
     );
-    server.assert_bytes(&seen.bytes, &bytes[..100]);
-    server.wait_for_log("outcome=\"reset\"");
+    server.assert_bytes(&seen.bytes, &poem.bytes[..100]);
+    server.wait_for_outcome("reset", 1);
 }
 
 /// --stall-after sends that many bytes, then nothing until --write-timeout ends it; the
 /// other connections are served meanwhile.
 #[test]
 fn stall_after_holds_the_connection_then_closes() {
-    let bytes = binary_bytes(1000);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(1000);
     let server = Server::launch(poem.path())
         .args(&[
             "--delay",
@@ -156,13 +166,14 @@ fn stall_after_holds_the_connection_then_closes() {
             "1",
         ])
         .args(&["--fault-rate", "0.5", "--seed", "5", "--workers", "4"])
+        .args(&["--log-format", "json"])
         .start();
     let mut stalled = 0;
     for fetch in server.fetch_many(8) {
         let fetch = fetch.expect("a stalled or served client");
         if fetch.bytes.len() == 50 {
             stalled += 1;
-            server.assert_bytes(&fetch.bytes, &bytes[..50]);
+            server.assert_bytes(&fetch.bytes, &poem.bytes[..50]);
             // Nothing after the 50th byte until the stall ends, after about a second.
             let last = fetch.arrivals.last().map_or(Duration::ZERO, |&(at, _)| at);
             assert!(
@@ -170,35 +181,39 @@ fn stall_after_holds_the_connection_then_closes() {
                 "{fetch:?}"
             );
         } else {
-            server.assert_bytes(&fetch.bytes, &bytes);
+            server.assert_bytes(&fetch.bytes, &poem.bytes);
         }
     }
     assert!(stalled > 0 && stalled < 8, "{stalled} of 8 stalled");
-    let log = server.wait_for_stats(&format!("stalled={stalled} "));
-    assert_eq!(log.matches("outcome=\"stalled\"").count(), stalled, "{log}");
+    server.wait_for_stats(|stats| stats["stalled"] == stalled);
+    let logged = server.wait_for_outcome("stalled", stalled).len();
+    assert_eq!(logged, stalled, "{}", server.stderr());
 }
 
-/// --refuse resets each connection at once, sending nothing.
+/// --refuse resets each connection at once, sending nothing: the client reads ECONNRESET,
+/// not the end of file a clean close would give.
 #[test]
 fn refuse_resets_at_once() {
     let poem = poem_file(b"never sent\n");
-    let server = Server::launch(poem.path()).args(&["--refuse"]).start();
+    let server = Server::launch(poem.path())
+        .args(&["--refuse", "--log-format", "json"])
+        .start();
     let seen = watch(server.connect());
-    assert!(seen.bytes.is_empty());
-    assert!(
-        matches!(seen.ended, Err(ErrorKind::ConnectionReset) | Ok(())),
-        "{:?}",
-        seen.ended
+    assert!(seen.bytes.is_empty(), "{} bytes sent", seen.bytes.len());
+    assert_eq!(
+        seen.ended,
+        Err(ErrorKind::ConnectionReset),
+        "{}",
+        server.stderr()
     );
-    server.wait_for_log("outcome=\"refused\"");
+    server.wait_for_outcome("refused", 1);
 }
 
 /// The same seed faults the same connections, in accept order, run after run; the others
 /// get the whole poem byte for byte.
 #[test]
 fn a_seed_repeats_which_connections_are_faulted() {
-    let bytes = binary_bytes(300);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(300);
     let pattern = |seed: &str| -> Vec<usize> {
         let server = Server::launch(poem.path())
             .args(&["--delay", "0", "--close-after", "10", "--fault-rate", "0.5"])
@@ -207,7 +222,11 @@ fn a_seed_repeats_which_connections_are_faulted() {
         (0..16)
             .map(|_| {
                 let got = server.fetch().bytes;
-                assert!(got == bytes || got == bytes[..10], "{} bytes", got.len());
+                assert!(
+                    got == poem.bytes || got == poem.bytes[..10],
+                    "{} bytes",
+                    got.len()
+                );
                 got.len()
             })
             .collect()
@@ -221,10 +240,12 @@ fn a_seed_repeats_which_connections_are_faulted() {
 #[test]
 fn no_fault_flag_no_fault_fields() {
     let poem = poem_file(b"a poem\n");
-    let server = Server::launch(poem.path()).args(&["--delay", "0"]).start();
+    let server = Server::launch(poem.path())
+        .args(&["--delay", "0", "--log-format", "json"])
+        .start();
     server.fetch_exact(b"a poem\n");
-    let log = server.wait_for_stats("complete=1 ");
-    for field in ["stalled=", "cut_short=", "reset=", "refused="] {
-        assert!(!log.contains(field), "{field} in {log}");
+    let stats = server.wait_for_stats(|stats| stats["complete"] == 1);
+    for field in ["stalled", "cut_short", "reset", "refused"] {
+        assert!(stats.get(field).is_none(), "{field} in {stats}");
     }
 }

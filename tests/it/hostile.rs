@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::{LIMIT, Server, binary_bytes, get, poem_file, sample};
+use crate::common::{BinaryPoem, LIMIT, Server, get, poem_file, sample};
 
 /// The metrics listener's bound on connections open at once (src/http.rs).
 const METRICS_CONNECTIONS: usize = 64;
@@ -38,8 +38,7 @@ fn count(pid: u32, what: &str) -> usize {
 /// nor a poem in flight notices: no client can size an allocation.
 #[test]
 fn a_huge_content_length_aborts_nothing() {
-    let bytes = binary_bytes(400);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(400);
     let server = Server::launch(poem.path())
         .args(&[
             "--delay",
@@ -60,17 +59,16 @@ fn a_huge_content_length_aborts_nothing() {
         send_and_close(metrics, request.as_bytes());
     }
     let got = in_flight.finish().expect("the poem in flight");
-    server.assert_bytes(&got, &bytes);
+    server.assert_bytes(&got, &poem.bytes);
     assert_eq!(get(metrics, "/healthz"), (200, "ok\n".into()));
-    server.fetch_exact(&bytes);
+    server.fetch_exact(&poem.bytes);
 }
 
 /// Out of file descriptors, the metrics listener pauses and carries on: once poem clients
 /// leave and free some, health checks are answered again.
 #[test]
 fn the_metrics_listener_outlives_descriptor_exhaustion() {
-    let bytes = binary_bytes(100);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(100);
     let server = Server::launch(poem.path())
         .under_shell("ulimit -n 32")
         .args(&[
@@ -87,14 +85,14 @@ fn the_metrics_listener_outlives_descriptor_exhaustion() {
     let metrics = server.metrics_addr();
     // More poem clients than there are descriptors: the poem listener runs out first.
     let hogs: Vec<TcpStream> = (0..40).map(|_| server.connect()).collect();
-    server.wait_for_log("accept failed");
+    server.wait_for_message("accept failed");
     // This one waits in the backlog, and the metrics listener's accept fails too.
     let mut waiting = TcpStream::connect_timeout(&metrics, LIMIT).expect("connect to metrics");
     waiting.set_read_timeout(Some(LIMIT)).unwrap();
     waiting
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         .unwrap();
-    server.wait_for_log("metrics: accept failed");
+    server.wait_for_message("metrics: accept failed");
     drop(hogs);
     let mut answer = String::new();
     waiting
@@ -163,11 +161,10 @@ fn resets_on_the_metrics_port_leave_the_log_clean() {
     });
     assert_eq!(get(metrics, "/healthz"), (200, "ok\n".into()));
     server.fetch_exact(b"a poem\n");
-    server.wait_for_log("connection ended");
+    // Every line so far, the one waited for included, must read as a JSON event.
+    server.wait_for_events("connection ended", 1);
     let log = server.stderr();
     assert!(!log.contains("panicked"), "{log}");
-    let events = server.events();
-    assert!(events.iter().any(|e| e["message"] == "connection ended"));
 }
 
 /// A tiny seeded generator, so a failing case can be replayed.
@@ -215,8 +212,7 @@ impl Draws {
 /// and answer health checks.
 #[test]
 fn mutated_requests_and_headers_stop_nothing() {
-    let bytes = binary_bytes(300);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(300);
     let metrics_server = Server::launch(poem.path())
         .args(&["--delay", "0", "--metrics", "127.0.0.1:0"])
         .start();
@@ -256,7 +252,7 @@ fn mutated_requests_and_headers_stop_nothing() {
         let header = draws.mutate(seed, &proxy_pieces);
         send_and_close(proxied.addr, &header);
     }
-    metrics_server.fetch_exact(&bytes);
+    metrics_server.fetch_exact(&poem.bytes);
     assert_eq!(get(metrics, "/healthz"), (200, "ok\n".into()));
     let (status, page) = get(metrics, "/metrics");
     assert_eq!(status, 200, "{page}");
@@ -265,7 +261,7 @@ fn mutated_requests_and_headers_stop_nothing() {
         .write_all(b"PROXY TCP4 192.0.2.7 192.0.2.2 4321 80\r\n")
         .unwrap();
     let fetched = crate::common::read_to_end(stream, Instant::now()).expect("a proxied poem");
-    proxied.assert_bytes(&fetched.bytes, &bytes);
+    proxied.assert_bytes(&fetched.bytes, &poem.bytes);
     let log = proxied.stderr();
     assert!(!log.contains("panicked"), "{log}");
 }
@@ -275,8 +271,7 @@ fn mutated_requests_and_headers_stop_nothing() {
 /// its outcome like every other.
 #[test]
 fn every_accepted_connection_is_counted_and_logged_at_shutdown() {
-    let bytes = binary_bytes(200);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(200);
     let mut server = Server::launch(poem.path())
         .args(&[
             "--workers",
@@ -362,8 +357,7 @@ fn a_sequential_client_is_never_refused_by_its_own_last_connection() {
 /// linger runs out is logged as an unclean close, not as complete.
 #[test]
 fn a_close_that_may_cost_the_tail_is_not_called_complete() {
-    let bytes = binary_bytes(12 * 1024);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(12 * 1024);
     let server = Server::launch(poem.path())
         .args(&["--delay", "0", "--log-format", "json"])
         .start();
@@ -380,11 +374,6 @@ fn a_close_that_may_cost_the_tail_is_not_called_complete() {
         let _ = stream.write_all(b"chatter\n");
         thread::sleep(Duration::from_millis(20));
     }
-    let log = server.wait_for_log("connection ended");
-    let events = server.events();
-    let ended = events
-        .iter()
-        .find(|e| e["message"] == "connection ended")
-        .expect("a connection line");
-    assert_eq!(ended["outcome"], "unclean_close", "{log}");
+    let ended = &server.wait_for_events("connection ended", 1)[0];
+    assert_eq!(ended["outcome"], "unclean_close", "{}", server.stderr());
 }

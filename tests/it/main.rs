@@ -1,17 +1,17 @@
 //! Integration tests: the real binary, driven over loopback. One test binary with a module per
 //! area, sharing the helpers in `common`.
 
-mod cli;
+mod bad_input;
 mod clients;
+mod command_line;
 mod common;
 mod dead_peer;
 mod environment;
 mod faults;
 mod hostile;
-mod open;
+mod in_the_open;
 mod operations;
 mod poems;
 mod service;
 mod shutdown;
 mod streaming;
-mod usage;

@@ -3,7 +3,7 @@
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::common::{LIMIT, Server, binary_bytes, poem_file, poem_in_dir, read_to_end};
+use crate::common::{BinaryPoem, LIMIT, Server, binary_bytes, poem_in_dir, read_to_end};
 
 /// Three small poems, told apart by their first byte.
 fn three_poems() -> (tempfile::TempDir, Vec<Vec<u8>>) {
@@ -111,7 +111,7 @@ fn a_reload_names_each_file_it_skips() {
     let zero = dir.path().join("zero.txt");
     std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
     server.signal(libc::SIGHUP);
-    server.wait_for_log("reloaded");
+    server.wait_for_message("reloaded");
     let skipped = server.wait_for_events("skipped: not a regular file", 2);
     let mut named: Vec<(&str, &str)> = skipped
         .iter()
@@ -140,52 +140,45 @@ fn a_reload_names_each_file_it_skips() {
 /// SIGUSR1 prints the stats line even when logging is off, with busy and queued counts.
 #[test]
 fn sigusr1_prints_stats_at_any_log_level() {
-    let bytes = binary_bytes(100);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(100);
     let args = ["--workers", "1", "--num-bytes", "10", "--delay", "0.3"];
     let server = Server::launch(poem.path())
         .args(&args)
+        .args(&["--log-format", "json"])
         .env("RUST_LOG", "off")
         .start();
     let _streaming = server.start_streaming(10);
     let _queued = server.connect();
     // The accept loop takes the second connection at once and queues it.
-    let started = Instant::now();
-    loop {
-        server.signal(libc::SIGUSR1);
-        let log = server.wait_for_log("stats uptime_s=");
-        if log.contains("queued=1") || started.elapsed() > LIMIT {
-            assert!(log.contains("accepted=2 complete=0 aborted=0"), "{log}");
-            assert!(log.contains("busy_workers=1 queued=1"), "{log}");
-            assert!(
-                log.lines().all(|line| line.contains("poetry_serve::stats")),
-                "RUST_LOG=off lets through the stats line only, yet: {log}"
-            );
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let stats = server.wait_for_stats(|stats| stats["queued"] == 1);
+    for (field, value) in [
+        ("accepted", 2),
+        ("complete", 0),
+        ("aborted", 0),
+        ("busy_workers", 1),
+    ] {
+        assert_eq!(stats[field], value, "{field} in {stats}");
     }
+    let events = server.events();
+    assert!(
+        events
+            .iter()
+            .all(|event| event["message"] == "stats" && event["target"] == "poetry_serve::stats"),
+        "RUST_LOG=off lets through the stats line only, yet:\n{}",
+        server.stderr()
+    );
 }
 
 /// --log-format json writes one JSON object per line, with stable top-level field names.
 #[test]
 fn json_logs_have_stable_fields() {
-    let bytes = binary_bytes(50);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(50);
     let server = Server::launch(poem.path())
         .args(&["--delay", "0", "--log-format", "json"])
         .start();
-    server.fetch_exact(&bytes);
-    let log = server.wait_for_log("connection ended");
-    for line in log.lines() {
-        serde_json::from_str::<serde_json::Value>(line)
-            .unwrap_or_else(|err| panic!("not JSON ({err}): {line}\n{log}"));
-    }
-    let ended: serde_json::Value = log
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-        .find(|event| event["message"] == "connection ended")
-        .expect("a connection-ended event");
+    server.fetch_exact(&poem.bytes);
+    // Every line up to it must read as a JSON object, or the wait fails.
+    let ended = &server.wait_for_events("connection ended", 1)[0];
     assert_eq!(ended["bytes"], 50, "{ended}");
     assert_eq!(ended["outcome"], "complete", "{ended}");
     assert!(
@@ -229,30 +222,28 @@ fn a_poem_name_with_a_newline_forges_no_log_line() {
 /// --iface :: accepts IPv4 clients too, and logs them as plain IPv4 addresses.
 #[test]
 fn dual_stack_accepts_ipv4_clients() {
-    let bytes = binary_bytes(64);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(64);
     let server = Server::launch(poem.path())
-        .args(&["--iface", "::", "--delay", "0"])
+        .args(&["--iface", "::", "--delay", "0", "--log-format", "json"])
         .start();
     assert_eq!(server.addr.ip().to_string(), "::");
     let v4: SocketAddr = ([127, 0, 0, 1], server.addr.port()).into();
     let stream = TcpStream::connect_timeout(&v4, LIMIT).expect("IPv4 connect to a :: listener");
     stream.set_read_timeout(Some(LIMIT)).unwrap();
     let fetch = read_to_end(stream, Instant::now()).expect("fetch over IPv4");
-    server.assert_bytes(&fetch.bytes, &bytes);
-    let log = server.wait_for_log("connection ended");
-    assert!(log.contains("peer=127.0.0.1:"), "{log}");
-    assert!(!log.contains("::ffff:"), "{log}");
+    server.assert_bytes(&fetch.bytes, &poem.bytes);
+    let ended = &server.wait_for_events("connection ended", 1)[0];
+    let peer = ended["peer"].as_str().unwrap_or_default();
+    assert!(peer.starts_with("127.0.0.1:"), "a plain IPv4 peer: {ended}");
 }
 
 /// With --reuse-port two servers share one port and both take connections; without it the
 /// second cannot bind.
 #[test]
 fn reuse_port_lets_two_servers_share_a_port() {
-    let bytes = binary_bytes(64);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(64);
     let first = Server::launch(poem.path())
-        .args(&["--reuse-port", "--delay", "0"])
+        .args(&["--reuse-port", "--delay", "0", "--log-format", "json"])
         .start();
     let port = first.addr.port().to_string();
     let refused = crate::common::run(&["--port", &port, &poem.path().display().to_string()]);
@@ -262,14 +253,14 @@ fn reuse_port_lets_two_servers_share_a_port() {
     );
     let second = Server::launch(poem.path())
         .port(first.addr.port())
-        .args(&["--reuse-port", "--delay", "0"])
+        .args(&["--reuse-port", "--delay", "0", "--log-format", "json"])
         .start();
     for _ in 0..40 {
-        first.fetch_exact(&bytes);
+        first.fetch_exact(&poem.bytes);
     }
     // The kernel spreads connections by a hash of their addresses: 40 all landing on one of
     // two servers has a chance of 2 in 2^40.
-    let served = |server: &Server| server.stderr().matches("connection ended").count();
+    let served = |server: &Server| server.outcomes().len();
     let started = Instant::now();
     while served(&first) + served(&second) < 40 && started.elapsed() < LIMIT {
         std::thread::sleep(Duration::from_millis(10));

@@ -8,15 +8,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    BIN, LIMIT, Server, binary_bytes, get, have, http, poem_file, read_to_end, sample,
+    BIN, BinaryPoem, LIMIT, Server, get, have, http, poem_file, read_to_end, sample,
 };
 
 /// --metrics serves the counters in the Prometheus text format, health checks, and HTTP
 /// errors for bad requests; poems are served all the while.
 #[test]
 fn metrics_and_health_over_http() {
-    let bytes = binary_bytes(500);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(500);
     let server = Server::launch(poem.path())
         .args(&[
             "--delay",
@@ -30,7 +29,7 @@ fn metrics_and_health_over_http() {
     let metrics = server.metrics_addr();
     assert_ne!(metrics.port(), 0);
     for _ in 0..3 {
-        server.fetch_exact(&bytes);
+        server.fetch_exact(&poem.bytes);
     }
     // A bad request gets an HTTP error, and the server carries on.
     let (status, _) = http(metrics, b"garbage\r\n\r\n");
@@ -39,7 +38,7 @@ fn metrics_and_health_over_http() {
     assert_eq!(http(metrics, b"POST /metrics HTTP/1.0\r\n\r\n").0, 405);
     assert_eq!(get(metrics, "/healthz"), (200, "ok\n".into()));
     assert_eq!(get(metrics, "/readyz"), (200, "ready\n".into()));
-    server.fetch_exact(&bytes);
+    server.fetch_exact(&poem.bytes);
     server.wait_for_logs("connection ended", 4);
 
     let (status, page) = get(metrics, "/metrics");
@@ -79,8 +78,7 @@ fn metrics_and_health_over_http() {
 /// next scrape.
 #[test]
 fn a_stalled_metrics_client_stops_nothing() {
-    let bytes = binary_bytes(200);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(200);
     let server = Server::launch(poem.path())
         .args(&["--delay", "0", "--metrics", "127.0.0.1:0"])
         .start();
@@ -93,7 +91,7 @@ fn a_stalled_metrics_client_stops_nothing() {
         })
         .collect();
     let started = Instant::now();
-    server.fetch_exact(&bytes);
+    server.fetch_exact(&poem.bytes);
     let (status, page) = get(metrics, "/metrics");
     assert_eq!(status, 200, "{page}");
     assert!(
@@ -179,7 +177,7 @@ fn an_unusable_notify_socket_is_warned_of_once() {
         .start();
     server.fetch_exact(b"a poem\n");
     server.signal(libc::SIGHUP);
-    server.wait_for_log("reloaded");
+    server.wait_for_message("reloaded");
     server.signal(libc::SIGTERM);
     assert_eq!(
         server.wait_exit(LIMIT).code(),
@@ -188,9 +186,8 @@ fn an_unusable_notify_socket_is_warned_of_once() {
         server.stderr()
     );
     let warned: Vec<serde_json::Value> = server
-        .stderr()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .events()
+        .into_iter()
         .filter(|event| event["level"] == "WARN")
         .collect();
     assert_eq!(warned.len(), 1, "{}", server.stderr());
@@ -216,8 +213,7 @@ fn socket_activation_serves_on_the_socket_it_is_given() {
     if !have("systemd-socket-activate") {
         return;
     }
-    let bytes = binary_bytes(300);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(300);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -265,10 +261,14 @@ fn socket_activation_serves_on_the_socket_it_is_given() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(fetched.expect("the first poem").bytes, bytes, "{story}");
+    assert_eq!(
+        fetched.expect("the first poem").bytes,
+        poem.bytes,
+        "{story}"
+    );
     assert_eq!(
         second.unwrap().expect("the second poem").bytes,
-        bytes,
+        poem.bytes,
         "{story}"
     );
     assert!(

@@ -5,7 +5,7 @@ use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::common::{LIMIT, Server, binary_bytes, poem_file, read_to_end};
+use crate::common::{BinaryPoem, LIMIT, Server, read_to_end};
 
 const SIGINT: i32 = libc::SIGINT;
 const SIGTERM: i32 = libc::SIGTERM;
@@ -26,45 +26,57 @@ fn assert_refused(server: &Server) {
 /// summary line.
 #[test]
 fn sigterm_drains_poems_in_flight_and_refuses_new_connects() {
-    let bytes = binary_bytes(100);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(100);
     let mut server = Server::launch(poem.path())
-        .args(&["--num-bytes", "10", "--delay", "0.1"])
+        .args(&[
+            "--num-bytes",
+            "10",
+            "--delay",
+            "0.1",
+            "--log-format",
+            "json",
+        ])
         .start();
     let client = server.start_streaming(10);
     server.signal(SIGTERM);
-    server.wait_for_log("listener closed");
+    server.wait_for_message("listener closed");
     assert_refused(&server);
     let got = client.finish().expect("the rest of the poem");
-    server.assert_bytes(&got, &bytes);
+    server.assert_bytes(&got, &poem.bytes);
     let status = server.wait_exit(LIMIT);
     assert_eq!(status.code(), Some(0), "stderr:\n{}", server.stderr());
-    let log = server.stderr();
-    assert!(log.contains("accepted=1 complete=1 aborted=0"), "{log}");
-    assert!(log.contains("bytes_sent=100"), "{log}");
+    let stats = server.last_stats();
+    for (field, value) in [
+        ("accepted", 1),
+        ("complete", 1),
+        ("aborted", 0),
+        ("bytes_sent", 100),
+    ] {
+        assert_eq!(stats[field], value, "{field} in {stats}");
+    }
 }
 
 /// Shutdown works while the accept loop is blocked waiting for a free worker: the listener
 /// still closes at once, and the queued client is served within the grace period.
 #[test]
 fn shutdown_with_every_worker_busy() {
-    let bytes = binary_bytes(100);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(100);
     let mut server = Server::launch(poem.path())
         .args(&["--workers", "1", "--num-bytes", "10", "--delay", "0.05"])
+        .args(&["--log-format", "json"])
         .env("RUST_LOG", "debug")
         .start();
     let first = server.start_streaming(10);
     let queued = server.connect(); // fills the queue (capacity 1)
     let waiting = server.connect(); // held by the accept loop, which now waits for room
-    server.wait_for_logs(": accepted peer=", 3);
+    server.wait_for_events("accepted", 3);
     server.signal(SIGTERM);
-    server.wait_for_log("listener closed");
+    server.wait_for_message("listener closed");
     assert_refused(&server);
     let got = first.finish().expect("first client");
-    server.assert_bytes(&got, &bytes);
+    server.assert_bytes(&got, &poem.bytes);
     let fetch = read_to_end(queued, Instant::now()).expect("queued client");
-    server.assert_bytes(&fetch.bytes, &bytes);
+    server.assert_bytes(&fetch.bytes, &poem.bytes);
     // The one the accept loop held was never handed to a worker: it is closed unserved.
     let fetch = read_to_end(waiting, Instant::now());
     assert!(
@@ -78,16 +90,17 @@ fn shutdown_with_every_worker_busy() {
         "{}",
         server.stderr()
     );
-    let log = server.stderr();
-    assert!(log.contains("accepted=3 complete=2 aborted=1"), "{log}");
+    let stats = server.last_stats();
+    for (field, value) in [("accepted", 3), ("complete", 2), ("aborted", 1)] {
+        assert_eq!(stats[field], value, "{field} in {stats}");
+    }
 }
 
 /// When the grace period runs out, what still streams is closed, logged with the outcome
 /// `shutdown`, and counted as aborted; the server exits 0.
 #[test]
 fn the_grace_period_bounds_shutdown() {
-    let bytes = binary_bytes(300); // 30 chunks at 1 s: half a minute if nothing cut it short
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(300); // 30 chunks at 1 s: half a minute if nothing cut it short
     let mut server = Server::launch(poem.path())
         .args(&[
             "--num-bytes",
@@ -96,6 +109,8 @@ fn the_grace_period_bounds_shutdown() {
             "1",
             "--shutdown-grace",
             "0.5",
+            "--log-format",
+            "json",
         ])
         .start();
     let client = server.start_streaming(10);
@@ -106,13 +121,20 @@ fn the_grace_period_bounds_shutdown() {
         "{}",
         server.stderr()
     );
-    let log = server.stderr();
-    assert!(log.contains("grace period over"), "{log}");
-    assert!(log.contains("accepted=1 complete=0 aborted=1"), "{log}");
-    assert!(log.contains("outcome=\"shutdown\""), "{log}");
-    assert!(log.contains(" shutdown=1 "), "{log}");
+    let cut_off = server.wait_for_message("grace period over");
+    assert_eq!(cut_off["cut_off"], 1, "{cut_off}");
+    assert_eq!(server.outcomes(), ["shutdown"], "{}", server.stderr());
+    let stats = server.last_stats();
+    for (field, value) in [
+        ("accepted", 1),
+        ("complete", 0),
+        ("aborted", 1),
+        ("shutdown", 1),
+    ] {
+        assert_eq!(stats[field], value, "{field} in {stats}");
+    }
     // The client sees its connection end early, not hang.
-    let got = client.finish().map_or(10, |bytes| bytes.len());
+    let got = client.finish().map_or(10, |got| got.len());
     assert!(
         got < 300,
         "all {got} bytes arrived, though the grace ran out"
@@ -123,8 +145,7 @@ fn the_grace_period_bounds_shutdown() {
 /// grace ends too, and logged, instead of holding the exit for the whole write timeout.
 #[test]
 fn the_grace_period_cuts_off_a_blocked_write() {
-    let bytes = binary_bytes(32 << 20); // far more than the socket buffers hold
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(32 << 20); // far more than the socket buffers hold
     let mut server = Server::launch(poem.path())
         .args(&[
             "--delay",
@@ -133,24 +154,24 @@ fn the_grace_period_cuts_off_a_blocked_write() {
             "60",
             "--shutdown-grace",
             "0.5",
+            "--log-format",
+            "json",
         ])
         .env("RUST_LOG", "debug")
         .start();
     let staller = server.connect(); // never reads
-    server.wait_for_log(": accepted peer=");
+    server.wait_for_events("accepted", 1);
     server.signal(SIGTERM);
     let status = server.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{}", server.stderr());
-    let log = server.stderr();
-    assert!(log.contains("outcome=\"shutdown\""), "{log}");
+    assert_eq!(server.outcomes(), ["shutdown"], "{}", server.stderr());
     drop(staller);
 }
 
 /// A second signal ends the server at once, with the conventional 128 + signal status.
 #[test]
 fn a_second_signal_exits_at_once() {
-    let bytes = binary_bytes(300);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(300);
     let mut server = Server::launch(poem.path())
         .args(&["--num-bytes", "10", "--delay", "1"])
         .start();
@@ -171,9 +192,16 @@ fn a_second_signal_exits_at_once() {
 /// server shares the port; the other one keeps serving and sees nothing of it.
 #[test]
 fn sigterm_stops_only_its_own_server_when_the_port_is_shared() {
-    let bytes = binary_bytes(64);
-    let poem = poem_file(&bytes);
-    let args = ["--reuse-port", "--delay", "0", "--shutdown-grace", "2"];
+    let poem = BinaryPoem::new(64);
+    let args = [
+        "--reuse-port",
+        "--delay",
+        "0",
+        "--shutdown-grace",
+        "2",
+        "--log-format",
+        "json",
+    ];
     let other = Server::launch(poem.path()).args(&args).start();
     for round in 1..=8 {
         let mut server = Server::launch(poem.path())
@@ -184,12 +212,13 @@ fn sigterm_stops_only_its_own_server_when_the_port_is_shared() {
         let status = server.wait_exit(Duration::from_secs(5));
         assert_eq!(status.code(), Some(0), "round {round}: {}", server.stderr());
         // With the signalled server gone, every connect reaches the other one.
-        other.fetch_exact(&bytes);
-        let served = other.wait_for_logs("connection ended", round);
+        other.fetch_exact(&poem.bytes);
+        let served = other.wait_for_events("connection ended", round).len();
         assert_eq!(
-            served.matches("connection ended").count(),
+            served,
             round,
-            "round {round}: the other server saw a connection it was not sent:\n{served}"
+            "round {round}: the other server saw a connection it was not sent:\n{}",
+            other.stderr()
         );
     }
 }

@@ -3,62 +3,78 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::{Server, binary_bytes, poem_file, poem_in_dir, read_to_end, shipped};
+use crate::common::{
+    BinaryPoem, Server, binary_bytes, poem_file, poem_in_dir, read_to_end, shipped,
+};
 
 /// A shipped text poem arrives byte for byte through the paced path.
 #[test]
 fn text_poem_arrives_exactly() {
     let (path, bytes) = shipped("science.txt");
     let server = Server::launch(&path)
-        .args(&["--num-bytes", "7", "--delay", "0.001"])
+        .args(&[
+            "--num-bytes",
+            "7",
+            "--delay",
+            "0.001",
+            "--log-format",
+            "json",
+        ])
         .start();
     server.fetch_exact(&bytes);
-    let log = server.wait_for_log("outcome=\"complete\"");
-    assert!(log.contains(&format!("bytes={}", bytes.len())), "{log}");
+    let ended = &server.wait_for_outcome("complete", 1)[0];
+    assert_eq!(ended["bytes"], bytes.len(), "{ended}");
 }
 
 /// Binary data (every byte value) arrives exactly, paced and unpaced, small and large.
 #[test]
 fn binary_poem_arrives_exactly() {
-    let small = binary_bytes(4099);
-    let poem = poem_file(&small);
+    let poem = BinaryPoem::new(4099);
     Server::launch(poem.path())
         .args(&["--num-bytes", "1000", "--delay", "0.001"])
         .start()
-        .fetch_exact(&small);
+        .fetch_exact(&poem.bytes);
 
-    let large = binary_bytes(3 << 20);
-    let poem = poem_file(&large);
+    let poem = BinaryPoem::new(3 << 20);
     Server::launch(poem.path())
         .args(&["--delay", "0"])
         .start()
-        .fetch_exact(&large);
+        .fetch_exact(&poem.bytes);
 }
 
 /// An empty file gives an immediate, clean close.
 #[test]
 fn empty_poem_closes_cleanly() {
     let poem = poem_file(b"");
-    let server = Server::launch(poem.path()).start();
+    let server = Server::launch(poem.path())
+        .args(&["--log-format", "json"])
+        .start();
     let fetch = server.fetch_exact(b"");
     assert!(
         fetch.elapsed < Duration::from_secs(5),
         "took {:?}",
         fetch.elapsed
     );
-    server.wait_for_log("bytes=0 chunks=0");
+    let ended = &server.wait_for_events("connection ended", 1)[0];
+    assert_eq!([&ended["bytes"], &ended["chunks"]], [0, 0], "{ended}");
 }
 
 /// Chunks leave on the deadline schedule: 40 chunks of 10 bytes at 50 ms take 1.95 s, and no
 /// chunk arrives before its time.
 #[test]
 fn chunks_are_paced_on_schedule() {
-    let bytes = binary_bytes(400);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(400);
     let server = Server::launch(poem.path())
-        .args(&["--num-bytes", "10", "--delay", "0.05"])
+        .args(&[
+            "--num-bytes",
+            "10",
+            "--delay",
+            "0.05",
+            "--log-format",
+            "json",
+        ])
         .start();
-    let fetch = server.fetch_exact(&bytes);
+    let fetch = server.fetch_exact(&poem.bytes);
     let delay = Duration::from_millis(50);
     // The client starts its clock before connecting, the server after accepting, so chunk k
     // can never arrive sooner than k × 50 ms after the client's start.
@@ -84,7 +100,8 @@ fn chunks_are_paced_on_schedule() {
         "too slow: {:?}",
         fetch.elapsed
     );
-    server.wait_for_log("bytes=400 chunks=40 ");
+    let ended = &server.wait_for_events("connection ended", 1)[0];
+    assert_eq!([&ended["bytes"], &ended["chunks"]], [400, 40], "{ended}");
 }
 
 /// A chunk that goes out late does not push back the ones after it: the schedule is counted
@@ -95,8 +112,7 @@ fn a_late_chunk_does_not_delay_the_rest() {
     // 2 s, so the first chunk cannot leave before then (far more than the socket buffers
     // hold); the others are overdue by then and follow at once. A schedule that waited a
     // delay after each write would end at 2 s + 3 × 0.5 s = 3.5 s.
-    let bytes = binary_bytes(64 << 20);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(64 << 20);
     let server = Server::launch(poem.path())
         .args(&["--num-bytes", &(16 << 20).to_string(), "--delay", "0.5"])
         .start();
@@ -104,7 +120,7 @@ fn a_late_chunk_does_not_delay_the_rest() {
     let stream = server.connect();
     thread::sleep(Duration::from_secs(2));
     let fetch = read_to_end(stream, started).expect("the whole poem");
-    server.assert_bytes(&fetch.bytes, &bytes);
+    server.assert_bytes(&fetch.bytes, &poem.bytes);
     assert!(
         fetch.elapsed < Duration::from_millis(3000),
         "the late first chunk pushed the rest back: EOF at {:?}",
@@ -116,11 +132,13 @@ fn a_late_chunk_does_not_delay_the_rest() {
 /// 10-byte chunk takes a handful of writes, not 300,000.
 #[test]
 fn zero_delay_is_unpaced() {
-    let bytes = binary_bytes(3 << 20);
-    let poem = poem_file(&bytes);
-    let server = Server::launch(poem.path()).args(&["--delay", "0"]).start();
-    server.fetch_exact(&bytes);
-    server.wait_for_log("bytes=3145728 chunks=3 ");
+    let poem = BinaryPoem::new(3 << 20);
+    let server = Server::launch(poem.path())
+        .args(&["--delay", "0", "--log-format", "json"])
+        .start();
+    server.fetch_exact(&poem.bytes);
+    let ended = &server.wait_for_events("connection ended", 1)[0];
+    assert_eq!([&ended["bytes"], &ended["chunks"]], [3 << 20, 3], "{ended}");
 }
 
 /// The server listens on IPv6 loopback and says so as [::1]:port.
@@ -128,12 +146,13 @@ fn zero_delay_is_unpaced() {
 fn ipv6_loopback() {
     let (path, bytes) = shipped("fascination.txt");
     let server = Server::launch(&path)
-        .args(&["--iface", "::1", "--delay", "0"])
+        .args(&["--iface", "::1", "--delay", "0", "--log-format", "json"])
         .start();
     assert_eq!(server.addr.ip().to_string(), "::1");
     server.fetch_exact(&bytes);
-    let log = server.wait_for_log("connection ended");
-    assert!(log.contains("peer=[::1]:"), "{log}");
+    let ended = &server.wait_for_events("connection ended", 1)[0];
+    let peer = ended["peer"].as_str().unwrap_or_default();
+    assert!(peer.starts_with("[::1]:"), "{ended}");
 }
 
 /// A poem file truncated while it is served ends that poem early with a clean close; one
