@@ -325,7 +325,7 @@ pub struct Cli {
         help_heading = "Faults",long, value_name = "P", default_value_t = 1.0, requires = "fault", value_parser = share, env = "POETRY_SERVE_FAULT_RATE")]
     pub fault_rate: f64,
 
-    /// Seed for jitter, chunk sizes, faults and --order random
+    /// Seed that makes every random draw repeatable
     ///
     /// Makes every random draw repeatable: connection number n (in accept order) gets the
     /// same poem (with --order random), jitter, chunk sizes and fault in every run with this

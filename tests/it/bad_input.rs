@@ -79,17 +79,75 @@ fn one_bad_poem_among_several() {
     assert_one_line(&output, &["cannot open poem '/no/such/poem.txt'"]);
 }
 
-/// --order and --log-format take only their documented values.
+/// --order and --log-format take only their documented values, refused in the one line every
+/// bad value gets, with the possible values on it.
 #[test]
 fn unknown_order_or_log_format() {
-    assert_refused(
-        &run(&["--order", "alphabetical", &science()]),
-        &["alphabetical", "sequential", "random"],
+    let order = run(&["--order", "alphabetical", &science()]);
+    assert_one_line(
+        &order,
+        &[
+            "invalid value 'alphabetical' for '--order <ORDER>'",
+            "[possible values: sequential, random]",
+        ],
     );
-    assert_refused(
+    assert_code(&order, 2);
+    assert_one_line(
         &run(&["--log-format", "xml", &science()]),
         &["xml", "text", "json"],
     );
+}
+
+/// A jitter over half the delay would let two deadlines swap: refused, naming the bound.
+#[test]
+fn jitter_over_half_the_delay() {
+    let output = run(&["--delay", "0.3", "--jitter", "1", &science()]);
+    assert_one_line(
+        &output,
+        &[
+            "invalid value '1s' for '--jitter <DURATION>'",
+            "at most half of --delay (150ms)",
+        ],
+    );
+    assert_code(&output, 2);
+}
+
+/// With --log-format json, a start-up error is a JSON event too, for a log shipper: a bad
+/// value of clap's, a check across options, and a server that cannot start.
+#[test]
+fn start_up_errors_are_json_under_json_logs() {
+    for (args, says) in [
+        (
+            vec!["--port", "-1"],
+            "invalid value '-1' for '--port <PORT>'",
+        ),
+        (
+            vec!["--delay", "0.3", "--jitter", "1"],
+            "at most half of --delay",
+        ),
+        (
+            vec!["--iface", "192.0.2.1", "--port", "0"],
+            "cannot listen on",
+        ),
+    ] {
+        let science = science();
+        let all = [&["--log-format", "json"][..], &args, &[science.as_str()]].concat();
+        let output = run(&all);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        let event: serde_json::Value = serde_json::from_str(lines.last().unwrap_or(&""))
+            .unwrap_or_else(|err| panic!("not JSON ({err}): {stderr}"));
+        assert_eq!(event["level"], "ERROR", "{stderr}");
+        let message = event["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{says}: {stderr}");
+        for line in lines {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(line).is_ok(),
+                "{stderr}"
+            );
+        }
+    }
 }
 
 /// A FIFO is refused without blocking on opening it.
@@ -184,7 +242,10 @@ fn iface_neither_address_nor_name() {
     let output = run(&["--iface", "not an address", &science()]);
     assert_one_line(
         &output,
-        &["--iface 'not an address'", "not an IP address or host name"],
+        &[
+            "invalid value 'not an address' for '--iface <ADDR>'",
+            "not an IP address or host name",
+        ],
     );
     assert_code(&output, 2);
 }
@@ -243,16 +304,22 @@ fn bad_durations() {
             .filter(|a| !a.is_empty())
             .collect();
         let output = run(&[&args[..], &[science().as_str()]].concat());
+        let value = flag.strip_prefix("--delay=").unwrap_or(value);
         assert_one_line(
             &output,
-            &["invalid --delay", "must be 0 or from 1ns to 1 year"],
+            &[
+                &format!("invalid value '{value}' for '--delay <DURATION>'"),
+                "must be 0 or from 1ns to 1 year",
+            ],
         );
         assert_code(&output, 2);
     }
     // Below 1 ms the kernel's time-outs would be off; from 25 days on it refuses them.
     for value in ["0", "400d", "-3", "1ns", "999us", "25d"] {
         let output = run(&["--write-timeout", value, &science()]);
-        let says = format!("invalid --write-timeout '{value}': must be from 1ms to 24 days");
+        let says = format!(
+            "invalid value '{value}' for '--write-timeout <DURATION>': must be from 1ms to 24 days"
+        );
         assert_one_line(&output, &[&says]);
         assert_code(&output, 2);
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::CommandFactory;
 use poetry_serve::Cli;
 
-use crate::common::{BIN, BinaryPoem, Server, have, run, run_command};
+use crate::common::{BIN, BinaryPoem, Server, require, run, run_command};
 
 /// `--iface localhost` and the bracketed `[::1]` listen where they say, and the short
 /// options do what the long ones do.
@@ -83,10 +83,9 @@ fn write_timeouts_at_both_ends_of_their_range_start() {
 
 /// bash loads the generated completion script, and it completes a flag.
 #[test]
+#[cfg_attr(missing_bash, ignore = "bash is not installed")]
 fn bash_completes_flags() {
-    if !have("bash") {
-        return;
-    }
+    require("bash");
     let script = format!(
         r#"source <("{BIN}" --generate bash) || exit 3
         COMP_WORDS=(poetry-serve --max-per-s)
@@ -107,10 +106,9 @@ fn bash_completes_flags() {
 
 /// `man -l` renders the generated man page, with the options and the exit statuses.
 #[test]
+#[cfg_attr(missing_man, ignore = "man is not installed (Debian's man-db)")]
 fn man_renders_the_page() {
-    if !have("man") {
-        return;
-    }
+    require("man");
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("poetry-serve.1");
     let generated = run_command(Command::new(BIN).args(["--generate", "man"]));
@@ -125,17 +123,44 @@ fn man_renders_the_page() {
     );
     let text = String::from_utf8_lossy(&rendered.stdout);
     assert!(rendered.status.success(), "{rendered:?}");
+    // man may hyphenate or use typographic hyphens; compare without them.
+    let plain = text.replace(['\u{2010}', '\u{2212}'], "-");
     for needle in [
-        "poetry-serve",
-        "--max-per-source",
-        "--delay",
+        "poetry-serve [OPTIONS] POEM...",
+        "poetry-serve --generate WHAT",
+        "--max-per-source <N>",
+        "--delay <DURATION>",
         "SIGHUP",
-        "Exit status",
     ] {
-        // man may hyphenate or use typographic hyphens; compare without them.
-        let plain = text.replace(['\u{2010}', '\u{2212}'], "-");
         assert!(plain.contains(needle), "{needle}:\n{text}");
     }
+    // The sections a man page reader looks for, in order, and no catch-all EXTRA.
+    let sections: Vec<&str> = plain
+        .lines()
+        .filter(|line| line.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
+        .map(str::trim_end)
+        .collect();
+    let expected = [
+        "NAME",
+        "SYNOPSIS",
+        "DESCRIPTION",
+        "OPTIONS",
+        "SIGNALS",
+        "ENVIRONMENT",
+        "EXIT STATUS",
+        "FILES",
+        "EXAMPLES",
+        "SEE ALSO",
+    ];
+    let found: Vec<&str> = sections
+        .iter()
+        .copied()
+        .filter(|s| expected.contains(s) || *s == "EXTRA")
+        .collect();
+    assert_eq!(found, expected, "{text}");
+    // Readable at 80 columns: man wraps the text, and no line runs past the width.
+    let wide: Vec<&str> = plain.lines().filter(|l| l.chars().count() > 80).collect();
+    assert!(wide.is_empty(), "lines over 80 columns: {wide:#?}");
 }
 
 /// --help names every option and --version the version, both on stdout with success.

@@ -68,6 +68,34 @@ fn random_order_serves_each_poem_whole() {
     assert!(seen.len() > 1, "30 random fetches all gave poem {seen:?}");
 }
 
+/// With --seed, --order random repeats: the same clients, one after another, get the same
+/// poems in every run; another seed gives another sequence.
+#[test]
+fn a_seed_makes_random_order_repeatable() {
+    let (dir, _) = three_poems();
+    let firsts = |seed: &str| -> Vec<u8> {
+        let server = Server::launch(dir.path())
+            .args(&["--delay", "0", "--order", "random", "--seed", seed])
+            .start();
+        (0..24).map(|_| server.fetch().bytes[0]).collect()
+    };
+    let first = firsts("7");
+    assert_eq!(first, firsts("7"), "the same seed, another sequence");
+    assert_ne!(first, firsts("8"), "another seed, the same sequence");
+}
+
+/// --metrics takes a host name, as --iface does: localhost:0 listens on a loopback address.
+#[test]
+fn metrics_take_a_host_name() {
+    let poem = BinaryPoem::new(50);
+    let server = Server::launch(poem.path())
+        .args(&["--metrics", "localhost:0"])
+        .start();
+    let metrics = server.metrics_addr();
+    assert!(metrics.ip().is_loopback(), "{metrics}");
+    assert_eq!(crate::common::get(metrics, "/healthz").0, 200);
+}
+
 /// SIGHUP reloads: a poem in flight finishes with the old text, new connections get the new
 /// one, and a reload that fails keeps serving what was there.
 #[test]
