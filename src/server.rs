@@ -62,7 +62,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     capacity::check(config.workers.get())?;
     let pool =
         Pool::new(config.workers, shutdown.clone()).context("cannot start the worker threads")?;
-    let metrics_addr = config.metrics;
     let shared = Arc::new(Shared {
         limit: Arc::new(Limit::new(config.max_per_source)),
         stats: Stats::new(config.faults.fault.is_some()),
@@ -71,7 +70,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         poems,
         config,
     });
-    let metrics = match metrics_addr {
+    let metrics = match shared.config.metrics {
         Some(addr) => Some(metrics::serve(addr, Arc::clone(&shared))?),
         None => None,
     };
