@@ -13,5 +13,6 @@ mod operations;
 mod poems;
 mod service;
 mod shutdown;
+mod status;
 mod streaming;
 mod usage;
