@@ -175,10 +175,12 @@ impl Status {
         let report = &self.report;
         let mut page = String::with_capacity(4096 + 400 * self.rows.len());
         page.push_str(HEAD);
-        let outcomes = (report.kinds())
+        // In the JSON's order, by name, so the script's refills keep it.
+        let mut outcomes: Vec<String> = (report.kinds())
             .map(|kind| format!("{} {}", kind.label(), report.ended(kind)))
-            .collect::<Vec<_>>()
-            .join(", ");
+            .collect();
+        outcomes.sort();
+        let outcomes = outcomes.join(", ");
         let pacing = pacing_text(&self.pacing);
         let overview = [
             ("version", env!("CARGO_PKG_VERSION").to_string()),
