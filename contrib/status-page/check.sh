@@ -65,6 +65,12 @@ PY
 pids+=($!)
 for _ in $(seq 100); do [ -e "$work/peers" ] && break; sleep 0.05; done
 [ -e "$work/peers" ] || { echo "the clients never connected" >&2; exit 1; }
+# Every client taken by a worker before the browser looks: the page as served must list them.
+timeout 10 python3 - "http://$metrics/status.json" <<'PY'
+import json, sys, time, urllib.request
+while len(json.load(urllib.request.urlopen(sys.argv[1], timeout=5))["connections"]) < 5:
+    time.sleep(0.05)
+PY
 
 "$venv/bin/python" - "http://$metrics/" "$work/peers" "$(basename "$poem")" "$shot" \
   "$work/chromium" <<'PY'
