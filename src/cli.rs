@@ -338,13 +338,15 @@ pub struct Cli {
     )]
     pub seed: Option<u64>,
 
-    /// Serve Prometheus metrics and health checks
+    /// Serve metrics, health checks and a live status page
     ///
     /// Answer HTTP on this address and port (127.0.0.1:9100 or localhost:9100, say: a host
     /// name is resolved at start-up, and its first address is used; port 0 picks a free one,
-    /// and a line on stdout names it): GET /metrics in the Prometheus text format, /healthz (alive) and
-    /// /readyz (accepting connections). Off by default. Keep it on loopback or a private
-    /// network: it has no authentication.
+    /// and a line on stdout names it): GET /metrics in the Prometheus text format, /healthz (alive),
+    /// /readyz (accepting connections), and / (a status page: every connection being served,
+    /// with its client's address) with /status.json (the same as JSON). Off by default. Keep it
+    /// on loopback or a private network: it has no authentication, and the page shows client
+    /// addresses.
     #[arg(
         help_heading = "Operations",long, value_name = "ADDR:PORT", value_parser = metrics_addr, env = "POETRY_SERVE_METRICS")]
     pub metrics: Option<SocketAddr>,

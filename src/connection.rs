@@ -19,6 +19,7 @@ use crate::limit::{Admission, OverLimit};
 use crate::outcome::Outcome;
 use crate::pacing::Schedule;
 use crate::poem::{Buffer, Poem};
+use crate::progress::Shown;
 use crate::proxy;
 use crate::shared::Shared;
 
@@ -53,6 +54,7 @@ pub fn serve(
     // Declared after `stream`, so dropped before it: the socket is closed untracked.
     let _tracked = shared.shutdown.track(&stream);
     let mut record = Record::starting(peer);
+    let shown = shared.board.show(peer, record.start);
     let admission = if shared.config.proxy_protocol {
         record.via = Some(peer);
         record.peer = match proxy::read_header(&stream, peer) {
@@ -70,7 +72,15 @@ pub fn serve(
     record.poem = Some(Arc::clone(&poem));
     let mut schedule = Schedule::new(shared.config.pacing, record.start, chance.rng);
     let limit = chance.fault.map(Fault::byte_limit);
-    let mut outcome = stream_poem(&stream, &poem, shared, &mut record, &mut schedule, limit);
+    let mut outcome = stream_poem(
+        &stream,
+        &poem,
+        shared,
+        &mut record,
+        &shown,
+        &mut schedule,
+        limit,
+    );
     if !outcome.is_complete() && shared.shutdown.is_cut_off() {
         outcome = Outcome::CutOff; // whatever error the cut caused, the cut is why it ended
     }
@@ -166,6 +176,7 @@ fn stream_poem(
     poem: &Poem,
     shared: &Shared,
     record: &mut Record,
+    shown: &Shown,
     schedule: &mut Schedule,
     limit: Option<u64>,
 ) -> Outcome {
@@ -173,6 +184,8 @@ fn stream_poem(
         Ok(len) => len,
         Err(err) => return Outcome::from_error(err),
     };
+    shown.serving(record.peer, record.via, record.poem.clone(), len);
+    let paced = shared.config.pacing.is_paced();
     if let Some(limit) = limit.filter(|&limit| limit < len) {
         len = limit;
         record.stopped_by_fault = true;
@@ -207,6 +220,12 @@ fn stream_poem(
             }
         }
         record.chunks += 1;
+        if paced {
+            shared
+                .stats
+                .late(Instant::now().saturating_duration_since(due));
+        }
+        shown.sent(record.bytes, record.chunks);
     }
     Outcome::Complete
 }

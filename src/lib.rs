@@ -35,7 +35,10 @@
 //!
 //! - [`logging`]: where log lines go, at which level, as text or JSON.
 //! - [`stats`]: server-wide counters and the stats line.
-//! - [`metrics`]: `/metrics`, `/healthz` and `/readyz`, read at scrape time.
+//! - [`metrics`]: `/metrics`, `/healthz`, `/readyz` and the status page's routes, read at
+//!   scrape time.
+//! - [`progress`]: each worker's slot, where it publishes its connection and progress.
+//! - [`status`]: the live status page, `/` (HTML) and `/status.json`, read from the slots.
 //! - [`http`]: the HTTP listener behind `--metrics`, bounded against hostile clients.
 //! - [`systemd`]: readiness notification and socket activation.
 //! - [`signals`]: SIGINT/SIGTERM (shutdown), SIGUSR1 (stats line), SIGHUP (reload).
@@ -63,12 +66,14 @@ mod outcome;
 mod pacing;
 mod poem;
 mod pool;
+mod progress;
 mod proxy;
 mod server;
 mod shared;
 mod shutdown;
 mod signals;
 mod stats;
+mod status;
 mod sys;
 mod systemd;
 

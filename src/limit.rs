@@ -44,6 +44,16 @@ impl Source {
     }
 }
 
+impl std::fmt::Display for Source {
+    /// The address, or the /64's first address followed by `/64`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V4(v4) => write!(f, "{v4}"),
+            IpAddr::V6(v6) => write!(f, "{v6}/64"),
+        }
+    }
+}
+
 /// A connection's place under the limit; dropping it gives the place back.
 #[derive(Debug)]
 pub struct Admission {

@@ -1,5 +1,6 @@
 //! Metrics and health over HTTP (`--metrics ADDR:PORT`): `GET /metrics` in the Prometheus
-//! text format, `GET /healthz` for liveness probes and `GET /readyz` for readiness.
+//! text format, `GET /healthz` for liveness probes, `GET /readyz` for readiness, and the live
+//! status page, `GET /` and `GET /status.json` (see [`crate::status`]).
 //!
 //! The figures are read at scrape time from the counters the server keeps anyway ([`Stats`],
 //! the pool's [`crate::pool::Load`]) and from /proc for the process, so serving metrics adds nothing to a
@@ -16,7 +17,8 @@ use prometheus_client::registry::Registry;
 
 use crate::http::{self, Answer};
 use crate::shared::Shared;
-use crate::stats::Stats;
+use crate::stats::{Spread, Stats};
+use crate::status;
 
 /// Everything the metrics are read from.
 struct Figures {
@@ -27,7 +29,9 @@ struct Figures {
 pub fn serve(addr: SocketAddr, shared: Arc<Shared>) -> anyhow::Result<SocketAddr> {
     let shutdown = shared.shutdown.clone();
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Figures { shared }));
+    registry.register_collector(Box::new(Figures {
+        shared: Arc::clone(&shared),
+    }));
     http::serve(
         addr,
         Arc::new(move |path: &str| match path {
@@ -39,6 +43,8 @@ pub fn serve(addr: SocketAddr, shared: Arc<Shared>) -> anyhow::Result<SocketAddr
                 },
                 Err(_) => Answer::text(500, "cannot encode the metrics\n"),
             },
+            "/" => status::page(&shared),
+            "/status.json" => status::json(&shared),
             "/healthz" => Answer::text(200, "ok\n"),
             // Not ready once shutting down: a balancer should stop sending new clients.
             "/readyz" if shutdown.has_begun() => Answer::text(503, "shutting down\n"),
@@ -124,21 +130,18 @@ impl Collector for Figures {
                 metric.encode_counter::<NoLabelSet, _, u64>(&count, None)?;
             }
         }
-        {
-            let spread = stats.durations();
-            let mut metric = encoder.encode_descriptor(
-                "poetry_connection_duration_seconds",
-                "How long served connections took, from accept to their last byte.",
-                None,
-                MetricType::Histogram,
-            )?;
-            metric.encode_histogram::<NoLabelSet>(
-                spread.sum,
-                spread.count,
-                &spread.buckets,
-                None,
-            )?;
-        }
+        histogram(
+            &mut encoder,
+            "poetry_connection_duration_seconds",
+            "How long served connections took, from accept to their last byte.",
+            &stats.durations(),
+        )?;
+        histogram(
+            &mut encoder,
+            "poetry_chunk_lateness_seconds",
+            "How long after its deadline each paced chunk was handed to the kernel.",
+            &stats.lateness(),
+        )?;
         {
             let mut family = encoder.encode_descriptor(
                 "poetry_build_info",
@@ -162,6 +165,17 @@ fn counter(
     encoder
         .encode_descriptor(name, help, None, MetricType::Counter)?
         .encode_counter::<NoLabelSet, _, u64>(&value, None)
+}
+
+fn histogram(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    spread: &Spread,
+) -> std::fmt::Result {
+    encoder
+        .encode_descriptor(name, help, None, MetricType::Histogram)?
+        .encode_histogram::<NoLabelSet>(spread.sum, spread.count, &spread.buckets, None)
 }
 
 fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> std::fmt::Result {

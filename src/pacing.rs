@@ -73,6 +73,16 @@ impl Pacing {
         self.delay
     }
 
+    /// How far each deadline may move either way, as given by `--jitter`.
+    pub fn jitter(&self) -> Duration {
+        self.jitter
+    }
+
+    /// The largest chunk, as given by `--num-bytes-max` (the chunk size when not given).
+    pub fn chunk_max(&self) -> NonZeroUsize {
+        self.chunk_max
+    }
+
     /// Whether chunks are spaced out at all; with `--delay 0` they are not.
     pub fn is_paced(&self) -> bool {
         !self.delay.is_zero()

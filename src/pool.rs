@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use tracing::error;
 
+use crate::progress;
 use crate::shutdown::Shutdown;
 use crate::sys;
 
@@ -105,7 +106,10 @@ impl Pool {
             let worker = thread::Builder::new()
                 .name(format!("worker-{id}"))
                 .stack_size(WORKER_STACK)
-                .spawn(move || work(&queue, &load, returning))?;
+                .spawn(move || {
+                    progress::claim(id); // its connections show in slot `id` of the status page
+                    work(&queue, &load, returning)
+                })?;
             // On error, dropping `pool` ends and joins the workers already started.
             pool.workers.push(worker);
         }

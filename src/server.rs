@@ -23,6 +23,7 @@ use crate::limit::{Limit, OverLimit};
 use crate::listener::Listeners;
 use crate::metrics;
 use crate::pool::Pool;
+use crate::progress::Board;
 use crate::shared::Shared;
 use crate::shutdown::Shutdown;
 use crate::signals::Signals;
@@ -66,6 +67,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         limit: Arc::new(Limit::new(config.max_per_source)),
         stats: Stats::new(config.faults.fault.is_some()),
         load: pool.load(),
+        board: Board::new(config.workers.get()),
+        listening: local.clone(),
         shutdown: shutdown.clone(),
         poems,
         config,

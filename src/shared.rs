@@ -1,14 +1,16 @@
 //! What every part of a running server reads: the validated configuration, the poems, the
-//! per-source limit, the counters, the pool's load and the shutdown. One value, built once by
+//! per-source limit, the counters, the pool's load, each worker's progress and the shutdown. One value, built once by
 //! [`crate::server::run`] and shared by `Arc` with the workers, the signal thread, the metrics
 //! listener and the systemd status thread.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::collection::Collection;
 use crate::config::Config;
 use crate::limit::Limit;
 use crate::pool::Load;
+use crate::progress::Board;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 
@@ -24,6 +26,10 @@ pub struct Shared {
     pub stats: Stats,
     /// How busy the worker pool is.
     pub load: Arc<Load>,
+    /// What each worker is doing, for the status page.
+    pub board: Board,
+    /// The addresses the server listens on, as bound.
+    pub listening: Vec<SocketAddr>,
     /// Stops new connections, and ends those still streaming when the grace period is over.
     pub shutdown: Shutdown,
 }

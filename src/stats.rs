@@ -20,6 +20,12 @@ pub const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
 ];
 
+/// Upper bounds, in seconds, of the buckets chunk lateness is counted in: from the workers'
+/// timer slack (a millisecond) to a worker starved of CPU for seconds.
+pub const LATENESS_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// Totals since the server started.
 #[derive(Debug)]
 pub struct Stats {
@@ -28,25 +34,88 @@ pub struct Stats {
     /// Connections ended, by [`Kind::slot`].
     ended: [AtomicU64; Kind::ALL.len()],
     bytes: AtomicU64,
-    /// Connections served, by the first of [`DURATION_BUCKETS`] their duration fits (the last
-    /// slot for longer ones), and the sum of their durations in microseconds.
-    durations: [AtomicU64; DURATION_BUCKETS.len() + 1],
-    duration_sum_us: AtomicU64,
+    /// How long connections took, from accept to their last byte (microseconds summed).
+    durations: Histogram<{ DURATION_BUCKETS.len() + 1 }>,
+    /// How long after its deadline each paced chunk was handed to the kernel (nanoseconds
+    /// summed: a chunk is typically a millisecond late).
+    lateness: Histogram<{ LATENESS_BUCKETS.len() + 1 }>,
     /// SIGHUP reloads that worked, and that failed.
     reloads: [AtomicU64; 2],
     /// Whether faults are played on purpose, and so reported.
     faults: bool,
 }
 
-/// How connection durations were spread, for the metrics' histogram.
+/// Durations counted into fixed buckets with relaxed atomics: `N` is the number of bounds
+/// plus one, for what exceeds the last.
+#[derive(Debug)]
+struct Histogram<const N: usize> {
+    /// Upper bounds in seconds, as given, and in the sum's unit, for a comparison per count
+    /// in whole numbers.
+    bounds: &'static [f64],
+    bounds_in_unit: [u64; N],
+    /// How many values fell in each bucket: the first bound they do not exceed, or the last
+    /// slot past every bound.
+    counts: [AtomicU64; N],
+    /// The values added up, in `unit_ns` nanoseconds each.
+    sum: AtomicU64,
+    unit_ns: u64,
+}
+
+impl<const N: usize> Histogram<N> {
+    /// An empty histogram over `bounds` (`N - 1` of them, rising), summing in units of
+    /// `unit_ns` nanoseconds.
+    fn new(bounds: &'static [f64], unit_ns: u64) -> Self {
+        assert_eq!(bounds.len() + 1, N, "one slot per bound, and one past them");
+        let mut bounds_in_unit = [u64::MAX; N];
+        for (at, bound) in bounds.iter().enumerate() {
+            bounds_in_unit[at] = (bound * 1e9 / unit_ns as f64).round() as u64;
+        }
+        Histogram {
+            bounds,
+            bounds_in_unit,
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum: AtomicU64::new(0),
+            unit_ns,
+        }
+    }
+
+    /// Counts one value.
+    fn count(&self, value: Duration) {
+        let units = u64::try_from(value.as_nanos() / u128::from(self.unit_ns)).unwrap_or(u64::MAX);
+        // The last bound is u64::MAX, so a slot is always found.
+        let slot = self
+            .bounds_in_unit
+            .iter()
+            .position(|&bound| units <= bound)
+            .unwrap_or(N - 1);
+        self.counts[slot].fetch_add(1, Relaxed);
+        self.sum.fetch_add(units, Relaxed);
+    }
+
+    /// The counts so far.
+    fn spread(&self) -> Spread {
+        let bounds = self.bounds.iter().copied().chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = bounds
+            .zip(&self.counts)
+            .map(|(bound, count)| (bound, count.load(Relaxed)))
+            .collect();
+        Spread {
+            count: buckets.iter().map(|&(_, count)| count).sum(),
+            buckets,
+            sum: self.sum.load(Relaxed) as f64 * self.unit_ns as f64 / 1e9,
+        }
+    }
+}
+
+/// How values were spread, for a histogram in the metrics.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Durations {
-    /// For each bound of [`DURATION_BUCKETS`], then +Inf, how many connections took at most
-    /// that long and more than the bound before (the metrics encoder adds them up).
+pub struct Spread {
+    /// For each bound, then +Inf, how many values were at most that and more than the bound
+    /// before (the metrics encoder adds them up).
     pub buckets: Vec<(f64, u64)>,
-    /// How many connections in all.
+    /// How many values in all.
     pub count: u64,
-    /// Their durations added up, in seconds.
+    /// The values added up, in seconds.
     pub sum: f64,
 }
 
@@ -83,22 +152,20 @@ impl Stats {
             accepted: AtomicU64::new(0),
             ended: Default::default(),
             bytes: AtomicU64::new(0),
-            durations: Default::default(),
-            duration_sum_us: AtomicU64::new(0),
+            durations: Histogram::new(&DURATION_BUCKETS, 1_000),
+            lateness: Histogram::new(&LATENESS_BUCKETS, 1),
             reloads: Default::default(),
         }
     }
 
     /// Counts how long a served connection took, from accept to its last byte.
     pub fn took(&self, duration: Duration) {
-        let secs = duration.as_secs_f64();
-        let slot = DURATION_BUCKETS
-            .iter()
-            .position(|&bound| secs <= bound)
-            .unwrap_or(DURATION_BUCKETS.len());
-        self.durations[slot].fetch_add(1, Relaxed);
-        self.duration_sum_us
-            .fetch_add(duration.as_micros() as u64, Relaxed);
+        self.durations.count(duration);
+    }
+
+    /// Counts how long after its deadline a paced chunk was handed to the kernel.
+    pub fn late(&self, lateness: Duration) {
+        self.lateness.count(lateness);
     }
 
     /// Counts a SIGHUP reload, whether it `worked` or not.
@@ -112,17 +179,13 @@ impl Stats {
     }
 
     /// The spread of connection durations so far.
-    pub fn durations(&self) -> Durations {
-        let bounds = DURATION_BUCKETS.iter().copied().chain([f64::INFINITY]);
-        let buckets: Vec<(f64, u64)> = bounds
-            .zip(&self.durations)
-            .map(|(bound, count)| (bound, count.load(Relaxed)))
-            .collect();
-        Durations {
-            count: buckets.iter().map(|&(_, count)| count).sum(),
-            buckets,
-            sum: self.duration_sum_us.load(Relaxed) as f64 / 1e6,
-        }
+    pub fn durations(&self) -> Spread {
+        self.durations.spread()
+    }
+
+    /// The spread of chunk lateness so far.
+    pub fn lateness(&self) -> Spread {
+        self.lateness.spread()
     }
 
     /// Counts a newly accepted connection, and returns its number: how many were accepted
@@ -332,6 +395,23 @@ mod tests {
         let counted: u64 = spread.buckets.iter().map(|&(_, n)| n).sum();
         assert_eq!(counted, 3);
         assert!((spread.sum - 4002.003).abs() < 1e-6, "{}", spread.sum);
+    }
+
+    /// Lateness is counted to the nanosecond, a bound itself in its own bucket.
+    #[test]
+    fn lateness_fills_its_buckets() {
+        let stats = Stats::new(false);
+        stats.late(Duration::from_micros(300));
+        stats.late(Duration::from_millis(1));
+        stats.late(Duration::from_nanos(1_000_001));
+        stats.late(Duration::from_secs(60));
+        let spread = stats.lateness();
+        assert_eq!(spread.count, 4);
+        assert_eq!(spread.buckets[0], (0.0005, 1));
+        assert_eq!(spread.buckets[1], (0.001, 1));
+        assert_eq!(spread.buckets[2], (0.002, 1));
+        assert_eq!(spread.buckets.last(), Some(&(f64::INFINITY, 1)));
+        assert!((spread.sum - 60.002300001).abs() < 1e-9, "{}", spread.sum);
     }
 
     /// A writer into a shared buffer, for reading back what was logged.

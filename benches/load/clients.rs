@@ -321,3 +321,50 @@ pub fn first_byte_from(addr: SocketAddr, from: std::net::IpAddr) -> Option<Durat
     stream.read_exact(&mut byte).ok()?;
     Some(started.elapsed())
 }
+
+/// What a poller of the status page saw.
+pub struct Polls {
+    /// GETs answered with 200 and a whole JSON document (it ends with `}`).
+    pub answered: usize,
+    pub failed: usize,
+    /// The longest one took.
+    pub slowest: Duration,
+}
+
+/// GETs `path` from `addr` every `every` (each on a connection of its own, as a browser tab
+/// or a script would) until `stop`, and counts the answers.
+pub fn poll_http(
+    addr: SocketAddr,
+    path: &str,
+    every: Duration,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Polls {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+    let mut polls = Polls {
+        answered: 0,
+        failed: 0,
+        slowest: Duration::ZERO,
+    };
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        let answer = (|| -> std::io::Result<String> {
+            let mut stream = TcpStream::connect_timeout(&addr, LIMIT)?;
+            stream.set_read_timeout(Some(LIMIT))?;
+            std::io::Write::write_all(&mut stream, request.as_bytes())?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok(answer)
+        })();
+        polls.slowest = polls.slowest.max(started.elapsed());
+        match answer {
+            Ok(text) if text.starts_with("HTTP/1.1 200") && text.trim_end().ends_with('}') => {
+                polls.answered += 1
+            }
+            _ => polls.failed += 1,
+        }
+        next += every;
+        thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    polls
+}

@@ -14,6 +14,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_poetry-serve");
 pub struct Served {
     child: Child,
     pub addr: SocketAddr,
+    /// The metrics listener's address, when poetry-serve was started with `--metrics`.
+    pub metrics: Option<SocketAddr>,
     /// Whether to ask it to stop (SIGTERM) before killing it: a peer such as nginx stops its
     /// worker processes only when asked.
     gentle: bool,
@@ -76,7 +78,8 @@ impl Served {
             .unwrap_or_else(|err| panic!("start {}: {err}", program.display()));
         let mut line = String::new();
         let stdout = child.stdout.take().expect("piped");
-        BufReader::new(stdout)
+        let mut stdout = BufReader::new(stdout);
+        stdout
             .read_line(&mut line)
             .expect("read the listening line");
         let took = started.elapsed();
@@ -85,9 +88,20 @@ impl Served {
             .strip_prefix("poetry-serve listening on ")
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no listening line: {line:?}"));
+        // With --metrics, the next line names its address.
+        let metrics = args.contains(&"--metrics").then(|| {
+            line.clear();
+            stdout.read_line(&mut line).expect("read the metrics line");
+            line.trim()
+                .strip_prefix("poetry-serve metrics on http://")
+                .and_then(|rest| rest.strip_suffix("/metrics"))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no metrics line: {line:?}"))
+        });
         let served = Served {
             child,
             addr,
+            metrics,
             gentle: false,
         };
         (served, took)
@@ -120,6 +134,7 @@ impl Served {
         Served {
             child,
             addr,
+            metrics: None,
             gentle: true,
         }
     }

@@ -453,7 +453,17 @@ impl Server {
     /// Connects and reads the first `n` bytes, so the poem is known to be streaming.
     pub fn start_streaming(&self, n: usize) -> InFlight {
         let started = Instant::now();
-        let mut stream = self.connect();
+        self.streaming(self.connect(), n, started)
+    }
+
+    /// Like [`Server::start_streaming`], from the loopback address `from` (127.0.0.2, say).
+    pub fn start_streaming_from(&self, from: std::net::IpAddr, n: usize) -> InFlight {
+        let started = Instant::now();
+        self.streaming(self.connect_from(from), n, started)
+    }
+
+    /// Reads the first `n` bytes from `stream`, connected at `started`.
+    fn streaming(&self, mut stream: TcpStream, n: usize, started: Instant) -> InFlight {
         let mut head = vec![0u8; n];
         stream.read_exact(&mut head).expect("the first chunk");
         InFlight {

@@ -14,4 +14,5 @@ mod operations;
 mod poems;
 mod service;
 mod shutdown;
+mod status;
 mod streaming;

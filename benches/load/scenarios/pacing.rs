@@ -1,5 +1,8 @@
-//! Scenario 4, pacing precision: how late each chunk arrives against its deadline.
+//! Scenario 4, pacing precision: how late each chunk arrives against its deadline; and again
+//! with the status page's JSON polled ten times a second, which must change nothing.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
 use std::time::Duration;
 
 use crate::Bench;
@@ -7,8 +10,22 @@ use crate::clients;
 use crate::procs::Served;
 use crate::report::{Goal, Row, median};
 
+/// How often the second variant reads `/status.json`: ten times a second, as ten browser tabs
+/// left open on the page would.
+const POLL_EVERY: Duration = Duration::from_millis(100);
+
+/// The figures of one variant over the runs.
+#[derive(Default)]
+struct Figures {
+    slowest: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    failed: usize,
+}
+
 impl Bench {
-    /// 4. Pacing precision: 64 clients, 100 chunks of 10 bytes at 20 ms.
+    /// Pacing precision (scenario 4): 64 clients, 100 chunks of 10 bytes at 20 ms; each run
+    /// serves them once as they are and once with `/status.json` polled at 10 Hz meanwhile.
     pub fn pacing(&mut self) {
         const CLIENTS: usize = 64;
         const CHUNKS: usize = 100;
@@ -16,34 +33,111 @@ impl Bench {
         let ideal = delay * (CHUNKS as u32 - 1);
         let poem = vec![b'p'; 10 * CHUNKS];
         let path = self.file("pacing.txt", &poem);
-        let (mut slowest, mut p50, mut p99, mut failed) = (vec![], vec![], vec![], 0);
+        let (mut plain, mut polled) = (Figures::default(), Figures::default());
+        let (mut answered, mut unanswered, mut slowest_poll) = (0, 0, Duration::ZERO);
         for run in 0..self.runs {
-            self.say(&format!("pacing precision, run {}", run + 1));
-            let args = ["--delay", "0.02", "--num-bytes", "10"];
-            let server = Served::poetry(&path, &args, &self.log("pacing"));
-            let (mut late, worst, bad) = clients::pacing(server.addr, CLIENTS, 10, CHUNKS, delay);
-            failed += bad;
-            late.sort();
-            slowest.push(worst.as_secs_f64());
-            p50.push(late[late.len() / 2].as_secs_f64() * 1e3);
-            p99.push(late[late.len() * 99 / 100].as_secs_f64() * 1e3);
+            // Taken in turns, so that neither variant always runs second.
+            let order = if run % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            for with_poller in order {
+                let what = if with_poller {
+                    ", /status.json polled"
+                } else {
+                    ""
+                };
+                self.say(&format!("pacing precision{what}, run {}", run + 1));
+                let args = [
+                    "--delay",
+                    "0.02",
+                    "--num-bytes",
+                    "10",
+                    "--metrics",
+                    "127.0.0.1:0",
+                ];
+                let server = Served::poetry(&path, &args, &self.log("pacing"));
+                let metrics = server.metrics.expect("started with --metrics");
+                let stop = AtomicBool::new(false);
+                let ((mut late, worst, bad), polls) = thread::scope(|scope| {
+                    let poller = with_poller.then(|| {
+                        scope.spawn(|| {
+                            clients::poll_http(metrics, "/status.json", POLL_EVERY, &stop)
+                        })
+                    });
+                    let result = clients::pacing(server.addr, CLIENTS, 10, CHUNKS, delay);
+                    stop.store(true, Ordering::Relaxed);
+                    (result, poller.map(|p| p.join().expect("poller")))
+                });
+                if let Some(polls) = polls {
+                    answered += polls.answered;
+                    unanswered += polls.failed;
+                    slowest_poll = slowest_poll.max(polls.slowest);
+                }
+                let figures = if with_poller { &mut polled } else { &mut plain };
+                figures.failed += bad;
+                late.sort();
+                figures.slowest.push(worst.as_secs_f64());
+                figures.p50.push(late[late.len() / 2].as_secs_f64() * 1e3);
+                figures
+                    .p99
+                    .push(late[late.len() * 99 / 100].as_secs_f64() * 1e3);
+            }
         }
-        let (slowest, p50, p99) = (median(slowest), median(p50), median(p99));
         let bound = ideal.as_secs_f64() * 1.05 + 0.1;
+        let ideal_text = format!("{:.2} ideal", ideal.as_secs_f64());
+        let (slowest, p50, p99) = (median(plain.slowest), median(plain.p50), median(plain.p99));
         self.rows.push(
             Row::new("4. pacing: slowest of 64 (s)", format!("{slowest:.3}"))
                 .versus(
-                    format!("{:.2} ideal", ideal.as_secs_f64()),
+                    ideal_text.clone(),
                     format!("{:.3}×", slowest / ideal.as_secs_f64()),
                 )
                 .goal(
                     Goal::at_most(slowest, bound, " s (1.05× ideal + 0.1 s)")
-                        .and_none_failed(failed),
+                        .and_none_failed(plain.failed),
                 ),
         );
         self.rows.push(Row::new(
             "4. pacing: chunk lateness p50 / p99 (ms)",
             format!("{p50:.2} / {p99:.2}"),
         ));
+        let (polled_slowest, polled_p50, polled_p99) = (
+            median(polled.slowest),
+            median(polled.p50),
+            median(polled.p99),
+        );
+        self.rows.push(
+            Row::new(
+                "4. pacing, /status.json polled at 10 Hz: slowest of 64 (s)",
+                format!("{polled_slowest:.3}"),
+            )
+            .versus(
+                format!("{slowest:.3} unpolled"),
+                format!("{:.3}×", polled_slowest / slowest),
+            )
+            .goal(
+                Goal::at_most(polled_slowest, bound, " s (as unpolled)")
+                    .and_none_failed(polled.failed),
+            ),
+        );
+        self.rows.push(
+            Row::new(
+                "4. pacing, polled: chunk lateness p50 / p99 (ms)",
+                format!("{polled_p50:.2} / {polled_p99:.2}"),
+            )
+            .versus(
+                format!("{p50:.2} / {p99:.2} unpolled"),
+                format!("{:.2}× / {:.2}×", polled_p50 / p50, polled_p99 / p99),
+            ),
+        );
+        self.rows.push(
+            Row::new(
+                "4. pacing, polled: /status.json answers (slowest, ms)",
+                format!("{answered} ({:.1})", slowest_poll.as_secs_f64() * 1e3),
+            )
+            .goal(Goal::zero(unanswered)),
+        );
     }
 }
