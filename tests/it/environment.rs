@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use clap::CommandFactory;
 use poetry_serve::Cli;
 
-use crate::common::{BIN, Server, binary_bytes, poem_file, run_command, shipped};
+use crate::common::{BIN, BinaryPoem, Server, run_command, shipped};
 
 /// The options that are actions rather than settings, and so have no variable.
 const ACTIONS: [&str; 3] = ["help", "version", "generate"];
@@ -57,8 +57,7 @@ fn every_option_has_a_variable_that_help_names() {
 /// and the pacing come from theirs.
 #[test]
 fn variables_set_options() {
-    let bytes = binary_bytes(40);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(40);
     let server = Server::launch(poem.path())
         .env("POETRY_SERVE_IFACE", "127.0.0.1,::1")
         .env("POETRY_SERVE_DELAY", "0")
@@ -69,7 +68,7 @@ fn variables_set_options() {
     assert_eq!(second.ip().to_string(), "::1");
     for addr in [server.addr, second] {
         let fetch = server.fetch_from(addr);
-        server.assert_bytes(&fetch.bytes, &bytes[..25]);
+        server.assert_bytes(&fetch.bytes, &poem.bytes[..25]);
     }
 }
 
@@ -108,8 +107,7 @@ fn switches_take_yes_and_no() {
 /// The command line wins over a variable, even over one whose value would be refused.
 #[test]
 fn the_command_line_wins() {
-    let bytes = binary_bytes(64);
-    let poem = poem_file(&bytes);
+    let poem = BinaryPoem::new(64);
     let server = Server::launch(poem.path())
         .args(&["--iface", "127.0.0.1", "--delay", "0"])
         .env("POETRY_SERVE_IFACE", "::1")
@@ -117,7 +115,7 @@ fn the_command_line_wins() {
         .env("POETRY_SERVE_PORT", "not a port") // the launch passes --port 0
         .start();
     assert_eq!(server.addr.ip().to_string(), "127.0.0.1");
-    server.fetch_exact(&bytes);
+    server.fetch_exact(&poem.bytes);
 }
 
 /// A bad value in a variable gets exactly the line the same value gets on the command line,
