@@ -52,6 +52,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// One answer: status, content type and body.
+#[derive(Clone)]
 pub struct Answer {
     pub status: u16,
     pub content_type: &'static str,

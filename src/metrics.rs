@@ -7,8 +7,10 @@
 //! connection's path. The requests are read by [`crate::http`], which bounds what a client
 //! can make it spend.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
@@ -32,9 +34,12 @@ pub fn serve(addr: SocketAddr, shared: Arc<Shared>) -> anyhow::Result<SocketAddr
     registry.register_collector(Box::new(Figures {
         shared: Arc::clone(&shared),
     }));
+    let recent = Recent::default();
     http::serve(
         addr,
         Arc::new(move |path: &str| match path {
+            // Fresh at every scrape: it is small whatever the load, and a test or a script
+            // reads it straight after what it counts.
             "/metrics" => match encode(&registry) {
                 Ok(text) => Answer {
                     status: 200,
@@ -43,8 +48,10 @@ pub fn serve(addr: SocketAddr, shared: Arc<Shared>) -> anyhow::Result<SocketAddr
                 },
                 Err(_) => Answer::text(500, "cannot encode the metrics\n"),
             },
-            "/" => status::page(&shared),
-            "/status.json" => status::json(&shared),
+            "/" => recent.get_or("/", Instant::now(), || status::page(&shared)),
+            "/status.json" => {
+                recent.get_or("/status.json", Instant::now(), || status::json(&shared))
+            }
             "/healthz" => Answer::text(200, "ok\n"),
             // Not ready once shutting down: a balancer should stop sending new clients.
             "/readyz" if shutdown.has_begun() => Answer::text(503, "shutting down\n"),
@@ -52,6 +59,33 @@ pub fn serve(addr: SocketAddr, shared: Arc<Shared>) -> anyhow::Result<SocketAddr
             _ => Answer::text(404, "not found\n"),
         }),
     )
+}
+
+/// How long a status page once made is given again as it is. A page of 10,000 busy workers
+/// takes milliseconds to make, so a client asking without pause (a hostile one, say) would keep
+/// the metrics thread busy, on a core the workers need; this bounds each page to a few renders
+/// a second, whoever asks, and the page's own refresh (once a second) sees no difference.
+const REUSE_FOR: Duration = Duration::from_millis(250);
+
+/// The pages made in the last [`REUSE_FOR`], by path.
+#[derive(Default)]
+struct Recent(Mutex<HashMap<&'static str, (Instant, Answer)>>);
+
+impl Recent {
+    /// The page for `path` made less than [`REUSE_FOR`] before `now`, or a new one.
+    fn get_or(&self, path: &'static str, now: Instant, make: impl FnOnce() -> Answer) -> Answer {
+        // The lock is only ever taken by the listener's one thread, so it never waits; a
+        // panic while holding it would only lose the cached pages.
+        let mut pages = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((made, answer)) = pages.get(path)
+            && now.saturating_duration_since(*made) < REUSE_FOR
+        {
+            return answer.clone();
+        }
+        let answer = make();
+        pages.insert(path, (now, answer.clone()));
+        answer
+    }
 }
 
 fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
@@ -218,5 +252,29 @@ mod process {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page asked for again within REUSE_FOR is the one already made; after it, a new one.
+    #[test]
+    fn a_page_is_made_at_most_once_per_reuse_period() {
+        let recent = Recent::default();
+        let start = Instant::now();
+        let made = std::cell::Cell::new(0);
+        let make = || {
+            made.set(made.get() + 1);
+            Answer::text(200, format!("page {}", made.get()))
+        };
+        assert_eq!(recent.get_or("/", start, make).body, "page 1");
+        let soon = start + REUSE_FOR / 2;
+        assert_eq!(recent.get_or("/", soon, make).body, "page 1");
+        assert_eq!(recent.get_or("/status.json", soon, make).body, "page 2");
+        let later = start + REUSE_FOR;
+        assert_eq!(recent.get_or("/", later, make).body, "page 3");
+        assert_eq!(made.get(), 3);
     }
 }
