@@ -2,18 +2,24 @@
 //! `RUST_LOG` asks for (info by default), except the stats line, which is always written
 //! because it is asked for explicitly (SIGUSR1, shutdown). A line that cannot be written is
 //! dropped: logging never stops the server.
+//!
+//! Lines are formatted by the thread that logs and appended to one queue; a writer thread of
+//! its own takes everything queued at once and writes it with one `write`. When lines come
+//! fast, the writer is busy or gathering the next batch, and a logging thread only appends:
+//! it wakes the writer only when the writer sleeps with nothing to write.
 
 use std::fmt;
-use std::io::IsTerminal;
-use std::sync::{Mutex, PoisonError};
-
-use tracing_appender::non_blocking::WorkerGuard;
+use std::io::{self, IsTerminal, Write};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use tracing::field::{Field, Visit};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
 use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
 use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -21,17 +27,29 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::cli::LogFormat;
 use crate::stats;
 
-/// The log writer's guard: dropping it writes out the lines still queued. Taken by
-/// [`flush`] when the process is about to end.
-static WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+/// The lines logged and not yet written, shared by every thread that logs and the writer.
+static QUEUE: Queue = Queue::new();
+
+/// At most this many lines wait for stderr; further lines are dropped until it catches up, so
+/// that a stalled stderr never stalls the server nor fills its memory.
+const MAX_QUEUED: usize = 128_000;
+
+/// After each write, how long the writer lets lines gather before it takes the next batch:
+/// under load, one wake-up and one `write` carry many lines instead of one each. A line waits
+/// at most this much longer to reach stderr; an idle writer sleeps until a line comes.
+const GATHER: Duration = Duration::from_millis(2);
+
+/// How long [`flush`] waits for the writer to write out what is queued: long enough for any
+/// working stderr, bounded for one that is blocked (a pipe nobody reads).
+const FLUSH_LIMIT: Duration = Duration::from_secs(1);
 
 /// Sets up the process-wide logger, before anything logs; [`flush`] before the process ends.
 /// Only the first call counts.
 ///
-/// Lines are formatted by the thread that logs and written by a thread of their own
-/// (tracing-appender's non-blocking writer), so a worker never waits for stderr, nor for
-/// another worker writing to it. If stderr falls far behind (128,000 lines queued), further
-/// lines are dropped rather than stall the server.
+/// Lines are formatted by the thread that logs and written by a thread of their own (see the
+/// module's doc), so a worker never waits for stderr, nor for another worker writing to it.
+/// If stderr falls far behind ([`MAX_QUEUED`] lines queued), further lines are dropped rather
+/// than stall the server.
 pub fn init(format: LogFormat) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| set_up(format));
@@ -40,14 +58,20 @@ pub fn init(format: LogFormat) {
 fn set_up(format: LogFormat) {
     let level = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let stats_line = filter_fn(|meta| meta.target() == stats::TARGET);
-    let (writer, flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .thread_name("log")
-        .finish(std::io::stderr());
+    // Running before the thread starts, so that it is never taken for asleep while it is.
+    QUEUE.open(Stage::Running);
+    let started = thread::Builder::new()
+        .name("log".into())
+        .spawn(|| QUEUE.write_out(io::stderr()));
+    if started.is_err() {
+        // Without its thread, lines would only pile up: they are written as they come.
+        QUEUE.open(Stage::Absent);
+    }
     // A line that cannot be written (stderr a pipe whose reader has gone) is dropped by the
     // writer thread. The fmt layer's own reports of write errors are turned off: they use
     // `eprintln!`, which panics on that same broken stderr.
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(writer)
+        .with_writer(Lines)
         .log_internal_errors(false)
         .with_thread_names(true);
     let layer = match format {
@@ -64,14 +88,180 @@ fn set_up(format: LogFormat) {
     tracing_subscriber::registry()
         .with(layer.with_filter(stats_line.or(level)))
         .init();
-    *WRITER.lock().unwrap_or_else(PoisonError::into_inner) = Some(flush);
 }
 
-/// Writes out every line logged so far, and waits (briefly) until it is written. Lines logged
-/// afterwards are dropped: call it only when the process is about to end.
+/// Writes out every line logged so far, and waits (up to [`FLUSH_LIMIT`]) until it is
+/// written. Lines logged afterwards are dropped: call it only when the process is about to
+/// end.
 pub fn flush() {
-    let guard = WRITER.lock().unwrap_or_else(PoisonError::into_inner).take();
-    drop(guard);
+    QUEUE.close();
+}
+
+/// The queue between the threads that log and the writer thread.
+struct Queue {
+    state: Mutex<Pending>,
+    /// Wakes the writer: lines came while it slept, or the queue closed.
+    wake: Condvar,
+    /// Tells [`flush`] that the writer has written everything and ended.
+    written: Condvar,
+}
+
+struct Pending {
+    /// Whole lines, in the order they were logged.
+    lines: Vec<u8>,
+    /// How many lines `lines` holds.
+    count: usize,
+    writer: Stage,
+    /// Set by [`flush`]: no more lines are taken.
+    closed: bool,
+}
+
+/// Where the writer thread is, as the threads that log and [`flush`] need to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// No writer thread (logging not set up, or its thread could not start).
+    Absent,
+    /// Writing, or gathering the next batch: lines are only appended.
+    Running,
+    /// Sleeping until a line comes: the next line wakes it.
+    Waiting,
+    /// It has written everything and ended.
+    Ended,
+}
+
+/// A handle the fmt layer writes each formatted line through.
+#[derive(Clone, Copy)]
+struct Lines;
+
+impl<'a> MakeWriter<'a> for Lines {
+    type Writer = Lines;
+
+    fn make_writer(&'a self) -> Lines {
+        Lines
+    }
+}
+
+impl Write for Lines {
+    /// Takes one whole line: the fmt layer formats an event and writes it with one call.
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        QUEUE.push(line);
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Queue {
+    const fn new() -> Queue {
+        Queue {
+            state: Mutex::new(Pending {
+                lines: Vec::new(),
+                count: 0,
+                writer: Stage::Absent,
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            written: Condvar::new(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, Pending> {
+        // Nothing panics while the lock is held; if something did, the bytes are still whole
+        // lines.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Says whether a writer thread runs.
+    fn open(&self, writer: Stage) {
+        self.state().writer = writer;
+    }
+
+    /// Queues `line` for the writer, waking it if it sleeps; with no writer thread, writes it
+    /// at once.
+    fn push(&self, line: &[u8]) {
+        let mut state = self.state();
+        match state.writer {
+            Stage::Absent if !state.closed => {
+                drop(state);
+                let _ = io::stderr().write_all(line);
+                return;
+            }
+            _ if state.closed || state.count >= MAX_QUEUED => return, // dropped
+            _ => {}
+        }
+        state.lines.extend_from_slice(line);
+        state.count += 1;
+        let asleep = state.writer == Stage::Waiting;
+        if asleep {
+            state.writer = Stage::Running;
+        }
+        drop(state);
+        if asleep {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The writer thread's life: waits for lines, writes all that are queued with one call,
+    /// lets the next ones gather, and after [`Queue::close`] writes the rest and ends.
+    fn write_out(&self, mut out: impl Write) {
+        let mut batch = Vec::new();
+        loop {
+            let mut state = self.state();
+            while state.lines.is_empty() && !state.closed {
+                state.writer = Stage::Waiting;
+                state = self
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            state.writer = Stage::Running;
+            std::mem::swap(&mut batch, &mut state.lines);
+            state.count = 0;
+            let closed = state.closed;
+            drop(state);
+            // A batch that cannot be written (stderr a pipe whose reader has gone) is dropped.
+            let _ = out.write_all(&batch);
+            batch.clear();
+            if closed {
+                let mut state = self.state();
+                if state.lines.is_empty() {
+                    state.writer = Stage::Ended;
+                    drop(state);
+                    self.written.notify_all();
+                    return;
+                }
+                continue; // lines queued just before the close: write them too
+            }
+            thread::sleep(GATHER);
+        }
+    }
+
+    /// Takes no more lines and waits (up to [`FLUSH_LIMIT`]) until the writer has written
+    /// every line queued before.
+    fn close(&self) {
+        let mut state = self.state();
+        state.closed = true;
+        if state.writer == Stage::Absent || state.writer == Stage::Ended {
+            return;
+        }
+        drop(state);
+        self.wake.notify_one();
+        let deadline = Instant::now() + FLUSH_LIMIT;
+        let mut state = self.state();
+        while state.writer != Stage::Ended {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return; // stderr is blocked: what is left stays unwritten
+            }
+            state = self
+                .written
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
 }
 
 /// The text format's fields, as tracing-subscriber writes them, with every control character
@@ -167,6 +357,86 @@ impl fmt::Write for EscapeControl<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sink the writer thread writes into and the test reads.
+    #[derive(Clone, Default)]
+    struct Sink(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Every line queued before the close is written, each thread's in order, however the
+    /// lines fall into batches; lines after the close are dropped, and the close returns.
+    #[test]
+    fn closing_writes_every_line_queued_before_it() {
+        static QUEUE: Queue = Queue::new();
+        let sink = Sink::default();
+        let out = sink.clone();
+        QUEUE.open(Stage::Running);
+        let writer = thread::spawn(move || QUEUE.write_out(out));
+        let loggers: Vec<_> = (0..4)
+            .map(|t| {
+                thread::spawn(move || {
+                    for n in 0..5000 {
+                        QUEUE.push(format!("{t} {n}\n").as_bytes());
+                        if n % 1000 == 0 {
+                            thread::sleep(GATHER); // let the writer fall asleep now and then
+                        }
+                    }
+                })
+            })
+            .collect();
+        for logger in loggers {
+            logger.join().unwrap();
+        }
+        // Written as they come, not only at the close.
+        let started = Instant::now();
+        while sink
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            < 20_000
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "lines left queued"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        QUEUE.close();
+        QUEUE.push(b"after the close\n");
+        writer.join().unwrap();
+        let written = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        for t in 0..4 {
+            let lines: Vec<&str> = written
+                .lines()
+                .filter(|l| l.starts_with(&format!("{t} ")))
+                .collect();
+            let expected: Vec<String> = (0..5000).map(|n| format!("{t} {n}")).collect();
+            assert_eq!(lines, expected, "thread {t}'s lines");
+        }
+        assert_eq!(written.lines().count(), 20_000, "nothing else: {written}");
+    }
+
+    /// With no writer thread, closing returns at once.
+    #[test]
+    fn closing_without_a_writer_returns_at_once() {
+        static QUEUE: Queue = Queue::new();
+        let started = Instant::now();
+        QUEUE.close();
+        assert!(started.elapsed() < FLUSH_LIMIT / 2);
+    }
 
     /// Control characters come out escaped, everything else as it was.
     #[test]
