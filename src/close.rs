@@ -20,10 +20,8 @@ use crate::sys;
 pub const LINGER: Duration = Duration::from_secs(2);
 
 /// Whether the client holds every byte sent and has sent nothing unread: then the socket can
-/// be closed at once, losing nothing, and the close sends the FIN by itself. A line the
-/// client sends after the close draws a reset only after it has read the poem and its end;
-/// one that arrives in the instant between this look and the close makes the close a reset,
-/// and the client, which holds the whole poem, reads a reset in place of EOF.
+/// be closed at once, losing nothing. A line the client sends later draws a reset only after
+/// it has read the poem and its end.
 pub fn nothing_in_flight(stream: &TcpStream) -> bool {
     sys::unacknowledged(stream) == Some(0) && sys::unread(stream) == Some(0)
 }

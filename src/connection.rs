@@ -52,7 +52,7 @@ pub fn serve(
     shared: &Shared,
 ) {
     // Declared after `stream`, so dropped before it: the socket is closed untracked.
-    let tracked = shared.shutdown.track(&stream);
+    let _tracked = shared.shutdown.track(&stream);
     let mut record = Record::starting(peer);
     let shown = shared.board.show(peer, record.start);
     let admission = if shared.config.proxy_protocol {
@@ -90,25 +90,20 @@ pub fn serve(
     {
         outcome = fault.play(&stream, shared.config.write_timeout);
     }
-    // After the whole poem, the client must see EOF right after the last byte.
+    // After the whole poem, shut the write side so the client sees EOF right after the last
+    // byte; if that fails, the client is already gone. Whether anything is still in flight is
+    // asked first: the FIN the shutdown queues would count as unacknowledged.
     let closes_cleanly = matches!(outcome, Outcome::Complete | Outcome::CutShort);
     let delivered = closes_cleanly && close::nothing_in_flight(&stream);
     // The source's place is given back before the client can see the end, so that a client
     // that reconnects as soon as it reads EOF is never refused for the connection it just
     // finished.
     drop(admission);
-    if delivered {
-        // The client holds every byte and sent nothing: closing sends the FIN by itself, and
-        // there is nothing a reset could destroy. (Untracked first, as always.)
-        drop(tracked);
-        drop(stream);
-    } else if closes_cleanly && stream.shutdown(Shutdown::Write).is_ok() {
-        // Shut the write side, then linger, lest a reset destroy what the client has not yet
-        // received; and say so if it still might. (If the shutdown fails, the client is
-        // already gone.)
-        if !close::close_without_loss(&stream) {
-            outcome = Outcome::UncleanClose;
-        }
+    let lingering = closes_cleanly && stream.shutdown(Shutdown::Write).is_ok();
+    // Linger unless nothing is in flight, lest a reset destroy what the client has not yet
+    // received; and say so if it still might.
+    if lingering && !delivered && !close::close_without_loss(&stream) {
+        outcome = Outcome::UncleanClose;
     }
     record.end(outcome, shared);
     // The stream is dropped here: if the client is gone or stalled, a reset is the right
