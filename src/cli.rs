@@ -17,6 +17,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 use crate::collection::Order;
+use crate::faults::Fault;
 
 /// The values most duration options take: 0 or from 1 ns to one year.
 const ANY_DURATION: Span = Span {
@@ -435,6 +436,22 @@ impl Cli {
         };
         let cli = Cli::from_arg_matches(&matches).map_err(Refusal::Usage)?;
         Ok((cli, Origins(matches)))
+    }
+
+    /// The fault asked for, if any: clap lets at most one of the fault options through.
+    pub fn fault(&self) -> Option<Fault> {
+        match (
+            self.stall_after,
+            self.close_after,
+            self.reset_after,
+            self.refuse,
+        ) {
+            (Some(n), _, _, _) => Some(Fault::StallAfter(n)),
+            (_, Some(n), _, _) => Some(Fault::CloseAfter(n)),
+            (_, _, Some(n), _) => Some(Fault::ResetAfter(n)),
+            (_, _, _, true) => Some(Fault::Refuse),
+            _ => None,
+        }
     }
 
     /// Whether the command line or the environment asks for JSON logs, read leniently: for

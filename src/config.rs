@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::cli::{Cli, LogFormat};
 use crate::collection::Order;
-use crate::faults::{Fault, Faults};
+use crate::faults::Faults;
 use crate::pacing::Pacing;
 
 /// Everything the server needs to know, checked.
@@ -116,18 +116,7 @@ impl Config {
             };
             return Err(Refused::new("jitter", "<DURATION>", shown, why));
         }
-        let fault = match (
-            cli.stall_after,
-            cli.close_after,
-            cli.reset_after,
-            cli.refuse,
-        ) {
-            (Some(n), _, _, _) => Some(Fault::StallAfter(n)),
-            (_, Some(n), _, _) => Some(Fault::CloseAfter(n)),
-            (_, _, Some(n), _) => Some(Fault::ResetAfter(n)),
-            (_, _, _, true) => Some(Fault::Refuse),
-            _ => None,
-        };
+        let fault = cli.fault();
         Ok(Config {
             poems: cli.poems,
             order: cli.order,
@@ -290,7 +279,10 @@ mod tests {
     #[test]
     fn faults_and_variation_are_checked() {
         let config = parse(&["--reset-after", "7", "--fault-rate", "0.25", "--seed", "3"]).unwrap();
-        assert_eq!(config.faults.fault, Some(Fault::ResetAfter(7)));
+        assert_eq!(
+            config.faults.fault,
+            Some(crate::faults::Fault::ResetAfter(7))
+        );
         assert_eq!((config.faults.rate, config.faults.seed), (0.25, Some(3)));
         assert!(error(&["--refuse", "--close-after", "3"]).contains("cannot be used with"));
         assert!(error(&["--fault-rate", "0.5"]).contains("required"));
