@@ -11,7 +11,6 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::builder::BoolishValueParser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
@@ -121,7 +120,11 @@ pub struct Cli {
     /// Sets SO_REUSEPORT: several poetry-serve processes can listen on one port, and the
     /// kernel spreads new connections among them.
     #[arg(
-        help_heading = "Listening",long, env = "POETRY_SERVE_REUSE_PORT", value_parser = BoolishValueParser::new())]
+        help_heading = "Listening",
+        long,
+        env = "POETRY_SERVE_REUSE_PORT",
+        value_parser = switch
+    )]
     pub reuse_port: bool,
 
     /// Expect a PROXY header from a balancer
@@ -131,7 +134,11 @@ pub struct Cli {
     /// --max-per-source. A connection without a valid header within 5 s is closed. Only for a
     /// server reached through a balancer: a client could name any address.
     #[arg(
-        help_heading = "Listening",long, env = "POETRY_SERVE_PROXY_PROTOCOL", value_parser = BoolishValueParser::new())]
+        help_heading = "Listening",
+        long,
+        env = "POETRY_SERVE_PROXY_PROTOCOL",
+        value_parser = switch
+    )]
     pub proxy_protocol: bool,
 
     /// Bytes per chunk, at least 1
@@ -199,7 +206,13 @@ pub struct Cli {
     /// Each chunk's size is drawn at random between --num-bytes and this (as toxiproxy's
     /// slicer does).
     #[arg(
-        help_heading = "Pacing",long, value_name = "N", allow_negative_numbers = true, value_parser = at_least_one, env = "POETRY_SERVE_NUM_BYTES_MAX")]
+        help_heading = "Pacing",
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        value_parser = at_least_one,
+        env = "POETRY_SERVE_NUM_BYTES_MAX"
+    )]
     pub num_bytes_max: Option<usize>,
 
     /// Clients served at once
@@ -277,6 +290,8 @@ pub struct Cli {
         long,
         value_name = "BYTES",
         group = "fault",
+        allow_negative_numbers = true,
+        value_parser = bytes,
         env = "POETRY_SERVE_STALL_AFTER"
     )]
     pub stall_after: Option<u64>,
@@ -290,6 +305,8 @@ pub struct Cli {
         long,
         value_name = "BYTES",
         group = "fault",
+        allow_negative_numbers = true,
+        value_parser = bytes,
         env = "POETRY_SERVE_CLOSE_AFTER"
     )]
     pub close_after: Option<u64>,
@@ -302,6 +319,8 @@ pub struct Cli {
         long,
         value_name = "BYTES",
         group = "fault",
+        allow_negative_numbers = true,
+        value_parser = bytes,
         env = "POETRY_SERVE_RESET_AFTER"
     )]
     pub reset_after: Option<u64>,
@@ -314,7 +333,7 @@ pub struct Cli {
         long,
         group = "fault",
         env = "POETRY_SERVE_REFUSE",
-        value_parser = BoolishValueParser::new()
+        value_parser = switch
     )]
     pub refuse: bool,
 
@@ -323,7 +342,15 @@ pub struct Cli {
     /// The share of connections, from 0 to 1, drawn at random (see --seed), that get the
     /// fault chosen; the others are served as usual. 1, the default, faults every one.
     #[arg(
-        help_heading = "Faults",long, value_name = "P", default_value_t = 1.0, requires = "fault", value_parser = share, env = "POETRY_SERVE_FAULT_RATE")]
+        help_heading = "Faults",
+        long,
+        value_name = "P",
+        default_value_t = 1.0,
+        requires = "fault",
+        allow_negative_numbers = true,
+        value_parser = share,
+        env = "POETRY_SERVE_FAULT_RATE"
+    )]
     pub fault_rate: f64,
 
     /// Seed that makes every random draw repeatable
@@ -335,21 +362,27 @@ pub struct Cli {
         help_heading = "Faults",
         long,
         value_name = "N",
+        allow_negative_numbers = true,
+        value_parser = seed,
         env = "POETRY_SERVE_SEED"
     )]
     pub seed: Option<u64>,
 
     /// Serve metrics, health checks and a live status page
     ///
-    /// Answer HTTP on this address and port (127.0.0.1:9100 or localhost:9100, say: a host
-    /// name is resolved at start-up, and its first address is used; port 0 picks a free one,
-    /// and a line on stdout names it): GET /metrics in the Prometheus text format, /healthz (alive),
-    /// /readyz (accepting connections), and / (a status page: every connection being served,
-    /// with its client's address) with /status.json (the same as JSON). Off by default. Keep it
-    /// on loopback or a private network: it has no authentication, and the page shows client
-    /// addresses.
+    /// Answer HTTP on this address and port (127.0.0.1:9100 or localhost:9100, say: a host name is
+    /// resolved at start-up, and its first address is used; port 0 picks a free one, and a line on
+    /// stdout names it): GET /metrics in the Prometheus text format, /healthz (alive), /readyz
+    /// (accepting connections), and / (a status page: every connection being served, with its
+    /// client's address) with /status.json (the same as JSON). Off by default. Keep it on loopback
+    /// or a private network: it has no authentication, and the page shows client addresses.
     #[arg(
-        help_heading = "Operations",long, value_name = "ADDR:PORT", value_parser = metrics_addr, env = "POETRY_SERVE_METRICS")]
+        help_heading = "Operations",
+        long,
+        value_name = "ADDR:PORT",
+        value_parser = metrics_addr,
+        env = "POETRY_SERVE_METRICS"
+    )]
     pub metrics: Option<SocketAddr>,
 
     /// Log as text or json
@@ -616,6 +649,27 @@ fn metrics_addr(text: &str) -> Result<SocketAddr, String> {
         .unwrap_or(host);
     let mut found = (host, port).to_socket_addrs().map_err(|_| refuse())?;
     found.next().ok_or_else(refuse)
+}
+
+/// clap's parser for the fault options' byte counts.
+fn bytes(text: &str) -> Result<u64, String> {
+    text.parse()
+        .map_err(|_| format!("must be a whole number of bytes, from 0 to {}", u64::MAX))
+}
+
+/// clap's parser for `--seed`.
+fn seed(text: &str) -> Result<u64, String> {
+    text.parse()
+        .map_err(|_| format!("must be a whole number from 0 to {}", u64::MAX))
+}
+
+/// clap's parser for the switches' values, which only a variable gives them.
+fn switch(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("must be 1 or 0, true or false, yes or no, on or off".into()),
+    }
 }
 
 /// clap's parser for `--fault-rate`.

@@ -19,9 +19,12 @@ use crate::sys;
 /// and this bound keeps a client that never stops talking from holding the worker.
 pub const LINGER: Duration = Duration::from_secs(2);
 
-/// Whether the client holds every byte sent and has sent nothing unread: then the socket can
-/// be closed at once, losing nothing. A line the client sends later draws a reset only after
-/// it has read the poem and its end.
+/// Whether the client's kernel has acknowledged every byte sent and the client has sent
+/// nothing unread: then the write side can be shut and the socket closed at once, with no
+/// reset to destroy anything. A line the client sends after that draws a reset that comes
+/// after the poem and its FIN; a client whose system throws away unread data on a reset
+/// (Windows) and that has not yet read the end could still lose it, a case the linger would
+/// only narrow, at a wake-up per connection.
 pub fn nothing_in_flight(stream: &TcpStream) -> bool {
     sys::unacknowledged(stream) == Some(0) && sys::unread(stream) == Some(0)
 }

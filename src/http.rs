@@ -4,7 +4,9 @@
 //! Anyone who can reach the port can talk to it (every Prometheus in a cluster), so nothing a
 //! client does may cost more than a bounded share of this one thread, and nothing here touches
 //! a poem's path:
-//! - at most [`MAX_CONNECTIONS`] at once; more wait in the kernel's listen backlog;
+//! - at most [`MAX_CONNECTIONS`] at once, more waiting in the kernel's listen backlog, and at
+//!   most [`PER_SOURCE`] from one source (an IPv4 address or an IPv6 /64), so that one client
+//!   cannot take every place and starve the health checks;
 //! - a request's head must arrive within [`REQUEST_TIMEOUT`] and fit in [`MAX_HEAD`] bytes, and
 //!   a kept-alive connection that sends nothing for as long is closed;
 //! - bodies are never read, so no length a client announces is ever allocated;
@@ -12,9 +14,10 @@
 //! - a failed accept (out of descriptors, say) pauses the loop for [`ACCEPT_BACKOFF`], then it
 //!   carries on.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::Duration;
 
@@ -27,12 +30,19 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
+use crate::limit::Source;
+
 /// Connections served at once; the rest wait to be accepted.
-pub const MAX_CONNECTIONS: usize = 64;
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// Connections one source may hold at once; one more is closed as soon as it is accepted.
+/// Prometheus and a probe need one or two.
+pub const PER_SOURCE: usize = 8;
 
 /// How long a client has to send a request's head, and how long a kept-alive connection may
 /// wait idle for its next request.
@@ -78,7 +88,7 @@ pub type Route = dyn Fn(&str) -> Answer + Send + Sync;
 /// address (port 0 picks one). Fails only before it listens.
 pub fn serve(addr: SocketAddr, route: Arc<Route>) -> anyhow::Result<SocketAddr> {
     let fail = || format!("cannot listen for metrics on {addr}");
-    let listener = std::net::TcpListener::bind(addr).with_context(fail)?;
+    let listener = bind(addr).with_context(fail)?;
     listener.set_nonblocking(true).with_context(fail)?;
     let local = listener.local_addr().with_context(fail)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -86,23 +96,33 @@ pub fn serve(addr: SocketAddr, route: Arc<Route>) -> anyhow::Result<SocketAddr> 
         .enable_time()
         .build()
         .context("cannot start the metrics listener's runtime")?;
+    // Registered with the runtime's reactor here, so that a failure (out of memory for epoll)
+    // is a start-up error, not a panic in the thread.
+    let listener = {
+        let _entered = runtime.enter();
+        TcpListener::from_std(listener).with_context(fail)?
+    };
     thread::Builder::new()
         .name("metrics".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                // Registering with the runtime needs its reactor, so it happens in here; it
-                // fails only if the runtime has no I/O driver, which it was built with.
-                let listener = TcpListener::from_std(listener).expect("a runtime with I/O");
-                accept_loop(listener, route).await;
-            });
-        })
+        .spawn(move || runtime.block_on(accept_loop(listener, route)))
         .context("cannot start the metrics thread")?;
     Ok(local)
+}
+
+/// Binds `addr` with a listen backlog as long as the poem port's (std's is 128), for the
+/// clients that wait while every place is taken.
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(crate::listener::BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// Accepts connections for ever, each served by a task of its own while a place is free.
 async fn accept_loop(listener: TcpListener, route: Arc<Route>) {
     let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let sources = Arc::new(Sources::default());
     loop {
         // A place first, then the connection: past the bound, clients wait in the kernel's
         // listen backlog, as they do for poems, and a burst of them is served in turn.
@@ -110,8 +130,8 @@ async fn accept_loop(listener: TcpListener, route: Arc<Route>) {
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(err) => {
                 // Out of descriptors or memory: wait for some to be freed, then go on.
                 warn!(error = %err, "metrics: accept failed; pausing before the next");
@@ -119,11 +139,61 @@ async fn accept_loop(listener: TcpListener, route: Arc<Route>) {
                 continue;
             }
         };
+        let Some(held) = Sources::admit(&sources, Source::of(peer.ip())) else {
+            debug!(%peer, "metrics: this source holds too many connections; closing a new one");
+            continue; // `stream` and `place` are dropped here
+        };
         let route = Arc::clone(&route);
         tokio::spawn(async move {
             connection(stream, &route).await;
-            drop(place);
+            drop((held, place));
         });
+        // Let the connections accepted so far run before the next accept: a burst of clients
+        // that reset at once then gives its places back as fast as it takes them.
+        tokio::task::yield_now().await;
+    }
+}
+
+/// How many connections each source holds now.
+#[derive(Default)]
+struct Sources(Mutex<HashMap<Source, usize>>);
+
+/// A source's hold on one of its places, given back when dropped.
+struct Held {
+    sources: Arc<Sources>,
+    source: Source,
+}
+
+impl Sources {
+    /// Takes one of `source`'s places, unless it holds [`PER_SOURCE`] already.
+    fn admit(sources: &Arc<Sources>, source: Source) -> Option<Held> {
+        let mut held = sources.lock();
+        let count = held.entry(source).or_insert(0);
+        if *count >= PER_SOURCE {
+            return None;
+        }
+        *count += 1;
+        Some(Held {
+            sources: Arc::clone(sources),
+            source,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Source, usize>> {
+        // Held for one statement by this one thread; a poisoned map is still a valid count.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = self.sources.lock();
+        if let Some(count) = held.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.source);
+            }
+        }
     }
 }
 

@@ -79,5 +79,5 @@ mod systemd;
 
 pub use cli::{Cli, LogFormat, Refusal};
 pub use config::Config;
-pub use logging::{flush as flush_log, init as init_log};
+pub use logging::{fatal as log_fatal, flush as flush_log, init as init_log};
 pub use server::run;

@@ -43,6 +43,15 @@ const GATHER: Duration = Duration::from_millis(2);
 /// working stderr, bounded for one that is blocked (a pipe nobody reads).
 const FLUSH_LIMIT: Duration = Duration::from_secs(1);
 
+/// The target of the event that says why the server could not start or stopped on an error.
+const FATAL: &str = "poetry_serve::fatal";
+
+/// Logs why the server could not start, or stopped, as one error event that is written
+/// whatever `RUST_LOG` says (with `--log-format json`, a log shipper reads it like any other).
+pub fn fatal(err: &anyhow::Error) {
+    tracing::error!(target: FATAL, "{err:#}");
+}
+
 /// Sets up the process-wide logger, before anything logs; [`flush`] before the process ends.
 /// Only the first call counts.
 ///
@@ -57,7 +66,9 @@ pub fn init(format: LogFormat) {
 
 fn set_up(format: LogFormat) {
     let level = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let stats_line = filter_fn(|meta| meta.target() == stats::TARGET);
+    // The stats line and the reason the server stops are asked for explicitly, so they are
+    // written whatever RUST_LOG says.
+    let stats_line = filter_fn(|meta| [stats::TARGET, FATAL].contains(&meta.target()));
     // Running before the thread starts, so that it is never taken for asleep while it is.
     QUEUE.open(Stage::Running);
     let started = thread::Builder::new()

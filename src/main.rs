@@ -52,7 +52,7 @@ fn fail(err: &anyhow::Error, code: ExitCode, logs: Option<LogFormat>) -> ExitCod
         Some(LogFormat::Json) => {
             // A refused command line fails before logging is set up.
             poetry_serve::init_log(LogFormat::Json);
-            tracing::error!("{err:#}");
+            poetry_serve::log_fatal(err);
             poetry_serve::flush_log();
         }
         _ => {

@@ -2,10 +2,10 @@
 //! text format, `GET /healthz` for liveness probes, `GET /readyz` for readiness, and the live
 //! status page, `GET /` and `GET /status.json` (see [`crate::status`]).
 //!
-//! The figures are read at scrape time from the counters the server keeps anyway ([`Stats`],
-//! the pool's [`crate::pool::Load`]) and from /proc for the process, so serving metrics adds nothing to a
-//! connection's path. The requests are read by [`crate::http`], which bounds what a client
-//! can make it spend.
+//! The figures are read at scrape time from the counters the server keeps anyway ([`Stats`], the
+//! pool's [`crate::pool::Load`]) and from /proc for the process, so serving metrics adds nothing to
+//! a connection's path. The requests are read by [`crate::http`], which bounds what a client can
+//! make it spend.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -36,9 +36,9 @@ use crate::sys;
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// Stack size of each worker. A worker's deepest path is a log line or a caught panic, far
-/// below this; and since only touched pages cost memory, an idle worker costs about 10 KB of
-/// resident memory whatever this says. It bounds address space: 10,000 workers reserve
-/// 1.25 GiB of it, not the 20 GiB that std's 2 MiB default would.
+/// below this; and since only touched pages cost memory, what an idle worker costs does not
+/// depend on it (the README's "Why 256 workers by default" has the figure). It bounds
+/// address space, at a sixteenth of what std's 2 MiB default would reserve per worker.
 pub const WORKER_STACK: usize = 128 * 1024;
 
 /// While the queue is full (every worker busy, every slot taken), how often

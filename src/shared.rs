@@ -1,7 +1,7 @@
 //! What every part of a running server reads: the validated configuration, the poems, the
-//! per-source limit, the counters, the pool's load, each worker's progress and the shutdown. One value, built once by
-//! [`crate::server::run`] and shared by `Arc` with the workers, the signal thread, the metrics
-//! listener and the systemd status thread.
+//! per-source limit, the counters, the pool's load, each worker's progress and the shutdown. One
+//! value, built once by [`crate::server::run`] and shared by `Arc` with the workers, the signal
+//! thread, the metrics listener and the systemd status thread.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

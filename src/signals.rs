@@ -1,7 +1,8 @@
 //! Signals: shutdown (SIGINT, SIGTERM), the stats line (SIGUSR1) and reloading the poems
 //! (SIGHUP), all handled by one thread of their own.
 //!
-//! The first SIGINT or SIGTERM begins the [`crate::shutdown::Shutdown`]; a second ends the process at once.
+//! The first SIGINT or SIGTERM begins the [`crate::shutdown::Shutdown`]; a second ends the process
+//! at once.
 
 use std::io;
 use std::process;

@@ -128,9 +128,10 @@ pub struct Report {
     pub accepted: u64,
     /// Connections ended, by [`Kind::slot`].
     pub ended: [u64; Kind::ALL.len()],
-    /// Connections that did not get the whole poem and never will: the client left, stalled
-    /// or failed, they were turned away (a limit, a bad PROXY header), or shutdown closed them. In the final report (nothing streaming,
-    /// nothing queued), whatever the grace period cut off counts here too.
+    /// Connections that did not get the whole poem and never will: the client left, stalled or
+    /// failed, they were turned away (a limit, a bad PROXY header), or shutdown closed them. In the
+    /// final report (nothing streaming, nothing queued), whatever the grace period cut off counts
+    /// here too.
     pub aborted: u64,
     /// Poem bytes handed to the kernel for all connections.
     pub bytes: u64,

@@ -112,8 +112,8 @@ fn jitter_over_half_the_delay() {
     assert_code(&output, 2);
 }
 
-/// With --log-format json, a start-up error is a JSON event too, for a log shipper: a bad
-/// value of clap's, a check across options, and a server that cannot start.
+/// With --log-format json, a start-up error is a JSON event too, for a log shipper, even with
+/// RUST_LOG=off: a bad value of clap's, a check across options, and a server that cannot start.
 #[test]
 fn start_up_errors_are_json_under_json_logs() {
     for (args, says) in [
@@ -132,7 +132,8 @@ fn start_up_errors_are_json_under_json_logs() {
     ] {
         let science = science();
         let all = [&["--log-format", "json"][..], &args, &[science.as_str()]].concat();
-        let output = run(&all);
+        // Written whatever RUST_LOG says, as the error line is in the text format.
+        let output = run_command(Command::new(BIN).args(&all).env("RUST_LOG", "off"));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{stderr}");
         let lines: Vec<&str> = stderr.lines().collect();
@@ -337,4 +338,34 @@ fn unknown_option() {
 #[test]
 fn no_poem() {
     assert_refused(&run(&["--port", "0"]), &["<POEM>", "required"]);
+}
+
+/// Every option that takes a value refuses a bad one in the one line every bad value gets,
+/// naming the option, whatever parser it has; the list comes from the command's definition.
+#[test]
+fn every_option_refuses_a_bad_value_in_one_line() {
+    use clap::CommandFactory;
+    let command = poetry_serve::Cli::command();
+    let mut checked = 0;
+    for arg in command.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if !arg.get_action().takes_values() || long == "generate" {
+            continue;
+        }
+        let output = run(&[&format!("--{long}=!bad"), &science()]);
+        assert_one_line(&output, &[&format!("invalid value '!bad' for '--{long}")]);
+        assert_code(&output, 2);
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} options checked");
+    // The switches take their value from a variable only.
+    let output = run_command(
+        Command::new(BIN)
+            .arg(science())
+            .env("POETRY_SERVE_REFUSE", "maybe"),
+    );
+    assert_one_line(
+        &output,
+        &["in $POETRY_SERVE_REFUSE: invalid value 'maybe' for '--refuse'"],
+    );
 }

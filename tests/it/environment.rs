@@ -2,12 +2,13 @@
 //! `--help` names; a variable sets the option, the command line wins over it, and a bad value
 //! in one gets the command line's one line, naming the variable.
 
+use std::net::TcpStream;
 use std::process::{Command, Output};
 
 use clap::CommandFactory;
 use poetry_serve::Cli;
 
-use crate::common::{BIN, BinaryPoem, Server, run_command, shipped};
+use crate::common::{BIN, BinaryPoem, LIMIT, Server, run_command, shipped};
 
 /// The options that are actions rather than settings, and so have no variable.
 const ACTIONS: [&str; 3] = ["help", "version", "generate"];
@@ -86,7 +87,11 @@ fn switches_take_yes_and_no() {
         .args(&["--delay", "0"])
         .env("POETRY_SERVE_REFUSE", "yes")
         .start();
-    let fetch = crate::common::read_to_end(server.connect(), std::time::Instant::now());
+    // The reset may come before the client has set its socket up: any error means refused.
+    let fetch = TcpStream::connect_timeout(&server.addr, LIMIT).and_then(|stream| {
+        stream.set_read_timeout(Some(LIMIT))?;
+        crate::common::read_to_end(stream, std::time::Instant::now())
+    });
     assert!(
         fetch.as_ref().map_or(true, |f| f.bytes.is_empty()),
         "a refused connection gets no poem: {fetch:?}; stderr:\n{}",

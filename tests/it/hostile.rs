@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::{BinaryPoem, LIMIT, Server, get, poem_file, sample};
 
-/// The metrics listener's bound on connections open at once (src/http.rs).
-const METRICS_CONNECTIONS: usize = 64;
+/// The metrics listener's bound on connections one source holds at once (src/http.rs).
+const PER_SOURCE: usize = 8;
 
 /// Sends `bytes` to `addr` and closes without waiting for an answer.
 fn send_and_close(addr: SocketAddr, bytes: &[u8]) {
@@ -103,7 +103,8 @@ fn the_metrics_listener_outlives_descriptor_exhaustion() {
 }
 
 /// Idle connections to the metrics port cost neither a thread each nor unbounded
-/// descriptors; each is closed after the request timeout; a scrape works once they are gone.
+/// descriptors: one source holds a few places, each closed after the request timeout, and a
+/// scrape works once they are gone.
 #[test]
 fn idle_metrics_connections_are_bounded_and_timed_out() {
     let poem = poem_file(b"a poem\n");
@@ -113,7 +114,7 @@ fn idle_metrics_connections_are_bounded_and_timed_out() {
     let metrics = server.metrics_addr();
     let pid = server.pid();
     let (threads, fds) = (count(pid, "task"), count(pid, "fd"));
-    // More than the listener serves at once, fewer than its backlog holds besides.
+    // Many more than one source may hold.
     let idle: Vec<TcpStream> = (0..150)
         .map(|_| TcpStream::connect_timeout(&metrics, LIMIT).expect("connect"))
         .collect();
@@ -121,7 +122,7 @@ fn idle_metrics_connections_are_bounded_and_timed_out() {
     assert_eq!(count(pid, "task"), threads, "a thread per connection?");
     let grown = count(pid, "fd") - fds;
     assert!(
-        grown <= METRICS_CONNECTIONS + 2,
+        grown <= PER_SOURCE + 2,
         "{grown} more descriptors for 150 idle connections"
     );
     // The first ones were accepted: the server closes them after the request timeout.
@@ -136,9 +137,60 @@ fn idle_metrics_connections_are_bounded_and_timed_out() {
         "an idle connection stayed open: {closed:?} after {:?}",
         started.elapsed()
     );
-    // The rest wait in the backlog behind; once they leave, a scrape gets through.
+    // Once they leave, a scrape gets through.
     drop(idle);
     assert_eq!(get(metrics, "/healthz"), (200, "ok\n".into()));
+}
+
+/// One source that holds as many connections as it may, each stalled mid-request, gets any
+/// more closed at once, and the health checks of another source are answered: one client
+/// cannot starve a liveness probe into restarting the server.
+#[test]
+fn one_source_cannot_take_every_metrics_place() {
+    let poem = poem_file(b"a poem\n");
+    let server = Server::launch(poem.path())
+        .args(&["--metrics", "127.0.0.1:0"])
+        .start();
+    let metrics = server.metrics_addr();
+    let hogs: Vec<TcpStream> = (0..PER_SOURCE + 12)
+        .map(|_| {
+            let mut hog = TcpStream::connect_timeout(&metrics, LIMIT).expect("connect");
+            hog.write_all(b"G").unwrap(); // and never the rest
+            hog
+        })
+        .collect();
+    // The ones over the source's share are closed as soon as they are accepted, well before
+    // the 10 s the listener gives a request's head.
+    let mut closed = 0;
+    for mut hog in hogs.iter().skip(PER_SOURCE) {
+        hog.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        match hog.read(&mut [0u8; 16]) {
+            Ok(0) => closed += 1,
+            Err(err) if err.kind() == ErrorKind::ConnectionReset => closed += 1,
+            _ => {} // still open after 5 s: held
+        }
+    }
+    assert_eq!(
+        closed, 12,
+        "connections over the source's share stayed open"
+    );
+    // Another source is answered while the first holds its share.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
+        .unwrap();
+    socket
+        .connect_timeout(&metrics.into(), LIMIT)
+        .expect("connect");
+    let mut probe = TcpStream::from(socket);
+    probe.set_read_timeout(Some(LIMIT)).unwrap();
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    probe.read_to_string(&mut answer).expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(hogs);
 }
 
 /// Connections reset straight after sending a request leave no panic and no stray text in a JSON
