@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use clap::ValueEnum;
 use tracing::warn;
 
+use crate::faults;
 use crate::poem::Poem;
 
 /// How each new connection's poem is chosen.
@@ -72,11 +73,7 @@ impl Collection {
         let poems = self.current();
         let index = match self.order {
             Order::Sequential => self.picks.fetch_add(1, Ordering::Relaxed) % poems.len(),
-            // The same mixing as the faults' generators (see `crate::faults`).
-            Order::Random => {
-                fastrand::Rng::with_seed(self.seed ^ connection.wrapping_mul(0x9e37_79b9_7f4a_7c15))
-                    .usize(..poems.len())
-            }
+            Order::Random => faults::seeded(self.seed, connection).usize(..poems.len()),
         };
         Arc::clone(&poems[index])
     }

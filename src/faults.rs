@@ -120,8 +120,7 @@ impl Faults {
     /// The random numbers of connection number `id` (counting from 0 in accept order).
     pub fn rng(&self, id: u64) -> fastrand::Rng {
         match self.seed {
-            // A multiplier with well-spread bits keeps neighbouring connections' streams apart.
-            Some(seed) => fastrand::Rng::with_seed(seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            Some(seed) => seeded(seed, id),
             None => fastrand::Rng::new(),
         }
     }
@@ -133,6 +132,12 @@ impl Faults {
         debug!(?fault, chosen, "fault drawn");
         chosen.then_some(fault)
     }
+}
+
+/// The generator of connection number `id` under `seed`: the same in every run. A multiplier
+/// with well-spread bits keeps neighbouring connections' streams apart.
+pub fn seeded(seed: u64, id: u64) -> fastrand::Rng {
+    fastrand::Rng::with_seed(seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
 #[cfg(test)]

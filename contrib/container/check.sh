@@ -8,11 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source contrib/lib.sh
 
-missing=()
-command -v podman >/dev/null || missing+=(podman)
-command -v runc >/dev/null || missing+=(runc)
-command -v nc >/dev/null || missing+=(netcat-openbsd)
-command -v curl >/dev/null || missing+=(curl)
+mapfile -t missing < <(missing_packages podman=podman runc=runc nc=netcat-openbsd curl=curl)
 install_packages "${missing[@]}"
 
 export CONTAINERS_CONF=$PWD/contrib/container/containers.conf

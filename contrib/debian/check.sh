@@ -13,11 +13,8 @@ if [ "$(dpkg-query -W -f '${db:Status-Status}' poetry-serve 2>/dev/null)" = inst
   echo "poetry-serve's package is installed here; remove it first (dpkg -r poetry-serve)" >&2
   exit 1
 fi
-missing=()
-command -v lintian >/dev/null || missing+=(lintian)
-command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)
-command -v man >/dev/null || missing+=(man-db)
-command -v systemd-analyze >/dev/null || missing+=(systemd)
+mapfile -t missing < <(missing_packages lintian=lintian dpkg-shlibdeps=dpkg-dev man=man-db \
+  systemd-analyze=systemd)
 [ -e /usr/share/bash-completion/bash_completion ] || missing+=(bash-completion)
 install_packages "${missing[@]}"
 

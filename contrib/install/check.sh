@@ -7,10 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source contrib/lib.sh
 
-missing=()
-command -v zsh >/dev/null || missing+=(zsh)
-command -v fish >/dev/null || missing+=(fish)
-command -v man >/dev/null || missing+=(man-db)
+mapfile -t missing < <(missing_packages zsh=zsh fish=fish man=man-db)
 [ -e /usr/share/bash-completion/bash_completion ] || missing+=(bash-completion)
 install_packages "${missing[@]}"
 

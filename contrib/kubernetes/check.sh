@@ -10,12 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source contrib/lib.sh
 
-missing=()
-command -v podman >/dev/null || missing+=(podman)
-command -v runc >/dev/null || missing+=(runc)
-command -v catatonit >/dev/null || missing+=(catatonit) # the pod's infra container
-command -v nc >/dev/null || missing+=(netcat-openbsd)
-command -v curl >/dev/null || missing+=(curl)
+# catatonit is the pod's infra container.
+mapfile -t missing < <(missing_packages podman=podman runc=runc catatonit=catatonit \
+  nc=netcat-openbsd curl=curl)
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 # The machine image ships kubectl; Debian's kubernetes-client conflicts with it.
 command -v kubectl >/dev/null || missing+=(kubernetes-client)

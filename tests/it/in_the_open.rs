@@ -59,22 +59,16 @@ fn proxy_v1_names_the_client() {
     let server = Server::launch(poem.path())
         .args(&["--delay", "0", "--proxy-protocol", "--log-format", "json"])
         .start();
-    for header in [
-        &b"PROXY TCP4 203.0.113.9 127.0.0.1 51000 10000\r\n"[..],
-        &b"PROXY TCP6 2001:db8::9 ::1 51001 10000\r\n"[..],
-    ] {
-        let mut client = server.connect();
-        client.write_all(header).unwrap();
-        let fetch = read_to_end(client, Instant::now()).expect("the poem");
-        server.assert_bytes(&fetch.bytes, &poem.bytes);
-    }
-    // A worker may log its connection after its client has the whole poem, so the two
-    // lines can come in either order.
-    let ended = server.wait_for_events("connection ended", 2);
-    let mut peers: Vec<_> = ended.iter().map(|event| event["peer"].as_str()).collect();
-    peers.sort();
+    let ended = fetch_behind(
+        &server,
+        &poem,
+        &[
+            b"PROXY TCP4 203.0.113.9 127.0.0.1 51000 10000\r\n".to_vec(),
+            b"PROXY TCP6 2001:db8::9 ::1 51001 10000\r\n".to_vec(),
+        ],
+    );
     assert_eq!(
-        peers,
+        peers(&ended),
         [Some("203.0.113.9:51000"), Some("[2001:db8::9]:51001")],
         "{}",
         server.stderr()
@@ -83,6 +77,26 @@ fn proxy_v1_names_the_client() {
         let via = event["via"].as_str().unwrap_or_default();
         assert!(via.starts_with("127.0.0.1:"), "the balancer: {event}");
     }
+}
+
+/// Sends each PROXY header on a connection of its own, checks that the poem then arrives byte
+/// for byte, and returns the connections' log events.
+fn fetch_behind(server: &Server, poem: &BinaryPoem, headers: &[Vec<u8>]) -> Vec<serde_json::Value> {
+    for header in headers {
+        let mut client = server.connect();
+        client.write_all(header).unwrap();
+        let fetch = read_to_end(client, Instant::now()).expect("the poem");
+        server.assert_bytes(&fetch.bytes, &poem.bytes);
+    }
+    server.wait_for_events("connection ended", headers.len())
+}
+
+/// The peers the log events name, sorted: a worker may log its connection after its client
+/// has the whole poem, so the lines can come in any order.
+fn peers(events: &[serde_json::Value]) -> Vec<Option<&str>> {
+    let mut peers: Vec<_> = events.iter().map(|event| event["peer"].as_str()).collect();
+    peers.sort();
+    peers
 }
 
 /// A binary PROXY v2 header, built by hand, for a TCP client over IPv4 or IPv6.
@@ -112,21 +126,11 @@ fn proxy_v2_names_the_client() {
     let server = Server::launch(poem.path())
         .args(&["--delay", "0", "--proxy-protocol", "--log-format", "json"])
         .start();
-    for client in ["198.51.100.20:40000", "[2001:db8::20]:40001"] {
-        let mut stream = server.connect();
-        stream
-            .write_all(&proxy_v2(client.parse().unwrap()))
-            .unwrap();
-        let fetch = read_to_end(stream, Instant::now()).expect("the poem");
-        server.assert_bytes(&fetch.bytes, &poem.bytes);
-    }
-    // A worker may log its connection after its client has the whole poem, so the two
-    // lines can come in either order.
-    let ended = server.wait_for_events("connection ended", 2);
-    let mut peers: Vec<_> = ended.iter().map(|event| event["peer"].as_str()).collect();
-    peers.sort();
+    let headers = ["198.51.100.20:40000", "[2001:db8::20]:40001"]
+        .map(|client| proxy_v2(client.parse().unwrap()));
+    let ended = fetch_behind(&server, &poem, &headers);
     assert_eq!(
-        peers,
+        peers(&ended),
         [Some("198.51.100.20:40000"), Some("[2001:db8::20]:40001")],
         "{}",
         server.stderr()
