@@ -511,8 +511,14 @@ pub enum Refusal {
 pub struct Origins(ArgMatches);
 
 impl Origins {
+    /// The line for a value [`crate::config::Config::from_cli`] refused, naming the variable
+    /// it came from as a refusal of clap's does.
+    pub fn refusal(&self, refused: &Refused) -> String {
+        in_variable(refused.to_string(), self.variable_of(refused.long))
+    }
+
     /// The environment variable that set the option `--long`, if one did.
-    pub fn variable_of(&self, long: &str) -> Option<String> {
+    fn variable_of(&self, long: &str) -> Option<String> {
         let command = Cli::definition();
         let arg = command
             .get_arguments()
@@ -524,6 +530,36 @@ impl Origins {
             .map(str::to_owned)
     }
 }
+
+/// A value the command line's parsers took on its own but that does not fit with the others,
+/// or names an address that does not resolve; worded as clap words a value it refuses.
+#[derive(Debug)]
+pub struct Refused {
+    /// The option's long name, without the dashes.
+    pub long: &'static str,
+    line: String,
+}
+
+impl Refused {
+    /// The refusal of `value` for `--long VALUE_NAME`, because `why`.
+    pub fn new(
+        long: &'static str,
+        value_name: &str,
+        value: impl std::fmt::Display,
+        why: String,
+    ) -> Self {
+        let line = format!("invalid value '{value}' for '--{long} {value_name}': {why}");
+        Refused { long, line }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.line)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// Whether clap refused a value: one our parsers refused, or not one of an enum's.
 fn is_bad_value(err: &clap::Error) -> bool {
@@ -550,6 +586,11 @@ fn one_line(err: &clap::Error, variable: Option<String>) -> String {
         .flatten()
         .collect::<Vec<_>>()
         .join(" ");
+    in_variable(line, variable)
+}
+
+/// `line`, with `in $VARIABLE: ` before it when the value it refuses came from one.
+fn in_variable(line: String, variable: Option<String>) -> String {
     match variable {
         Some(name) => format!("in ${name}: {line}"),
         None => line,

@@ -10,7 +10,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{Cli, LogFormat};
+use crate::cli::{Cli, LogFormat, Refused};
 use crate::collection::Order;
 use crate::faults::Faults;
 use crate::pacing::Pacing;
@@ -48,35 +48,6 @@ pub struct Config {
     /// How logs and the stats line are written.
     pub log_format: LogFormat,
 }
-
-/// A value the command line's parsers took on its own but that does not fit with the others,
-/// or names an address that does not resolve; worded as clap words a value it refuses.
-#[derive(Debug)]
-pub struct Refused {
-    /// The option's long name, without the dashes.
-    pub long: &'static str,
-    line: String,
-}
-
-impl Refused {
-    fn new(
-        long: &'static str,
-        value_name: &str,
-        value: impl std::fmt::Display,
-        why: String,
-    ) -> Self {
-        let line = format!("invalid value '{value}' for '--{long} {value_name}': {why}");
-        Refused { long, line }
-    }
-}
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.line)
-    }
-}
-
-impl std::error::Error for Refused {}
 
 impl Config {
     /// Resolves the addresses and checks the options against each other.

@@ -26,12 +26,8 @@ fn main() -> ExitCode {
     let config = match Config::from_cli(cli) {
         Ok(config) => config,
         Err(refused) => {
-            // Named as clap names a value it refuses, and the variable it came from, if any.
-            let err = match origins.variable_of(refused.long) {
-                Some(name) => anyhow::anyhow!("in ${name}: {refused}"),
-                None => anyhow::anyhow!("{refused}"),
-            };
-            return fail(&err, ExitCode::from(2), logged);
+            let line = origins.refusal(&refused);
+            return fail(&anyhow::anyhow!(line), ExitCode::from(2), logged);
         }
     };
     let result = poetry_serve::run(config);
