@@ -14,10 +14,10 @@
 //! - a failed accept (out of descriptors, say) pauses the loop for [`ACCEPT_BACKOFF`], then it
 //!   carries on.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -35,14 +35,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use crate::limit::Source;
+use crate::limit::Limit;
 
 /// Connections served at once; the rest wait to be accepted.
 pub const MAX_CONNECTIONS: usize = 256;
 
 /// Connections one source may hold at once; one more is closed as soon as it is accepted.
 /// Prometheus and a probe need one or two.
-pub const PER_SOURCE: usize = 8;
+pub const PER_SOURCE: u32 = 8;
 
 /// How long a client has to send a request's head, and how long a kept-alive connection may
 /// wait idle for its next request.
@@ -122,7 +122,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// Accepts connections for ever, each served by a task of its own while a place is free.
 async fn accept_loop(listener: TcpListener, route: Arc<Route>) {
     let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let sources = Arc::new(Sources::default());
+    let sources = Arc::new(Limit::new(NonZeroU32::new(PER_SOURCE)));
     loop {
         // A place first, then the connection: past the bound, clients wait in the kernel's
         // listen backlog, as they do for poems, and a burst of them is served in turn.
@@ -139,7 +139,8 @@ async fn accept_loop(listener: TcpListener, route: Arc<Route>) {
                 continue;
             }
         };
-        let Some(held) = Sources::admit(&sources, Source::of(peer.ip())) else {
+        // The per-source limit of the poem port, with its own maximum.
+        let Ok(held) = sources.admit(peer.ip()) else {
             debug!(%peer, "metrics: this source holds too many connections; closing a new one");
             continue; // `stream` and `place` are dropped here
         };
@@ -151,49 +152,6 @@ async fn accept_loop(listener: TcpListener, route: Arc<Route>) {
         // Let the connections accepted so far run before the next accept: a burst of clients
         // that reset at once then gives its places back as fast as it takes them.
         tokio::task::yield_now().await;
-    }
-}
-
-/// How many connections each source holds now.
-#[derive(Default)]
-struct Sources(Mutex<HashMap<Source, usize>>);
-
-/// A source's hold on one of its places, given back when dropped.
-struct Held {
-    sources: Arc<Sources>,
-    source: Source,
-}
-
-impl Sources {
-    /// Takes one of `source`'s places, unless it holds [`PER_SOURCE`] already.
-    fn admit(sources: &Arc<Sources>, source: Source) -> Option<Held> {
-        let mut held = sources.lock();
-        let count = held.entry(source).or_insert(0);
-        if *count >= PER_SOURCE {
-            return None;
-        }
-        *count += 1;
-        Some(Held {
-            sources: Arc::clone(sources),
-            source,
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<Source, usize>> {
-        // Held for one statement by this one thread; a poisoned map is still a valid count.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let mut held = self.sources.lock();
-        if let Some(count) = held.get_mut(&self.source) {
-            *count -= 1;
-            if *count == 0 {
-                held.remove(&self.source);
-            }
-        }
     }
 }
 
