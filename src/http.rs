@@ -30,12 +30,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::limit::Limit;
+use crate::listener;
 
 /// Connections served at once; the rest wait to be accepted.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -88,7 +88,9 @@ pub type Route = dyn Fn(&str) -> Answer + Send + Sync;
 /// address (port 0 picks one). Fails only before it listens.
 pub fn serve(addr: SocketAddr, route: Arc<Route>) -> anyhow::Result<SocketAddr> {
     let fail = || format!("cannot listen for metrics on {addr}");
-    let listener = bind(addr).with_context(fail)?;
+    // Bound as the poem port is, with its long listen backlog, for the clients that wait
+    // while every place is taken.
+    let listener = listener::bind(addr, false, true).with_context(fail)?;
     listener.set_nonblocking(true).with_context(fail)?;
     let local = listener.local_addr().with_context(fail)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -107,16 +109,6 @@ pub fn serve(addr: SocketAddr, route: Arc<Route>) -> anyhow::Result<SocketAddr> 
         .spawn(move || runtime.block_on(accept_loop(listener, route)))
         .context("cannot start the metrics thread")?;
     Ok(local)
-}
-
-/// Binds `addr` with a listen backlog as long as the poem port's (std's is 128), for the
-/// clients that wait while every place is taken.
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(crate::listener::BACKLOG)?;
-    Ok(socket.into())
 }
 
 /// Accepts connections for ever, each served by a task of its own while a place is free.

@@ -41,7 +41,9 @@ impl Listeners {
             {
                 addr.set_port(first.local_addr()?.port());
             }
-            sockets.push(bind(addr, reuse_port, dual_stack)?);
+            let socket = bind(addr, reuse_port, dual_stack)
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            sockets.push(socket);
         }
         if sockets.len() > 1 {
             for socket in &sockets {
@@ -109,18 +111,18 @@ impl Listeners {
     }
 }
 
-fn bind(addr: SocketAddr, reuse_port: bool, dual_stack: bool) -> anyhow::Result<TcpListener> {
-    let fail = || format!("cannot listen on {addr}");
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .with_context(fail)?;
-    socket.set_reuse_address(true).with_context(fail)?;
+/// Binds `addr` and listens with [`BACKLOG`]; `dual_stack` lets a lone `::` take IPv4 too.
+/// The caller says what the socket is for in the error.
+pub fn bind(addr: SocketAddr, reuse_port: bool, dual_stack: bool) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
     if reuse_port {
-        socket.set_reuse_port(true).with_context(fail)?;
+        socket.set_reuse_port(true)?;
     }
     if addr.is_ipv6() && addr.ip().is_unspecified() {
-        socket.set_only_v6(!dual_stack).with_context(fail)?;
+        socket.set_only_v6(!dual_stack)?;
     }
-    socket.bind(&addr.into()).with_context(fail)?;
-    socket.listen(BACKLOG).with_context(fail)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
     Ok(socket.into())
 }
