@@ -7,8 +7,9 @@
 //! - at most [`MAX_CONNECTIONS`] at once, more waiting in the kernel's listen backlog, and at
 //!   most [`PER_SOURCE`] from one source (an IPv4 address or an IPv6 /64), so that one client
 //!   cannot take every place and starve the health checks;
-//! - a request's head must arrive within [`REQUEST_TIMEOUT`] and fit in [`MAX_HEAD`] bytes, and
-//!   a kept-alive connection that sends nothing for as long is closed;
+//! - a request's head must arrive within [`REQUEST_TIMEOUT`] and fit in [`MAX_HEAD`] bytes;
+//! - a connection answers one request and closes: kept alive, a client that asks again and
+//!   again would hold its place for as long as it liked;
 //! - bodies are never read, so no length a client announces is ever allocated;
 //! - a connection lives at most [`MAX_LIFETIME`], however it behaves, then is told to close;
 //! - a failed accept (out of descriptors, say) pauses the loop for [`ACCEPT_BACKOFF`], then it
@@ -44,16 +45,15 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// Prometheus and a probe need one or two.
 pub const PER_SOURCE: u32 = 8;
 
-/// How long a client has to send a request's head, and how long a kept-alive connection may
-/// wait idle for its next request.
+/// How long a client has to send a request's head.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The largest request head (request line and headers) read; a larger one gets 431.
 const MAX_HEAD: usize = 8 * 1024;
 
-/// The longest any connection is kept, so that a client that asks and never reads its answers
-/// cannot hold a place for good. Prometheus reconnects without noticing.
-const MAX_LIFETIME: Duration = Duration::from_secs(60);
+/// The longest any connection is kept, so that a client that asks and never reads the answer
+/// cannot hold a place for good: the time to send a head, and as long again to take the answer.
+const MAX_LIFETIME: Duration = Duration::from_secs(2 * REQUEST_TIMEOUT.as_secs());
 
 /// After [`MAX_LIFETIME`], how long an answer under way may take to finish.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -158,6 +158,7 @@ async fn connection(stream: TcpStream, route: &Arc<Route>) {
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(REQUEST_TIMEOUT)
+        .keep_alive(false)
         .max_buf_size(MAX_HEAD)
         .max_header_size(MAX_HEAD)
         .serve_connection(TokioIo::new(stream), service);

@@ -193,6 +193,31 @@ fn one_source_cannot_take_every_metrics_place() {
     drop(hogs);
 }
 
+/// A connection to the metrics port answers one request and closes, even when the client asks
+/// to keep it and sends more: clients that ask again and again hold no place for long.
+#[test]
+fn a_metrics_connection_answers_one_request_and_closes() {
+    let poem = BinaryPoem::new(50);
+    let server = Server::launch(poem.path())
+        .args(&["--metrics", "127.0.0.1:0"])
+        .start();
+    let metrics = server.metrics_addr();
+    let mut client = TcpStream::connect_timeout(&metrics, LIMIT).expect("connect");
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client
+        .write_all(
+            b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\nGET /healthz HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .unwrap();
+    let mut answer = Vec::new();
+    let ended = client.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(ended.is_ok(), "still open after 5 s ({ended:?}): {answer}");
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 1, "{answer}");
+}
+
 /// Connections reset straight after sending a request leave no panic and no stray text in a JSON
 /// log: every line on stderr is still one JSON event.
 #[test]
