@@ -22,7 +22,8 @@ use crate::faults::Fault;
 const ANY_DURATION: Span = Span {
     zero: true,
     min: Duration::from_nanos(1),
-    max: Duration::from_secs(365 * 24 * 3600),
+    // humantime's year, so that `1y` is a year.
+    max: Duration::from_secs(31_557_600),
     words: "0 or from 1ns to 1 year",
 };
 
@@ -490,10 +491,22 @@ impl Cli {
     /// Whether the command line or the environment asks for JSON logs, read leniently: for
     /// the error line of a command line that was refused.
     pub fn wants_json_logs() -> bool {
-        let lenient = Cli::definition().ignore_errors(true).try_get_matches();
-        lenient.is_ok_and(|matches| {
-            matches.get_one::<LogFormat>("log_format") == Some(&LogFormat::Json)
-        })
+        // Read by hand: clap stops at the first bad value, which may come before the format.
+        // The last --log-format on the command line wins, then the variable.
+        let mut args = std::env::args().skip(1);
+        let mut typed = None;
+        while let Some(arg) = args.next() {
+            if arg == "--" {
+                break;
+            }
+            if arg == "--log-format" {
+                typed = args.next();
+            } else if let Some(value) = arg.strip_prefix("--log-format=") {
+                typed = Some(value.to_owned());
+            }
+        }
+        let format = typed.or_else(|| std::env::var("POETRY_SERVE_LOG_FORMAT").ok());
+        format.is_some_and(|format| format.eq_ignore_ascii_case("json"))
     }
 }
 
@@ -872,6 +885,9 @@ mod tests {
         assert_eq!(cli.delay, Duration::from_millis(500));
         assert_eq!(cli.write_timeout, Duration::from_secs(120));
         assert_eq!(cli.shutdown_grace, Duration::from_millis(1500));
+        // "Up to 1 year" takes a year as humantime spells it.
+        assert!(parse(&["--shutdown-grace", "1y"]).is_ok());
+        assert!(parse(&["--shutdown-grace", "1y 1s"]).is_err());
     }
 
     /// Every out-of-range value is refused, naming its flag, with one wording per range.

@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source contrib/lib.sh
 
-mapfile -t missing < <(missing_packages podman=podman runc=runc nc=netcat-openbsd curl=curl)
+mapfile -t missing < <(missing_packages podman=podman runc=runc nc=netcat-openbsd curl=curl \
+  python3=python3)
 install_packages "${missing[@]}"
 
 export CONTAINERS_CONF=$PWD/contrib/container/containers.conf

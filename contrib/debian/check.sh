@@ -14,7 +14,7 @@ if [ "$(dpkg-query -W -f '${db:Status-Status}' poetry-serve 2>/dev/null)" = inst
   exit 1
 fi
 mapfile -t missing < <(missing_packages lintian=lintian dpkg-shlibdeps=dpkg-dev man=man-db \
-  systemd-analyze=systemd)
+  systemd-analyze=systemd python3=python3)
 [ -e /usr/share/bash-completion/bash_completion ] || missing+=(bash-completion)
 install_packages "${missing[@]}"
 

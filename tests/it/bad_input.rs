@@ -113,13 +113,19 @@ fn jitter_over_half_the_delay() {
 }
 
 /// With --log-format json, a start-up error is a JSON event too, for a log shipper, even with
-/// RUST_LOG=off: a bad value of clap's, a check across options, and a server that cannot start.
+/// RUST_LOG=off: a bad value of clap's, a check across options, and a server that cannot start;
+/// with the format given before the bad value, after it, or in its variable.
 #[test]
 fn start_up_errors_are_json_under_json_logs() {
+    let science = science();
     for (args, says) in [
         (
             vec!["--port", "-1"],
             "invalid value '-1' for '--port <PORT>'",
+        ),
+        (
+            vec!["--workers", "0"],
+            "invalid value '0' for '--workers <N>'",
         ),
         (
             vec!["--delay", "0.3", "--jitter", "1"],
@@ -130,24 +136,39 @@ fn start_up_errors_are_json_under_json_logs() {
             "cannot listen on",
         ),
     ] {
-        let science = science();
-        let all = [&["--log-format", "json"][..], &args, &[science.as_str()]].concat();
-        // Written whatever RUST_LOG says, as the error line is in the text format.
-        let output = run_command(Command::new(BIN).args(&all).env("RUST_LOG", "off"));
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{stderr}");
-        let lines: Vec<&str> = stderr.lines().collect();
-        let event: serde_json::Value = serde_json::from_str(lines.last().unwrap_or(&""))
-            .unwrap_or_else(|err| panic!("not JSON ({err}): {stderr}"));
-        assert_eq!(event["level"], "ERROR", "{stderr}");
-        let message = event["message"].as_str().unwrap_or_default();
-        assert!(message.contains(says), "{says}: {stderr}");
-        for line in lines {
-            assert!(
-                serde_json::from_str::<serde_json::Value>(line).is_ok(),
-                "{stderr}"
-            );
+        let json = ["--log-format", "json"];
+        let before = [&json[..], &args, &[science.as_str()]].concat();
+        let after = [&args[..], &json, &[science.as_str()]].concat();
+        let mut from_env = Command::new(BIN);
+        from_env
+            .args([&args[..], &[science.as_str()]].concat())
+            .env("POETRY_SERVE_LOG_FORMAT", "json");
+        let mut typed_before = Command::new(BIN);
+        typed_before.args(&before);
+        let mut typed_after = Command::new(BIN);
+        typed_after.args(&after);
+        for mut command in [typed_before, typed_after, from_env] {
+            let output = run_command(command.env("RUST_LOG", "off"));
+            assert_one_json_error(&output, says);
         }
+    }
+}
+
+/// Asserts that the run failed with one JSON error event on stderr saying `says`.
+fn assert_one_json_error(output: &Output, says: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let event: serde_json::Value = serde_json::from_str(lines.last().unwrap_or(&""))
+        .unwrap_or_else(|err| panic!("not JSON ({err}): {stderr}"));
+    assert_eq!(event["level"], "ERROR", "{stderr}");
+    let message = event["message"].as_str().unwrap_or_default();
+    assert!(message.contains(says), "{says}: {stderr}");
+    for line in lines {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "{stderr}"
+        );
     }
 }
 
