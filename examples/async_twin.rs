@@ -72,11 +72,7 @@ async fn serve(
 ) -> std::io::Result<()> {
     client.set_nodelay(true)?;
     let start = Instant::now();
-    let step = if delay.is_zero() {
-        poem.len().max(1)
-    } else {
-        num_bytes
-    };
+    let step = if delay.is_zero() { poem.len().max(1) } else { num_bytes };
     for (k, chunk) in poem.chunks(step).enumerate() {
         sleep_until(start + delay * k as u32).await;
         client.write_all(chunk).await?;
@@ -97,10 +93,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Flags {
     let (mut port, mut iface) = (10000u16, "127.0.0.1".to_string());
     let (mut num_bytes, mut delay, mut poem) = (10usize, 0.7f64, None);
     while let Some(arg) = args.next() {
-        let mut value = || {
-            args.next()
-                .unwrap_or_else(|| usage(&format!("{arg} needs a value")))
-        };
+        let mut value = || args.next().unwrap_or_else(|| usage(&format!("{arg} needs a value")));
         match arg.as_str() {
             "--port" => port = value().parse().unwrap_or_else(|_| usage("bad --port")),
             "--iface" => iface = value(),
@@ -113,9 +106,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Flags {
         }
     }
     Flags {
-        addr: format!("{iface}:{port}")
-            .parse()
-            .unwrap_or_else(|_| usage("bad --iface")),
+        addr: format!("{iface}:{port}").parse().unwrap_or_else(|_| usage("bad --iface")),
         num_bytes: num_bytes.max(1),
         delay: Duration::from_secs_f64(delay.max(0.0)),
         poem: poem.unwrap_or_else(|| usage("a POEM is needed")),
@@ -144,21 +135,12 @@ mod tests {
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = listener.local_addr().unwrap();
         let served = Arc::clone(&poem);
-        runtime.spawn(serve_forever(
-            listener,
-            served,
-            10,
-            Duration::from_millis(100),
-        ));
+        runtime.spawn(serve_forever(listener, served, 10, Duration::from_millis(100)));
         let started = StdInstant::now();
         let mut client = std::net::TcpStream::connect(addr).unwrap();
-        client
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut got = Vec::new();
-        client
-            .read_to_end(&mut got)
-            .expect("the poem and a clean end");
+        client.read_to_end(&mut got).expect("the poem and a clean end");
         let took = started.elapsed();
         assert_eq!(got, &poem[..]);
         assert!(took >= Duration::from_millis(400), "too fast: {took:?}");

@@ -14,10 +14,7 @@ const POEM: usize = 64 << 20;
 
 fn main() -> std::io::Result<()> {
     let poem = vec![b'x'; POEM];
-    println!(
-        "one write() of a {} MiB buffer into a loopback TCP socket:",
-        POEM >> 20
-    );
+    println!("one write() of a {} MiB buffer into a loopback TCP socket:", POEM >> 20);
 
     // A client that reads everything: one blocking write call sends it all.
     let (server, client) = pair()?;

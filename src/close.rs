@@ -13,12 +13,6 @@ use socket2::SockRef;
 
 use crate::sys;
 
-/// After the last byte, how long to wait for the client to close its side, discarding whatever
-/// it sends. Closing a socket with unread input makes the kernel send a reset, which can destroy
-/// the end of the poem before the client reads it; waiting for the client's EOF avoids that,
-/// and this bound keeps a client that never stops talking from holding the worker.
-pub const LINGER: Duration = Duration::from_secs(2);
-
 /// Whether the client's kernel has acknowledged every byte sent and the client has sent
 /// nothing unread: then the write side can be shut and the socket closed at once, with no
 /// reset to destroy anything. A line the client sends after that draws a reset that comes
@@ -30,15 +24,16 @@ pub fn nothing_in_flight(stream: &TcpStream) -> bool {
 }
 
 /// The careful close, after the write side is shut: reads and throws away what the client
-/// sends (a netcat user typing, say) until it closes its side or [`LINGER`] runs out, so that
+/// sends (a netcat user typing, say) until it closes its side or `linger` runs out, so that
 /// the socket is closed with no unread input and the kernel has no reason to reset the
-/// connection under the end of the poem.
+/// connection under the end of the poem. The bound keeps a client that never stops talking
+/// from holding the worker.
 ///
 /// Returns false if closing now may still cost the client bytes: it neither closed nor went
-/// away within [`LINGER`], and it has sent what was not read or not acknowledged all that was
+/// away within `linger`, and it has sent what was not read or not acknowledged all that was
 /// sent (a client that keeps talking while it reads slowly).
-pub fn close_without_loss(stream: &TcpStream) -> bool {
-    if discard_until_closed(stream, LINGER) {
+pub fn close_without_loss(stream: &TcpStream, linger: Duration) -> bool {
+    if discard_until_closed(stream, linger) {
         return true;
     }
     // One unacknowledged unit is the FIN itself, which loses nothing.
@@ -49,8 +44,7 @@ pub fn close_without_loss(stream: &TcpStream) -> bool {
 /// passes. Returns false if `limit` passed first.
 pub fn discard_until_closed(stream: &TcpStream, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
-    // Small on purpose: it is on every worker's stack, and every stack page a worker touches
-    // is resident memory times the number of workers (CHANGELOG, Performance).
+    // Small, as it is on the worker's stack: what a client sends is thrown away anyway.
     let mut discard = [0u8; 512];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

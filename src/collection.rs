@@ -83,10 +83,7 @@ impl Collection {
     pub fn reload(&self) -> anyhow::Result<usize> {
         let fresh = open_all(&self.sources)?;
         let count = fresh.len();
-        *self
-            .poems
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
+        *self.poems.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
         self.picks.store(0, Ordering::Relaxed);
         Ok(count)
     }
@@ -94,12 +91,7 @@ impl Collection {
     /// The poems served now.
     pub fn current(&self) -> Arc<[Arc<Poem>]> {
         // Held for this one statement; nothing can panic while it is held.
-        Arc::clone(
-            &self
-                .poems
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        )
+        Arc::clone(&self.poems.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 }
 
@@ -126,9 +118,7 @@ fn poems_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     for entry in
         std::fs::read_dir(dir).with_context(|| format!("cannot read directory '{shown}'"))?
     {
-        let path = entry
-            .with_context(|| format!("cannot read directory '{shown}'"))?
-            .path();
+        let path = entry.with_context(|| format!("cannot read directory '{shown}'"))?.path();
         if path.extension().is_none_or(|ext| ext != "txt") {
             continue;
         }
@@ -165,103 +155,5 @@ fn not_a_poem(path: &Path) -> Option<&'static str> {
         Some("a socket")
     } else {
         Some("not a regular file")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, text) in files {
-            std::fs::write(dir.path().join(name), text).unwrap();
-        }
-        dir
-    }
-
-    fn names(collection: &Collection, picks: u64) -> Vec<String> {
-        (0..picks)
-            .map(|n| {
-                collection
-                    .pick(n)
-                    .path()
-                    .file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect()
-    }
-
-    /// Several poems are handed out in the order given, round and round.
-    #[test]
-    fn sequential_takes_the_poems_in_turn() {
-        let dir = dir_with(&[("a.txt", "A"), ("b.txt", "B")]);
-        let sources = [dir.path().join("b.txt"), dir.path().join("a.txt")];
-        let collection = Collection::open(&sources, Order::Sequential, None).unwrap();
-        assert_eq!(
-            names(&collection, 5),
-            ["b.txt", "a.txt", "b.txt", "a.txt", "b.txt"]
-        );
-    }
-
-    /// A directory contributes its .txt files, sorted, and nothing else.
-    #[test]
-    fn a_directory_gives_its_txt_files_in_name_order() {
-        let dir = dir_with(&[("b.txt", "B"), ("a.txt", "A"), ("README.md", "not a poem")]);
-        let collection =
-            Collection::open(&[dir.path().to_owned()], Order::Sequential, None).unwrap();
-        assert_eq!(names(&collection, 3), ["a.txt", "b.txt", "a.txt"]);
-    }
-
-    /// A directory with no .txt file in it is an error that says so.
-    #[test]
-    fn a_directory_without_poems_is_refused() {
-        let dir = dir_with(&[("README.md", "not a poem")]);
-        let err = Collection::open(&[dir.path().to_owned()], Order::Sequential, None)
-            .err()
-            .unwrap();
-        assert!(format!("{err:#}").contains("holds no poems"), "{err:#}");
-    }
-
-    /// Random order picks among the given poems, and does not always pick the same.
-    #[test]
-    fn random_picks_only_given_poems_and_not_always_the_same() {
-        let dir = dir_with(&[("a.txt", "A"), ("b.txt", "B"), ("c.txt", "C")]);
-        let collection = Collection::open(&[dir.path().to_owned()], Order::Random, None).unwrap();
-        let picked = names(&collection, 60);
-        assert!(
-            picked
-                .iter()
-                .all(|n| ["a.txt", "b.txt", "c.txt"].contains(&n.as_str()))
-        );
-        let distinct: std::collections::BTreeSet<_> = picked.iter().collect();
-        assert!(distinct.len() > 1, "60 random picks were all {distinct:?}");
-    }
-
-    /// With a seed, random picks repeat run after run, connection by connection; another seed
-    /// picks otherwise.
-    #[test]
-    fn a_seed_makes_random_picks_repeatable() {
-        let dir = dir_with(&[("a.txt", "A"), ("b.txt", "B"), ("c.txt", "C")]);
-        let open = |seed| Collection::open(&[dir.path().to_owned()], Order::Random, Some(seed));
-        let first = names(&open(7).unwrap(), 40);
-        assert_eq!(first, names(&open(7).unwrap(), 40));
-        assert_ne!(first, names(&open(8).unwrap(), 40));
-    }
-
-    /// A reload that cannot open a poem leaves the old set in place; a later one succeeds.
-    #[test]
-    fn a_failed_reload_keeps_the_old_poems() {
-        let dir = dir_with(&[("a.txt", "A")]);
-        let path = dir.path().join("a.txt");
-        let collection =
-            Collection::open(std::slice::from_ref(&path), Order::Sequential, None).unwrap();
-        std::fs::remove_file(&path).unwrap();
-        assert!(collection.reload().is_err());
-        assert_eq!(names(&collection, 1), ["a.txt"]);
-        std::fs::write(&path, "A again").unwrap();
-        assert_eq!(collection.reload().unwrap(), 1);
     }
 }

@@ -1,5 +1,5 @@
-//! One connection: the paced writer that streams the poem to a client, and the careful close
-//! that makes sure the client keeps every byte.
+//! One connection: the object a worker serves and everything else observes, the registry that
+//! holds it while it is served, and the serving itself, from the PROXY header to the close.
 //!
 //! Whatever the client does (hang up, stall, send junk) ends only its own connection: every
 //! failure here becomes an [`Outcome`] that is counted and logged, never an error that reaches
@@ -7,260 +7,372 @@
 
 use std::io::{self, ErrorKind};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 use tracing::{debug, info};
 
 use crate::close;
-use crate::faults::{Chance, Fault};
-use crate::limit::{Admission, OverLimit};
+use crate::faults::Fault;
 use crate::outcome::Outcome;
 use crate::pacing::Schedule;
-use crate::poem::{Buffer, Poem};
-use crate::progress::Shown;
+use crate::poem::Poem;
 use crate::proxy;
-use crate::shared::Shared;
+use crate::server::Shared;
+use crate::sys;
 
-/// What the connection's log line tells.
-struct Record {
+/// A connection the accept loop hands to a worker.
+pub struct Accepted {
+    /// Its number in accept order, from 0.
+    pub id: u64,
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub at: Instant,
+}
+
+/// One client connection, from the moment a worker takes it to its close.
+pub struct Connection {
+    id: u64,
+    worker: usize,
+    accepted: Instant,
+    /// How long it waited in the listen backlog before it was accepted, if the system says.
+    waited: Option<Duration>,
+    stream: TcpStream,
+    /// The worker's thread, woken by the cut-off from a sleep between chunks.
+    thread: Thread,
+    who: Mutex<Who>,
+    bytes: AtomicU64,
+    chunks: AtomicU64,
+}
+
+/// Who the client is and what it gets: set once or twice per connection.
+struct Who {
     /// The client: the socket's peer, or the one a PROXY header names.
     peer: SocketAddr,
-    /// The balancer the connection came through, with `--proxy-protocol`.
+    /// The balancer it came through, with `--proxy-protocol`.
     via: Option<SocketAddr>,
-    /// Whether a fault stopped the poem before its end.
-    stopped_by_fault: bool,
-    poem: Option<Arc<Poem>>,
-    start: Instant,
-    bytes: u64,
-    chunks: u64,
+    /// The poem, once picked, with its size then.
+    poem: Option<(Arc<Poem>, u64)>,
 }
 
-/// Streams the poem to one client, connection number `id` in accept order, closes the
-/// connection, counts and logs how it went.
-///
-/// `admission` is the connection's place under the per-source limit, taken by the accept loop;
-/// with `--proxy-protocol` the client is known only once its header is read, so it is `None`
-/// and the place is taken here.
-pub fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    id: u64,
-    admission: Option<Admission>,
-    chance: Chance,
-    shared: &Shared,
-) {
-    // Declared after `stream`, so dropped before it: the socket is closed untracked.
-    let _tracked = shared.shutdown.track(&stream);
-    let mut record = Record::starting(peer);
-    let shown = shared.board.show(peer, record.start);
-    let admission = if shared.config.proxy_protocol {
-        record.via = Some(peer);
-        record.peer = match proxy::read_header(&stream, peer) {
-            Ok(client) => client,
-            Err(reason) => return record.end(Outcome::BadHeader(reason), shared),
-        };
-        match shared.limit.admit(record.peer.ip()) {
-            Ok(admission) => admission,
-            Err(OverLimit) => return reject(record.peer, shared),
-        }
-    } else {
-        admission
-    };
-    let poem = shared.poems.pick(id);
-    record.poem = Some(Arc::clone(&poem));
-    let mut schedule = Schedule::new(shared.config.pacing, record.start, chance.rng);
-    let limit = chance.fault.map(Fault::byte_limit);
-    let mut outcome = stream_poem(
-        &stream,
-        &poem,
-        shared,
-        &mut record,
-        &shown,
-        &mut schedule,
-        limit,
-    );
-    if !outcome.is_complete() && shared.shutdown.is_cut_off() {
-        outcome = Outcome::CutOff; // whatever error the cut caused, the cut is why it ended
-    }
-    if let Some(fault) = chance.fault
-        && outcome.is_complete()
-        && record.stopped_by_fault
-    {
-        outcome = fault.play(&stream, shared.config.write_timeout);
-    }
-    // After the whole poem, shut the write side so the client sees EOF right after the last
-    // byte; if that fails, the client is already gone. Whether anything is still in flight is
-    // asked first: the FIN the shutdown queues would count as unacknowledged.
-    let closes_cleanly = matches!(outcome, Outcome::Complete | Outcome::CutShort);
-    let delivered = closes_cleanly && close::nothing_in_flight(&stream);
-    // The source's place is given back before the client can see the end, so that a client
-    // that reconnects as soon as it reads EOF is never refused for the connection it just
-    // finished.
-    drop(admission);
-    let lingering = closes_cleanly && stream.shutdown(Shutdown::Write).is_ok();
-    // Linger unless nothing is in flight, lest a reset destroy what the client has not yet
-    // received; and say so if it still might.
-    if lingering && !delivered && !close::close_without_loss(&stream) {
-        outcome = Outcome::UncleanClose;
-    }
-    record.end(outcome, shared);
-    // The stream is dropped here: if the client is gone or stalled, a reset is the right
-    // answer to it (and after a reset fault, the zero linger sends one).
+/// A connection as it is at one moment, for a report.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// Its number in accept order, from 0.
+    pub id: u64,
+    /// The worker serving it (`worker-N` in the log).
+    pub worker: usize,
+    pub peer: SocketAddr,
+    pub via: Option<SocketAddr>,
+    pub poem: Option<PathBuf>,
+    /// The poem's size when its first chunk left.
+    pub poem_bytes: Option<u64>,
+    /// Poem bytes handed to the kernel so far.
+    pub bytes: u64,
+    /// Chunks sent so far.
+    pub chunks: u64,
+    /// Of the bytes handed to the kernel, those the client has not acknowledged yet: the
+    /// socket's send queue (SIOCOUTQ).
+    pub unsent: Option<u64>,
+    /// When it was accepted.
+    pub accepted: Instant,
+    /// How long it waited in the listen backlog before that, if the system says.
+    pub waited: Option<Duration>,
 }
 
-/// Plays `fault` on a connection the accept loop holds, before it takes a worker (the
-/// `--refuse` fault), and counts and logs it.
-pub fn play_at_accept(stream: TcpStream, peer: SocketAddr, fault: Fault, shared: &Shared) {
-    let outcome = fault.play(&stream, shared.config.write_timeout);
-    drop(stream);
-    Record::starting(peer).end(outcome, shared);
-}
-
-/// Counts and logs a connection that was accepted but closed unserved, because shutdown began
-/// while it waited for a worker.
-pub fn closed_at_shutdown(peer: SocketAddr, shared: &Shared) {
-    Record::starting(peer).end(Outcome::CutOff, shared);
-}
-
-/// Counts and logs a connection from `peer` turned away by the per-source limit. The caller
-/// closes it, unserved.
-pub fn reject(peer: SocketAddr, shared: &Shared) {
-    shared.stats.ended(&Outcome::Rejected);
-    shared.limit.rejected(peer.ip());
-}
-
-impl Record {
-    /// The record of a connection from `peer` starting now.
-    fn starting(peer: SocketAddr) -> Record {
-        Record {
-            peer,
-            via: None,
-            stopped_by_fault: false,
-            poem: None,
-            start: Instant::now(),
-            bytes: 0,
-            chunks: 0,
+impl Connection {
+    /// What this connection is at this moment.
+    pub fn view(&self) -> View {
+        let who = self.who();
+        View {
+            id: self.id,
+            worker: self.worker,
+            peer: who.peer,
+            via: who.via,
+            poem: who.poem.as_ref().map(|(poem, _)| poem.path().to_owned()),
+            poem_bytes: who.poem.as_ref().map(|(_, size)| *size),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            chunks: self.chunks.load(Ordering::Relaxed),
+            unsent: sys::unacknowledged(&self.stream).map(|n| n as u64),
+            accepted: self.accepted,
+            waited: self.waited,
         }
     }
 
-    /// Counts the connection's `outcome` and writes its one log line.
-    fn end(&self, outcome: Outcome, shared: &Shared) {
-        shared.stats.ended(&outcome);
-        shared.stats.took(self.start.elapsed());
-        let error = match &outcome {
-            Outcome::Failed(err) => Some(err.to_string()),
-            Outcome::BadHeader(reason) => Some(reason.clone()),
-            _ => None,
-        };
-        info!(
-            peer = %self.peer,
-            via = self.via.map(tracing::field::display),
-            poem = self.poem.as_ref().map(|p| tracing::field::display(p.path().display())),
-            bytes = self.bytes,
-            chunks = self.chunks,
-            duration_ms = self.start.elapsed().as_millis() as u64,
-            outcome = outcome.label(),
-            error,
-            "connection ended"
-        );
+    fn who(&self) -> MutexGuard<'_, Who> {
+        // Nothing panics while it is held; the fields would still be whole.
+        self.who.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// Sends the poem on the pacing schedule, as it was when the connection began (a file that is
-/// truncated meanwhile ends the poem early).
-/// `limit`, set by a fault, stops the poem after that many bytes.
-fn stream_poem(
-    stream: &TcpStream,
-    poem: &Poem,
-    shared: &Shared,
-    record: &mut Record,
-    shown: &Shown,
-    schedule: &mut Schedule,
-    limit: Option<u64>,
-) -> Outcome {
-    let mut len = match prepare(stream, poem, shared) {
-        Ok(len) => len,
-        Err(err) => return Outcome::from_error(err),
-    };
-    shown.serving(record.peer, record.via, record.poem.clone(), len);
-    let paced = shared.config.pacing.is_paced();
-    if let Some(limit) = limit.filter(|&limit| limit < len) {
-        len = limit;
-        record.stopped_by_fault = true;
-    }
-    let mut buffer = Buffer::for_steps(shared.config.pacing.max_step(), len);
-    let mut offset = 0;
-    while offset < len {
-        // Unpaced, every step is due at once; either way, the cut ends the poem here.
-        let (due, step) = schedule.next_step();
-        if !shared.shutdown.sleep_until(due) {
-            return Outcome::CutOff;
+/// The connections being served, one slot per worker, and the cut-off that ends them.
+pub struct Registry {
+    slots: Box<[Mutex<Option<Arc<Connection>>>]>,
+    cut: AtomicBool,
+}
+
+impl Registry {
+    pub fn new(workers: usize) -> Registry {
+        Registry {
+            slots: (0..workers).map(|_| Mutex::new(None)).collect(),
+            cut: AtomicBool::new(false),
         }
-        let end = len.min(offset + step as u64);
-        while offset < end {
-            // `end - offset` is at most one step, which is a usize.
-            let want = (end - offset) as usize;
-            match poem.send(stream, &mut offset, want, &mut buffer) {
-                Ok(0) => {
-                    debug!(
-                        offset,
-                        expected = len,
-                        "poem file ended early: truncated while served?"
-                    );
-                    return Outcome::Complete;
-                }
-                Ok(sent) => {
-                    record.bytes += sent as u64;
-                    shared.stats.sent(sent);
-                }
-                Err(err) if err.kind() == ErrorKind::Interrupted => {}
-                Err(err) => return Outcome::from_error(err),
+    }
+
+    fn slot(&self, worker: usize) -> MutexGuard<'_, Option<Arc<Connection>>> {
+        // Nothing panics while a slot is held; its connection would still be whole.
+        self.slots[worker].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Every connection being served now, in worker order.
+    pub fn views(&self) -> Vec<View> {
+        (0..self.slots.len())
+            .filter_map(|worker| self.slot(worker).as_ref().map(|c| c.view()))
+            .collect()
+    }
+
+    /// Ends every connection now: sleeping workers wake, blocked reads and writes fail, and
+    /// from now on [`Registry::sleep_until`] returns at once.
+    pub fn cut_off(&self) {
+        self.cut.store(true, Ordering::Release);
+        for worker in 0..self.slots.len() {
+            if let Some(connection) = self.slot(worker).as_ref() {
+                // The slot holds it, so its socket is open; a failure means it is done anyway.
+                let _ = connection.stream.shutdown(Shutdown::Both);
+                connection.thread.unpark();
             }
         }
-        record.chunks += 1;
-        if paced {
-            shared
-                .stats
-                .late(Instant::now().saturating_duration_since(due));
-        }
-        shown.sent(record.bytes, record.chunks);
     }
-    Outcome::Complete
+
+    /// Whether the connections have been cut off.
+    pub fn is_cut_off(&self) -> bool {
+        self.cut.load(Ordering::Acquire)
+    }
+
+    /// Sleeps until `due`, or until the cut-off if that comes first. Returns whether `due` was
+    /// reached.
+    fn sleep_until(&self, due: Instant) -> bool {
+        loop {
+            if self.is_cut_off() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= due {
+                return true;
+            }
+            // May wake early (the cut-off, or spuriously): the loop checks again.
+            thread::park_timeout(due - now);
+        }
+    }
 }
 
-/// Sets the socket up for streaming and returns how many bytes the poem has now.
-fn prepare(stream: &TcpStream, poem: &Poem, shared: &Shared) -> io::Result<u64> {
-    // Linux gives every accepted socket the options of its listener, where they were set once
-    // (see `set_options`); elsewhere each connection sets them itself.
-    #[cfg(not(target_os = "linux"))]
-    set_options(
-        SockRef::from(stream),
-        shared.config.write_timeout,
-        shared.config.pacing.is_paced(),
-    )?;
-    #[cfg(target_os = "linux")]
-    let _ = (stream, shared);
-    poem.size()
+/// A connection's place in the registry; dropping it empties the slot.
+struct Entered<'a>(&'a Registry, usize);
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        *self.0.slot(self.1) = None;
+    }
 }
 
-/// Sets the socket options every connection streams with: on a listening socket, whose
-/// accepted sockets inherit them on Linux (a system call or three fewer per connection), or
-/// on one connection.
-pub fn set_options(socket: SockRef<'_>, write_timeout: Duration, paced: bool) -> io::Result<()> {
-    socket.set_write_timeout(Some(write_timeout))?;
+/// Serves connection `accepted` on `worker`: counts it, streams the poem, closes the
+/// connection, and counts and logs how it ended.
+pub fn serve(shared: &Shared, worker: usize, accepted: Accepted) {
+    shared.counters.taken();
+    let Accepted { id, stream, peer, at } = accepted;
+    let connection = Arc::new(Connection {
+        id,
+        worker,
+        accepted: at,
+        waited: sys::backlog_wait(&stream),
+        stream,
+        thread: thread::current(),
+        who: Mutex::new(Who { peer, via: None, poem: None }),
+        bytes: AtomicU64::new(0),
+        chunks: AtomicU64::new(0),
+    });
+    *shared.registry.slot(worker) = Some(Arc::clone(&connection));
+    let entered = Entered(&shared.registry, worker);
+    let (outcome, error) = connection.serve(shared);
+    let took = connection.accepted.elapsed();
+    shared.counters.durations.observe(took);
+    shared.counters.ended(outcome);
+    let who = connection.who();
+    info!(
+        peer = %who.peer,
+        via = who.via.map(tracing::field::display),
+        poem = who.poem.as_ref().map(|(poem, _)| tracing::field::display(poem.path().display())),
+        bytes = connection.bytes.load(Ordering::Relaxed),
+        chunks = connection.chunks.load(Ordering::Relaxed),
+        duration_ms = took.as_millis() as u64,
+        outcome = outcome.label(),
+        error,
+        "connection ended"
+    );
+    drop(who);
+    // Out of the registry first, so that the last reference, and with it the close, is here.
+    drop(entered);
+}
+
+impl Connection {
+    /// Serves the client, up to the close, and says how it ended.
+    fn serve(&self, shared: &Shared) -> (Outcome, Option<String>) {
+        let config = &shared.config;
+        if let Err(err) = set_options(&self.stream, shared) {
+            return (Outcome::of_error(&err), Some(err.to_string()));
+        }
+        let chance = config.faults.chance(self.id, config.pacing.varies());
+        if let Some((Fault::Refuse, _)) = chance.fault {
+            Fault::Refuse.play(&self.stream, config.write_timeout);
+            return (Outcome::Fault(Fault::Refuse), None);
+        }
+        let socket_peer = self.who().peer;
+        // Behind a balancer the client is known only from its PROXY header.
+        if config.proxy_protocol {
+            match proxy::read_header(&self.stream, socket_peer, config.header_timeout) {
+                Ok(client) => {
+                    let mut who = self.who();
+                    (who.peer, who.via) = (client, Some(socket_peer));
+                }
+                Err(reason) => return (Outcome::BadHeader, Some(reason)),
+            }
+        }
+        let client = self.who().peer;
+        let Ok(admission) = shared.limit.admit(client.ip()) else {
+            shared.limit.rejected(client.ip());
+            return (Outcome::Rejected, None);
+        };
+        let started = Instant::now();
+        let poem = shared.poems.pick(self.id);
+        let mut schedule = Schedule::new(config.pacing, started, chance.rng);
+        let (mut outcome, stopped) =
+            match self.stream_poem(shared, poem, &mut schedule, chance.fault) {
+                Ok(stopped) => (Outcome::Complete, stopped),
+                Err(err) => {
+                    let outcome = Outcome::of_error(&err);
+                    let error = (outcome == Outcome::Error).then(|| err.to_string());
+                    if shared.registry.is_cut_off() {
+                        // Whatever error the cut-off caused, the cut-off is why it ended.
+                        return (Outcome::Shutdown, None);
+                    }
+                    return (outcome, error);
+                }
+            };
+        if let Some((fault, _)) = stopped {
+            fault.play(&self.stream, config.write_timeout);
+            outcome = Outcome::Fault(fault);
+        }
+        // After the whole poem, shut the write side so the client sees EOF right after the last
+        // byte; if that fails, the client is already gone. Whether anything is still in flight
+        // is asked first: the FIN the shutdown queues would count as unacknowledged.
+        let closes_cleanly = matches!(outcome, Outcome::Complete | Outcome::Fault(Fault::Close));
+        let delivered = closes_cleanly && close::nothing_in_flight(&self.stream);
+        // The source's place is given back before the client can see the end, so that a client
+        // that reconnects as soon as it reads EOF is never refused for the one it just finished.
+        drop(admission);
+        let lingering = closes_cleanly && self.stream.shutdown(Shutdown::Write).is_ok();
+        // Linger unless nothing is in flight, lest a reset destroy what the client has not yet
+        // received; and say so if it still might.
+        if lingering && !delivered && !close::close_without_loss(&self.stream, config.linger) {
+            outcome = Outcome::UncleanClose;
+        }
+        (outcome, None)
+        // The stream is closed when the last reference goes: if the client is gone or
+        // stalled, a reset is the right answer to it (and after a reset fault, the zero linger
+        // sends one).
+    }
+
+    /// Sends the poem on the pacing schedule, as it was when the connection began (a file that
+    /// is truncated meanwhile ends the poem early). A `fault` stops the poem after its byte
+    /// count; then it is returned, to be played.
+    fn stream_poem(
+        &self,
+        shared: &Shared,
+        poem: Arc<Poem>,
+        schedule: &mut Schedule,
+        fault: Option<(Fault, u64)>,
+    ) -> io::Result<Option<(Fault, u64)>> {
+        let size = poem.size()?;
+        let pacing = &shared.config.pacing;
+        let mut buffer =
+            vec![0; pacing.max_step().min(usize::try_from(size).unwrap_or(usize::MAX)).max(1)];
+        self.who().poem = Some((Arc::clone(&poem), size));
+        let stopped = fault.filter(|&(_, after)| after < size);
+        let len = stopped.map_or(size, |(_, after)| after);
+        let mut offset = 0;
+        while offset < len {
+            // Unpaced, every step is due at once; either way, the cut-off ends the poem here.
+            let (due, step) = schedule.next_step();
+            if !shared.registry.sleep_until(due) {
+                return Err(io::Error::other("cut off"));
+            }
+            let end = len.min(offset + step as u64);
+            while offset < end {
+                // `end - offset` is at most one step, which is a usize.
+                let want = (end - offset) as usize;
+                match poem.send(&self.stream, &mut offset, want, &mut buffer) {
+                    Ok(0) => {
+                        debug!(
+                            offset,
+                            expected = len,
+                            "poem file ended early: truncated while served?"
+                        );
+                        return Ok(None);
+                    }
+                    Ok(sent) => {
+                        self.bytes.fetch_add(sent as u64, Ordering::Relaxed);
+                        shared.counters.sent(sent);
+                    }
+                    Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            self.chunks.fetch_add(1, Ordering::Relaxed);
+            if pacing.is_paced() {
+                let late = Instant::now().saturating_duration_since(due);
+                shared.counters.lateness.observe(late);
+            }
+        }
+        Ok(stopped)
+    }
+}
+
+/// Sets the socket options a connection streams with.
+fn set_options(stream: &TcpStream, shared: &Shared) -> io::Result<()> {
+    let socket = SockRef::from(stream);
+    let timeout = shared.config.write_timeout;
+    socket.set_write_timeout(Some(timeout))?;
     // A client that vanishes without a reset (cable pulled, NAT entry dropped) leaves paced
-    // chunks unacknowledged while they still fit the socket buffer, so the write timeout
-    // never fires; this makes the kernel give up on it after the same time, instead of after
-    // TCP's own retransmissions (about 15 minutes).
+    // chunks unacknowledged while they still fit the socket buffer, so the write timeout never
+    // fires; this makes the kernel give up on it after the same time, instead of after TCP's
+    // own retransmissions (about 15 minutes).
     #[cfg(target_os = "linux")]
-    socket.set_tcp_user_timeout(Some(write_timeout))?;
+    socket.set_tcp_user_timeout(Some(timeout))?;
     // Nagle's algorithm would hold a small chunk back until the previous one is acknowledged;
-    // a paced chunk must leave when it is due, as its own segment. (It is on by default, and
-    // unpaced writes are large, so then it is left alone.)
-    if paced {
+    // a paced chunk must leave when it is due, as its own segment.
+    if shared.config.pacing.is_paced() {
         socket.set_tcp_nodelay(true)?;
     }
     Ok(())
 }
+
+/// Counts and logs a connection accepted at shutdown and closed unserved.
+pub fn closed_unserved(shared: &Shared, peer: SocketAddr) {
+    shared.counters.unserved(Outcome::Shutdown);
+    info!(
+        peer = %peer,
+        bytes = 0u64,
+        chunks = 0u64,
+        duration_ms = 0u64,
+        outcome = Outcome::Shutdown.label(),
+        "connection ended"
+    );
+}
+
+/// How long [`serve`] may take to log the end of a connection once it is cut off; only a
+/// bound, since a cut connection ends at once.
+pub const CUT_OFF_WAIT: Duration = Duration::from_secs(2);

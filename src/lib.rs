@@ -5,79 +5,71 @@
 //! connection to a fixed pool of worker threads, and a worker sends the poem in chunks of
 //! `--num-bytes` bytes, `--delay` seconds apart, then closes.
 //!
+//! A program (a test suite, say) starts one in-process with [`Server::start`]:
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! let server = poetry_serve::Server::start(poetry_serve::Config::new("poems/ecstasy.txt"))?;
+//! println!("serving on {}", server.local_addrs()[0]);
+//! server.stop();
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Layout
 //!
-//! The core, in the order a connection meets it:
+//! The core, in the order a connection meets it; none of it knows of [`ops`]:
 //!
-//! - [`server`]: the server's life in [`run`] (bind, serve, drain) and the accept loop.
+//! - [`server`]: [`Server`] (start, stop, drain), its [`Handle`], and the accept loop.
 //! - [`listener`]: the listening sockets, bound and accepted from as one.
-//! - [`pool`]: the fixed pool of worker threads and its bounded queue.
-//! - [`connection`]: streams a poem to one client on schedule, and ends it with one outcome.
+//! - [`pool`]: the fixed pool of worker threads, and the permits that let the loop accept.
+//! - [`connection`]: the object each connection is while served, its registry, and the
+//!   serving, from the PROXY header to the close.
 //! - [`close`]: the close without loss, and the socket waits the faults share with it.
 //! - [`pacing`]: the chunk size and the deadline of each chunk, with jitter if asked for.
-//! - [`collection`]: the poems being served, picked per connection, reloaded on SIGHUP.
-//! - [`poem`]: opens one poem file and sends from it at any offset, without copying it.
+//! - [`collection`] and [`poem`]: the poems, picked per connection and sent at any offset.
+//! - [`config`]: the [`Config`] and the checks across its values.
+//! - [`counters`]: the one set of counters every report reads.
+//! - [`outcome`], [`faults`], [`limit`], [`proxy`]: how a connection ends, faults on purpose,
+//!   the per-source limit, the PROXY protocol.
+//! - [`capacity`] and [`sys`]: the system's limits on threads, and every `unsafe` call.
 //!
-//! What they share and decide with:
-//!
-//! - [`cli`]: the command line: options, help, variables, and the parsers of their values.
-//! - [`config`]: the validated [`Config`], checked across options.
-//! - [`shared`]: what every thread of a running server reads: config, poems, counters.
-//! - [`shutdown`]: the one handle that stops new connections and cuts off the rest.
-//! - [`outcome`]: how a connection ended, and the one list of outcome kinds.
-//! - [`faults`]: faults played on purpose, what each does, and the seeded random draws.
-//! - [`limit`]: the per-source limit on connections.
-//! - [`proxy`]: reads the PROXY protocol header that names the client behind a balancer.
-//! - [`capacity`]: how many worker threads the system lets one process start.
-//! - [`sys`]: the operating system's calls std does not wrap, and /proc: every `unsafe`.
-//!
-//! Operations around it:
-//!
-//! - [`logging`]: where log lines go, at which level, as text or JSON.
-//! - [`stats`]: server-wide counters and the stats line.
-//! - [`metrics`]: `/metrics`, `/healthz`, `/readyz` and the status page's routes, read at
-//!   scrape time.
-//! - [`progress`]: each worker's slot, where it publishes its connection and progress.
-//! - [`status`]: the live status page, `/` (HTML) and `/status.json`, read from the slots.
-//! - [`http`]: the HTTP listener behind `--metrics`, bounded against hostile clients.
-//! - [`systemd`]: readiness notification and socket activation.
-//! - [`signals`]: SIGINT/SIGTERM (shutdown), SIGUSR1 (stats line), SIGHUP (reload).
-//!
-//! The modules are private: the binary uses [`Cli`], [`Config`], [`run`] and the logging
-//! set-up, and nothing else is exported, so the compiler reports any code nothing calls.
+//! Around it, [`cli`] reads the command line into a [`Config`], and [`ops`] runs the server as
+//! a daemon: logs, signals, the stats line, metrics and the status page over HTTP, systemd.
 
-// The map above links to private modules on purpose: the library's one user is its binary,
-// and its documentation is built with --document-private-items (.ci/run).
+// The map above links to private modules on purpose: the documentation is built with
+// --document-private-items (.ci/run).
 #![allow(rustdoc::private_intra_doc_links)]
 
 mod capacity;
-mod cli;
+pub mod cli;
 mod close;
 mod collection;
 mod config;
 mod connection;
+mod counters;
 mod faults;
-mod http;
 mod limit;
 mod listener;
-mod logging;
-mod metrics;
+pub mod ops;
 mod outcome;
 mod pacing;
 mod poem;
 mod pool;
-mod progress;
 mod proxy;
 mod server;
-mod shared;
-mod shutdown;
-mod signals;
-mod stats;
-mod status;
 mod sys;
-mod systemd;
 
-pub use cli::{Cli, LogFormat, Refusal};
-pub use config::Config;
-pub use logging::{fatal as log_fatal, flush as flush_log, init as init_log};
-pub use server::run;
+pub use collection::Order;
+pub use config::{Config, Invalid};
+pub use connection::View;
+pub use counters::{Counters, Histogram, Tally};
+pub use faults::{Fault, Faults};
+pub use outcome::Outcome;
+pub use pacing::Pacing;
+pub use server::{Handle, Server, Stopped};
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

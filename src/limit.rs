@@ -68,11 +68,7 @@ pub struct OverLimit;
 impl Limit {
     /// At most `max` connections per source; `None` means no limit.
     pub fn new(max: Option<NonZeroU32>) -> Limit {
-        Limit {
-            max,
-            held: Mutex::new(HashMap::new()),
-            unreported: Mutex::new((0, None)),
-        }
+        Limit { max, held: Mutex::new(HashMap::new()), unreported: Mutex::new((0, None)) }
     }
 
     /// Counts a new connection from `ip`, or refuses it if its source is at the limit.
@@ -88,10 +84,7 @@ impl Limit {
             return Err(OverLimit);
         }
         *count += 1;
-        Ok(Some(Admission {
-            limit: Arc::clone(self),
-            source,
-        }))
+        Ok(Some(Admission { limit: Arc::clone(self), source }))
     }
 
     /// Logs a rejected connection from `ip`: at debug level each one, and at most every
@@ -100,9 +93,7 @@ impl Limit {
         debug!(source = %Source::of(ip).0, "over --max-per-source: closed unserved");
         let mut unreported = lock(&self.unreported);
         unreported.0 += 1;
-        let due = unreported
-            .1
-            .is_none_or(|last| last.elapsed() >= SUMMARY_EVERY);
+        let due = unreported.1.is_none_or(|last| last.elapsed() >= SUMMARY_EVERY);
         if due {
             warn!(
                 rejected = unreported.0,

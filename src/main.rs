@@ -1,61 +1,56 @@
-//! The `poetry-serve` command: parse the flags, set up logging, run the server.
+//! The `poetry-serve` command: read the command line, set up logging, run the server.
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use poetry_serve::{Cli, Config, LogFormat, Refusal};
+use poetry_serve::cli::{self, Cli, LogFormat};
+use poetry_serve::ops::{self, logging};
 
 fn main() -> ExitCode {
-    let (cli, origins) = match Cli::parse_args() {
-        Ok(parsed) => parsed,
-        Err(Refusal::BadValue(line)) => {
-            let json = Cli::wants_json_logs().then_some(LogFormat::Json);
-            return fail(&anyhow::anyhow!(line), ExitCode::from(2), json);
-        }
-        Err(Refusal::Usage(err)) => err.exit(), // usage errors with clap's hints; --help; --version
+    let (cli, matches) = match Cli::read() {
+        Ok(read) => read,
+        Err(err) => match cli::refusal(&err) {
+            Some(line) => return fail(&anyhow::anyhow!(line), 2, Cli::wants_json(&err)),
+            None => err.exit(), // usage errors with clap's hints; --help; --version
+        },
     };
-    if let Some(what) = cli.generate {
-        return match what.write(&mut std::io::stdout().lock()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => fail(&err.into(), ExitCode::FAILURE, None),
-        };
+    let json = cli.operations.log_format == LogFormat::Json;
+    if let Some(what) = cli.operations.generate {
+        let written = what.write(&mut std::io::stdout().lock());
+        return written.map_or_else(|err| fail(&err.into(), 1, false), |()| ExitCode::SUCCESS);
     }
-    let format = cli.log_format;
-    poetry_serve::init_log(format);
-    let logged = Some(format);
-    let config = match Config::from_cli(cli) {
+    if let Some(addr) = cli.operations.health_check {
+        let healthy = ops::http::probe(addr, Duration::from_secs(2));
+        return healthy.map_or_else(|err| fail(&err, 1, false), |()| ExitCode::SUCCESS);
+    }
+    logging::init(cli.operations.log_format);
+    let metrics = cli.operations.metrics;
+    let config = match cli.config(&matches) {
         Ok(config) => config,
-        Err(refused) => {
-            let line = origins.refusal(&refused);
-            return fail(&anyhow::anyhow!(line), ExitCode::from(2), logged);
-        }
+        Err(line) => return fail(&anyhow::anyhow!(line), 2, json),
     };
-    let result = poetry_serve::run(config);
-    match result {
+    match ops::run(config, metrics) {
         Ok(()) => {
-            poetry_serve::flush_log();
+            logging::flush();
             ExitCode::SUCCESS
         }
-        Err(err) => fail(&err, ExitCode::FAILURE, logged),
+        Err(err) => fail(&err, 1, json),
     }
 }
 
-/// Says `err` in one line on stderr and returns `code`: as a JSON log event when the logs are
-/// JSON (set up here if they were not yet), so that a log shipper reads it like any other;
-/// otherwise as `poetry-serve: error: …`.
-fn fail(err: &anyhow::Error, code: ExitCode, logs: Option<LogFormat>) -> ExitCode {
-    match logs {
-        Some(LogFormat::Json) => {
-            // A refused command line fails before logging is set up.
-            poetry_serve::init_log(LogFormat::Json);
-            poetry_serve::log_fatal(err);
-            poetry_serve::flush_log();
-        }
-        _ => {
-            poetry_serve::flush_log();
-            // A closed stderr leaves nowhere to say it; the exit status still tells.
-            let _ = writeln!(std::io::stderr(), "poetry-serve: error: {err:#}");
-        }
+/// Says `err` in one line on stderr and returns the exit status `code`: as a JSON log event
+/// when the logs are JSON, so that a log shipper reads it like any other; otherwise as
+/// `poetry-serve: error: …`.
+fn fail(err: &anyhow::Error, code: u8, json: bool) -> ExitCode {
+    if json {
+        logging::init(LogFormat::Json);
+        logging::fatal(err);
     }
-    code
+    logging::flush();
+    if !json {
+        // A closed stderr leaves nowhere to say it; the exit status still tells.
+        let _ = writeln!(std::io::stderr(), "poetry-serve: error: {err:#}");
+    }
+    ExitCode::from(code)
 }

@@ -3,7 +3,8 @@
 //!
 //! The file is never read whole and never mapped into memory. Each connection copies from the
 //! one open file into its socket at an explicit offset, a `pread` into a buffer of its own and
-//! a `write`, so the server holds no copy of the poem (at most a [`Buffer`] per connection),
+//! a `write`, so the server holds no copy of the poem (at most one step's buffer per
+//! connection),
 //! connections never disturb each other's position, and a file rewritten, truncated or deleted
 //! while it is being served cannot crash the process: a deleted file stays readable through
 //! the open descriptor, and a truncated one simply ends sooner.
@@ -33,16 +34,10 @@ impl Poem {
         let meta =
             std::fs::metadata(path).with_context(|| format!("cannot open poem '{shown}'"))?;
         if !meta.is_file() {
-            bail!(
-                "poem '{shown}' is {}, not a regular file",
-                describe(meta.file_type())
-            );
+            bail!("poem '{shown}' is {}, not a regular file", describe(meta.file_type()));
         }
         let file = File::open(path).with_context(|| format!("cannot open poem '{shown}'"))?;
-        Ok(Poem {
-            file,
-            path: path.to_owned(),
-        })
+        Ok(Poem { file, path: path.to_owned() })
     }
 
     /// The path the poem was opened from.
@@ -56,7 +51,7 @@ impl Poem {
     }
 
     /// Sends up to `max` bytes of the poem, starting at `*offset`, into `socket` through
-    /// `buffer`, and advances `*offset` by the number sent. Returns 0 at the end of the file.
+    /// `buf`, and advances `*offset` by the number sent. Returns 0 at the end of the file.
     ///
     /// The socket's write timeout applies: a client that accepts nothing for that long makes
     /// this fail with `WouldBlock`.
@@ -65,9 +60,8 @@ impl Poem {
         socket: &TcpStream,
         offset: &mut u64,
         max: usize,
-        buffer: &mut Buffer,
+        buf: &mut [u8],
     ) -> io::Result<usize> {
-        let buf = buffer.bytes();
         let want = max.min(buf.len());
         let read = self.file.read_at(&mut buf[..want], *offset)?;
         if read == 0 {
@@ -79,46 +73,8 @@ impl Poem {
     }
 }
 
-/// What a connection's bytes pass through on their way from the file to the socket.
-///
-/// `pread` into a buffer and `write` measured faster than `sendfile` for unpaced poems on one
-/// of the project's machines and no slower on the other, and cheaper in CPU for small chunks
-/// (`benches/run bulk crowd`; figures in the CHANGELOG, Performance).
-// The small variant is large on purpose: it is the stack buffer, and boxing it would defeat it.
-#[allow(clippy::large_enum_variant)]
-pub enum Buffer {
-    /// For small chunks: on the stack, within the pages a worker touches anyway (see
-    /// `connection::drain_until_closed`), so it costs no memory per worker.
-    Small([u8; SMALL]),
-    /// For big chunks and unpaced poems: on the heap, for the connection's life only, so the
-    /// memory it takes is bounded by the connections streaming at once.
-    Large(Vec<u8>),
-}
-
-/// The largest chunk the stack buffer carries.
-const SMALL: usize = 512;
-
 /// The most one `pread` and `write` move: large enough that a big poem takes few system calls.
 pub const LARGE: usize = 1 << 20;
-
-impl Buffer {
-    /// A buffer for sending `step` bytes at a time of a poem of `len` bytes.
-    pub fn for_steps(step: usize, len: u64) -> Buffer {
-        let size = usize::try_from(len).map_or(step, |len| step.min(len));
-        if size <= SMALL {
-            Buffer::Small([0; SMALL])
-        } else {
-            Buffer::Large(vec![0; size.min(LARGE)])
-        }
-    }
-
-    fn bytes(&mut self) -> &mut [u8] {
-        match self {
-            Buffer::Small(bytes) => bytes,
-            Buffer::Large(bytes) => bytes,
-        }
-    }
-}
 
 /// Names a file type for an error message.
 fn describe(kind: FileType) -> &'static str {
@@ -152,10 +108,7 @@ mod tests {
     /// A missing poem's error names the path.
     #[test]
     fn a_missing_file_names_its_path() {
-        let err = format!(
-            "{:#}",
-            Poem::open(Path::new("no/such/poem.txt")).unwrap_err()
-        );
+        let err = format!("{:#}", Poem::open(Path::new("no/such/poem.txt")).unwrap_err());
         assert!(err.contains("cannot open poem 'no/such/poem.txt'"), "{err}");
     }
 }

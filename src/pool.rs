@@ -1,247 +1,211 @@
-//! The fixed pool of worker threads and the bounded queue that feeds it.
+//! The fixed pool of worker threads, and the permits that let the accept loop take a
+//! connection only when a worker is free for it.
 //!
-//! All workers start with the pool and live as long as it does: a panic in a job is caught and
-//! logged, and the worker takes the next job. The queue holds at most one job per worker, so
-//! when every worker is busy and the queue is full, [`Pool::execute`] waits, the accept loop
-//! stops accepting, and further clients wait in the kernel's listen backlog; memory does not
-//! grow with the number of waiting clients.
+//! Every worker starts with the pool and lives as long as it does; a panic in a job is caught
+//! and logged, and the worker waits for the next. Each worker has a channel of its own, and the
+//! free workers' numbers wait on a stack: [`Pool::permit`] takes one (waiting while every worker
+//! is busy, so that clients wait in the kernel's listen backlog and memory does not grow with
+//! them), and [`Permit::hand`] gives that worker its job. The most recently freed worker is
+//! taken first, so a lightly loaded server keeps using the few workers whose stacks are already
+//! in memory.
 //!
-//! The queue is std's bounded channel with its receiver behind a mutex, as in the Rust Book's
-//! thread pool: the accept loop's sends never take a lock, and of the idle workers only the
-//! one holding the mutex waits on the channel while the rest sleep on the mutex. Queues that
-//! measured worse (crossbeam's spinning receivers, a `Mutex<VecDeque>` with condition
-//! variables) are in the CHANGELOG, Performance.
-//!
-//! Shutdown goes through ownership: [`Pool::drain`] (or dropping the pool) drops the sender,
-//! the workers finish what they hold and what is queued, see the channel disconnect and
-//! return, and are joined.
+//! Shutdown goes through ownership: [`Pool::join`] drops every worker's sender, and each worker
+//! finishes what it holds, sees its channel disconnect and returns.
 
 use std::any::Any;
 use std::io;
 use std::num::NonZeroUsize;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use tracing::error;
 
-use crate::progress;
-use crate::shutdown::Shutdown;
-use crate::sys;
-
-/// One unit of work: serving one connection.
-pub type Job = Box<dyn FnOnce() + Send + 'static>;
-
-/// Stack size of each worker. A worker's deepest path is a log line or a caught panic, far
-/// below this; and since only touched pages cost memory, what an idle worker costs does not
-/// depend on it (the README's "Why 256 workers by default" has the figure). It bounds
-/// address space, at a sixteenth of what std's 2 MiB default would reserve per worker.
+/// Stack size of each worker. Only touched pages cost memory, so this bounds address space
+/// rather than what an idle worker costs; a worker's deepest path (a log line, a caught panic)
+/// is far below it.
 pub const WORKER_STACK: usize = 128 * 1024;
 
-/// While the queue is full (every worker busy, every slot taken), how often
-/// [`Pool::execute`] looks for room again. Paced poems free workers seconds apart, so this
-/// adds nothing a client could notice, and it lets a shutdown stop the wait promptly.
-const FULL_QUEUE_POLL: Duration = Duration::from_millis(5);
-
-/// After the cut, how long [`Pool::drain`] waits for the workers to end their connections
-/// and log them. A cut connection ends at once, so this is only a bound.
-pub const CUT_OFF_WAIT: Duration = Duration::from_secs(2);
-
-/// A fixed set of worker threads and their queue.
-pub struct Pool {
-    /// `None` once the pool is draining.
-    jobs: Option<SyncSender<Job>>,
-    workers: Vec<JoinHandle<()>>,
-    shutdown: Shutdown,
-    load: Arc<Load>,
+/// A fixed set of worker threads, each running `work(worker, job)` for the jobs it is handed.
+pub struct Pool<T> {
+    hands: Vec<SyncSender<T>>,
+    free: Arc<Free>,
+    threads: Vec<JoinHandle<()>>,
     /// Every worker holds a sender of this channel, so it disconnects when the last returns.
-    returned: Receiver<()>,
+    returned: Mutex<Receiver<()>>,
 }
 
-/// How busy the pool is, readable from anywhere (for the stats line).
-#[derive(Debug, Default)]
-pub struct Load {
-    busy: AtomicUsize,
-    queued: AtomicUsize,
+/// The numbers of the workers with nothing to do, most recently freed last.
+struct Free {
+    stack: Mutex<(Vec<usize>, bool)>,
+    freed: Condvar,
 }
 
-impl Load {
-    /// Workers running a job now.
-    pub fn busy(&self) -> usize {
-        self.busy.load(Ordering::Relaxed)
-    }
+/// Closes a pool from any thread: see [`Pool::close`].
+pub struct Closer(Arc<Free>);
 
-    /// Jobs queued and not yet taken by a worker.
-    pub fn queued(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
+impl Closer {
+    pub fn close(&self) {
+        self.0.close();
     }
 }
 
-/// The job was not queued: shutdown has begun.
-#[derive(Debug)]
-pub struct Closed;
+/// A free worker, set aside for one job; dropped unused, it is free again.
+pub struct Permit<'a, T> {
+    pool: &'a Pool<T>,
+    worker: Option<usize>,
+}
 
-impl Pool {
-    /// Starts `size` workers named `worker-N`, with a queue of `size` slots. Once `shutdown`
-    /// begins, the pool takes no more jobs.
-    pub fn new(size: NonZeroUsize, shutdown: Shutdown) -> io::Result<Pool> {
+impl<T: Send + 'static> Pool<T> {
+    /// Starts `size` workers named `worker-N`, each running `work` on the jobs it is handed.
+    pub fn new(
+        size: NonZeroUsize,
+        work: impl Fn(usize, T) + Send + Sync + 'static,
+    ) -> io::Result<Pool<T>> {
         let size = size.get();
-        let (jobs, queue) = mpsc::sync_channel::<Job>(size);
-        let queue = Arc::new(Mutex::new(queue));
-        let (returning, returned) = mpsc::channel();
-        let load = Arc::new(Load::default());
+        let work = Arc::new(work);
+        let free = Arc::new(Free {
+            stack: Mutex::new(((0..size).rev().collect(), false)),
+            freed: Condvar::new(),
+        });
+        let (returning, returned) = mpsc::channel::<()>();
         let mut pool = Pool {
-            jobs: Some(jobs),
-            workers: Vec::with_capacity(size),
-            shutdown,
-            load: Arc::clone(&load),
-            returned,
+            hands: Vec::with_capacity(size),
+            free: Arc::clone(&free),
+            threads: Vec::with_capacity(size),
+            returned: Mutex::new(returned),
         };
-        for id in 0..size {
-            let (queue, returning, load) =
-                (Arc::clone(&queue), returning.clone(), Arc::clone(&load));
-            let worker = thread::Builder::new()
-                .name(format!("worker-{id}"))
+        for worker in 0..size {
+            let (hand, jobs) = mpsc::sync_channel::<T>(1);
+            let (work, free, returning) = (Arc::clone(&work), Arc::clone(&free), returning.clone());
+            let thread = thread::Builder::new()
+                .name(format!("worker-{worker}"))
                 .stack_size(WORKER_STACK)
                 .spawn(move || {
-                    progress::claim(id); // its connections show in slot `id` of the status page
-                    work(&queue, &load, returning)
+                    let _returning = returning;
+                    for job in jobs {
+                        let ran = panic::catch_unwind(AssertUnwindSafe(|| work(worker, job)));
+                        if let Err(panic) = ran {
+                            let panic = panic_message(&*panic);
+                            error!(panic, "a job panicked; its worker carries on");
+                        }
+                        free.put(worker);
+                    }
                 })?;
             // On error, dropping `pool` ends and joins the workers already started.
-            pool.workers.push(worker);
+            pool.hands.push(hand);
+            pool.threads.push(thread);
         }
         Ok(pool)
     }
 
-    /// How many workers are running a job right now.
-    pub fn busy(&self) -> usize {
-        self.load.busy()
-    }
-
-    /// A handle on the pool's load, for reporting.
-    pub fn load(&self) -> Arc<Load> {
-        Arc::clone(&self.load)
-    }
-
-    /// Queues `job`, waiting while the queue is full. Fails, dropping the job unrun, if
-    /// shutdown has begun or begins first.
-    ///
-    /// A job waiting here counts as queued, so that every accepted connection is either
-    /// queued, busy or ended in the figures.
-    pub fn execute(&self, mut job: Job) -> Result<(), Closed> {
-        // Present until `drain`, which takes the pool by value.
-        let jobs = self
-            .jobs
-            .as_ref()
-            .expect("the queue is open while the pool is shared");
-        // Counted before the send, so a worker never takes a job not yet counted.
-        self.load.queued.fetch_add(1, Ordering::Relaxed);
+    /// Waits for a free worker and sets it aside; `None` once the pool is [closed](Pool::close).
+    pub fn permit(&self) -> Option<Permit<'_, T>> {
+        let mut stack = self.free.lock();
         loop {
-            if self.shutdown.has_begun() {
-                break;
+            if stack.1 {
+                return None;
             }
-            match jobs.try_send(job) {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Full(back)) => {
-                    job = back;
-                    thread::sleep(FULL_QUEUE_POLL);
-                }
-                Err(TrySendError::Disconnected(_)) => break,
+            if let Some(worker) = stack.0.pop() {
+                let worker = Some(worker);
+                return Some(Permit { pool: self, worker });
             }
+            stack = self.free.wait(stack);
         }
-        self.load.queued.fetch_sub(1, Ordering::Relaxed);
-        Err(Closed)
     }
 
-    /// Takes no more jobs, lets the workers finish what they hold and what is queued, and
-    /// waits for them until `grace` has passed. Then it cuts off what still runs (see
-    /// [`Shutdown::cut_off`]), so that each connection ends and is logged, and waits up to
-    /// [`CUT_OFF_WAIT`] for that. Returns how many jobs were still running when the grace
-    /// ended; a worker that outlasts the wait is left to be ended with the process.
-    pub fn drain(mut self, grace: Duration) -> usize {
-        drop(self.jobs.take());
-        if self.all_returned(grace) {
-            return 0; // Drop joins them at once
-        }
-        let running = self.busy() + self.load.queued();
-        self.shutdown.cut_off();
-        if !self.all_returned(CUT_OFF_WAIT) {
-            self.workers.clear(); // detach: a dropped JoinHandle does not wait
-        }
-        running
+    /// Gives no more permits, and wakes a wait for one.
+    pub fn close(&self) {
+        self.free.close();
     }
 
-    /// Waits up to `limit` for every worker to return.
+    /// What closes the pool from another thread.
+    pub fn closer(&self) -> Closer {
+        Closer(Arc::clone(&self.free))
+    }
+
+    /// Closes the pool, lets the workers finish their jobs and waits up to `limit` for them
+    /// all to return. Returns false if some still run; then `cut` is called (it must make the
+    /// jobs end) and the wait goes on up to `cut_wait`, after which what still runs is left to
+    /// end with the process.
+    pub fn join(mut self, limit: Duration, cut: impl FnOnce(), cut_wait: Duration) -> bool {
+        self.close();
+        self.hands.clear();
+        if self.all_returned(limit) {
+            return true; // Drop joins them at once
+        }
+        cut();
+        if !self.all_returned(cut_wait) {
+            self.threads.clear(); // detach: a dropped JoinHandle does not wait
+        }
+        false
+    }
+
     fn all_returned(&self, limit: Duration) -> bool {
+        // Nobody sends: only the disconnect, when the last worker returns, counts.
+        let returned = self.returned.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            match self.returned.recv_timeout(limit) {
+            match returned.recv_timeout(limit) {
                 Err(RecvTimeoutError::Disconnected) => return true,
                 Err(RecvTimeoutError::Timeout) => return false,
-                Ok(()) => {} // nobody sends; only the disconnect counts
+                Ok(()) => {}
             }
         }
     }
 }
 
-impl Drop for Pool {
+impl<T> Permit<'_, T> {
+    /// Hands the worker its job.
+    pub fn hand(mut self, job: T) {
+        // Taken here once; the worker is free, so its one-slot channel is empty and open (the
+        // pool lives while a permit borrows it).
+        let worker = self.worker.take().expect("a permit is handed once");
+        let _ = self.pool.hands[worker].try_send(job);
+    }
+}
+
+impl<T> Drop for Permit<'_, T> {
     fn drop(&mut self) {
-        drop(self.jobs.take());
-        for worker in self.workers.drain(..) {
+        if let Some(worker) = self.worker {
+            self.pool.free.put(worker);
+        }
+    }
+}
+
+impl<T> Drop for Pool<T> {
+    fn drop(&mut self) {
+        self.hands.clear();
+        for thread in self.threads.drain(..) {
             // A worker never panics itself (jobs are caught), so join cannot fail.
-            let _ = worker.join();
+            let _ = thread.join();
         }
     }
 }
 
-/// A worker's life: take the next job until the queue is closed and empty.
-fn work(queue: &Mutex<Receiver<Job>>, load: &Load, _returning: mpsc::Sender<()>) {
-    yield_to_the_accept_loop();
-    coalesce_wake_ups();
-    loop {
-        // The lock is held for this one statement only, never while a job runs. A panicking
-        // job cannot poison it (jobs run outside it), so the unwrap cannot fail.
-        let job = queue.lock().unwrap().recv();
-        let Ok(job) = job else { return };
-        load.busy.fetch_add(1, Ordering::Relaxed);
-        load.queued.fetch_sub(1, Ordering::Relaxed);
-        if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(job)) {
-            error!(
-                panic = panic_message(&*panic),
-                "a job panicked; its worker carries on"
-            );
-        }
-        load.busy.fetch_sub(1, Ordering::Relaxed);
+impl Free {
+    fn lock(&self) -> MutexGuard<'_, (Vec<usize>, bool)> {
+        // Nothing panics while it is held; the stack would still be whole.
+        self.stack.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
 
-/// How far below the accept loop's CPU priority every worker runs, in nice steps.
-pub const WORKER_NICENESS: i32 = 10;
+    fn wait<'a>(
+        &self,
+        guard: MutexGuard<'a, (Vec<usize>, bool)>,
+    ) -> MutexGuard<'a, (Vec<usize>, bool)> {
+        self.freed.wait(guard).unwrap_or_else(PoisonError::into_inner)
+    }
 
-/// Lowers the calling worker's CPU priority by [`WORKER_NICENESS`] (to nice 10 when the
-/// server was started at the usual 0; never past 19, the lowest).
-///
-/// When thousands of clients connect at once, thousands of workers wake to send their first
-/// chunk, and a fair scheduler gives the one accept thread a thousandth of the CPU: the listen
-/// backlog overflows, and every dropped connect costs its client a one-second SYN retry.
-/// Below the accept loop, workers cannot starve it; a worker has little to do per chunk, so on
-/// an idle machine it loses nothing. How the value was chosen is in the CHANGELOG, Performance.
-fn yield_to_the_accept_loop() {
-    sys::lower_thread_priority(WORKER_NICENESS);
-}
+    fn close(&self) {
+        self.lock().1 = true;
+        self.freed.notify_all();
+    }
 
-/// How late the kernel may wake a worker sleeping until its next chunk is due (its timer
-/// slack; 50 µs by default).
-pub const WORKER_TIMER_SLACK: Duration = Duration::from_millis(1);
-
-/// Lets the kernel wake the calling worker up to [`WORKER_TIMER_SLACK`] late, so that the
-/// timers of thousands of paced connections due at nearly the same moment expire together,
-/// in fewer interrupts and wake-ups. A chunk a millisecond late is nothing beside a pause
-/// between chunks; the CPU it saves per chunk is in the CHANGELOG, Performance.
-fn coalesce_wake_ups() {
-    sys::set_timer_slack(WORKER_TIMER_SLACK);
+    fn put(&self, worker: usize) {
+        self.lock().0.push(worker);
+        self.freed.notify_one();
+    }
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> &str {
@@ -256,122 +220,76 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use std::net::TcpListener;
     use std::sync::mpsc;
-    use std::time::Instant;
 
     use super::*;
 
     const LIMIT: Duration = Duration::from_secs(10);
 
-    /// A pool of `size` workers, and the shutdown that closes it.
-    fn pool(size: usize) -> (Pool, Shutdown) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let shutdown = Shutdown::new(std::slice::from_ref(&listener)).unwrap();
-        let pool = Pool::new(NonZeroUsize::new(size).unwrap(), shutdown.clone()).unwrap();
-        (pool, shutdown)
+    /// A pool whose jobs are channels to report on: each worker sends its number and waits for
+    /// the job's channel to close.
+    fn pool(size: usize) -> Pool<(mpsc::Sender<usize>, mpsc::Receiver<()>)> {
+        let work = |worker, (tell, hold): (mpsc::Sender<usize>, mpsc::Receiver<()>)| {
+            let _ = tell.send(worker);
+            let _ = hold.recv_timeout(LIMIT);
+        };
+        Pool::new(NonZeroUsize::new(size).unwrap(), work).unwrap()
     }
 
-    /// Waits until `pool` reports `busy` running jobs.
-    fn wait_busy(pool: &Pool, busy: usize) {
-        let started = Instant::now();
-        while pool.busy() != busy {
-            assert!(started.elapsed() < LIMIT, "busy stayed at {}", pool.busy());
-            thread::sleep(Duration::from_millis(5));
+    /// A permit is a free worker: while every worker is busy none is given, a job that ends
+    /// frees its worker for the next permit, and closing the pool ends a wait for one.
+    #[test]
+    fn permits_wait_for_a_free_worker() {
+        let pool = pool(2);
+        let (tell, told) = mpsc::channel();
+        let mut holds = Vec::new();
+        for _ in 0..2 {
+            let (hold, release) = mpsc::channel();
+            pool.permit().unwrap().hand((tell.clone(), release));
+            holds.push(hold);
+            told.recv_timeout(LIMIT).expect("the job runs");
         }
+        thread::scope(|scope| {
+            let waiting = scope.spawn(|| pool.permit().and_then(|p| p.worker));
+            thread::sleep(Duration::from_millis(50));
+            assert!(!waiting.is_finished(), "a permit while every worker is busy");
+            drop(holds.pop()); // worker 1 was handed the second job, and is free again
+            assert_eq!(waiting.join().unwrap(), Some(1));
+            // The dropped permit freed worker 1 again: this one takes it.
+            let held = pool.permit().expect("worker 1 is free");
+            let closed = scope.spawn(|| pool.permit().is_none());
+            thread::sleep(Duration::from_millis(50));
+            pool.close();
+            assert!(closed.join().unwrap(), "a wait for a permit ends at the close");
+            drop(held);
+        });
+        drop(holds);
+        assert!(pool.join(LIMIT, || {}, LIMIT));
     }
 
-    /// A job that panics leaves its worker alive for the next jobs.
+    /// A panicking job leaves its worker alive for the next one.
     #[test]
     fn a_panicking_job_does_not_shrink_the_pool() {
-        let (pool, _) = pool(1);
-        let (done_tx, done) = mpsc::channel();
-        pool.execute(Box::new(|| panic!("deliberate test panic")))
-            .unwrap();
-        for n in 0..3 {
-            let done_tx = done_tx.clone();
-            pool.execute(Box::new(move || done_tx.send(n).unwrap()))
-                .unwrap();
-        }
-        for n in 0..3 {
-            assert_eq!(
-                done.recv_timeout(LIMIT)
-                    .expect("the only worker must live on"),
-                n
-            );
-        }
-        wait_busy(&pool, 0);
-    }
-
-    /// `execute` waits while the queue is full, and gives up once shutdown begins.
-    #[test]
-    fn execute_waits_for_room_until_shutdown_begins() {
-        let (pool, shutdown) = pool(1);
-        let (release_tx, release) = mpsc::channel::<()>();
-        let release = Arc::new(Mutex::new(release));
-        // One job occupies the worker, one fills the queue of capacity 1.
-        for _ in 0..2 {
-            let release = Arc::clone(&release);
-            pool.execute(Box::new(move || {
-                let _ = release.lock().unwrap().recv_timeout(LIMIT);
-            }))
-            .unwrap();
-        }
-        wait_busy(&pool, 1);
-        let (result_tx, result) = mpsc::channel();
-        let blocked = thread::spawn(move || {
-            result_tx
-                .send(pool.execute(Box::new(|| ())).is_err())
-                .unwrap();
-            pool // dropped here, once the jobs are released, joining the worker
-        });
-        assert!(
-            result.recv_timeout(Duration::from_millis(200)).is_err(),
-            "execute must wait while the queue is full"
-        );
-        shutdown.begin();
-        let refused = result
-            .recv_timeout(LIMIT)
-            .expect("execute must stop waiting once shutdown begins");
-        assert!(refused, "a job offered during shutdown must be refused");
-        drop(release_tx); // lets the jobs end, so dropping the pool can join its worker
-        let (joined_tx, joined) = mpsc::channel();
-        thread::spawn(move || joined_tx.send(blocked.join().is_ok()).unwrap());
-        assert_eq!(joined.recv_timeout(LIMIT), Ok(true), "the pool must drop");
-    }
-
-    /// Draining lets running and queued jobs finish when they fit in the grace.
-    #[test]
-    fn drain_waits_for_running_and_queued_jobs_within_the_grace() {
-        let (pool, _) = pool(1);
-        let (done_tx, done) = mpsc::channel();
-        for _ in 0..2 {
-            let done_tx = done_tx.clone();
-            pool.execute(Box::new(move || {
-                thread::sleep(Duration::from_millis(100));
-                done_tx.send(()).unwrap();
-            }))
-            .unwrap();
-        }
-        assert_eq!(pool.drain(LIMIT), 0);
-        assert_eq!(
-            done.try_iter().count(),
-            2,
-            "both jobs finished before drain returned"
-        );
-    }
-
-    /// Draining gives up after the grace and says how many jobs were still running.
-    #[test]
-    fn drain_reports_jobs_still_running_when_the_grace_ends() {
-        let (pool, _) = pool(2);
-        let (release_tx, release) = mpsc::channel::<()>();
-        pool.execute(Box::new(move || {
-            let _ = release.recv_timeout(LIMIT);
-        }))
+        let pool = Pool::new(NonZeroUsize::MIN, |_, job: Option<mpsc::Sender<()>>| {
+            job.expect("deliberate test panic").send(()).unwrap();
+        })
         .unwrap();
-        wait_busy(&pool, 1);
-        assert_eq!(pool.drain(Duration::from_millis(50)), 1);
-        drop(release_tx);
+        pool.permit().unwrap().hand(None);
+        let (done, ran) = mpsc::channel();
+        pool.permit().unwrap().hand(Some(done));
+        ran.recv_timeout(LIMIT).expect("the only worker lives on");
+    }
+
+    /// Joining lets running jobs finish within the limit; past it, the cut is called, and the
+    /// join says the jobs did not end in time.
+    #[test]
+    fn join_waits_for_running_jobs_then_cuts() {
+        let pool = pool(1);
+        let (tell, told) = mpsc::channel();
+        let (hold, release) = mpsc::channel::<()>();
+        pool.permit().unwrap().hand((tell, release));
+        told.recv_timeout(LIMIT).unwrap();
+        let cut = move || drop(hold);
+        assert!(!pool.join(Duration::from_millis(50), cut, LIMIT));
     }
 }

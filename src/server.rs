@@ -1,16 +1,18 @@
-//! The server's life: bind, serve, drain. [`run`] is the whole of it, read top to bottom; the
-//! accept loop is here too.
+//! The server's life: [`Server::start`] binds and starts serving, a [`Handle`] lets anyone
+//! watch it or ask it to stop, and [`Server::stop`] drains it. The accept loop is here too.
 //!
-//! The main thread accepts connections and hands each one to the worker pool. When every
-//! worker is busy and the pool's queue is full, it waits instead of accepting, so clients wait
-//! in the kernel's listen backlog; the backlog is set large (see [`crate::listener`]) so that a
-//! burst of thousands of connects is queued there rather than left to SYN retries.
+//! The accept loop runs on a thread of its own. It takes a permit (a free worker) before it
+//! accepts, so when every worker is busy, clients wait in the kernel's listen backlog, which is
+//! set large (see [`crate::listener`]) so that a burst of thousands of connects is queued there
+//! rather than left to SYN retries. Each accepted connection goes straight to the worker the
+//! permit names.
 
-use std::io::{self, ErrorKind, Write};
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::thread;
-use std::time::Duration;
+use std::io::{self, ErrorKind};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tracing::{debug, info, warn};
@@ -18,177 +20,249 @@ use tracing::{debug, info, warn};
 use crate::capacity;
 use crate::collection::Collection;
 use crate::config::Config;
-use crate::connection;
-use crate::limit::{Limit, OverLimit};
-use crate::listener::Listeners;
-use crate::metrics;
-use crate::pool::Pool;
-use crate::progress::Board;
-use crate::shared::Shared;
-use crate::shutdown::Shutdown;
-use crate::signals::Signals;
-use crate::stats::Stats;
-use crate::systemd;
+use crate::connection::{self, Accepted, CUT_OFF_WAIT, Registry, View};
+use crate::counters::Counters;
+use crate::limit::Limit;
+use crate::listener::{self, BACKLOG, Listeners, Waker};
+use crate::pool::{Closer, Pool};
+use crate::sys;
 
-/// Runs the server until SIGINT or SIGTERM, then drains it and returns.
-///
-/// Every check that can fail on bad input (the poems, the addresses, the thread limits)
-/// happens before the listening lines; then one line per bound address goes to stdout.
-pub fn run(config: Config) -> anyhow::Result<()> {
-    // Bind: everything that can fail on bad input, before the listening line.
-    let signals = Signals::register().context("cannot install signal handlers")?;
-    let poems = Collection::open(&config.poems, config.order, config.faults.seed)?;
-    let listeners = match systemd::inherited_listeners()? {
-        Some(sockets) => {
-            info!(
-                sockets = sockets.len(),
-                "listening on sockets from systemd (LISTEN_FDS); --iface and --port do not apply"
-            );
-            Listeners::inherited(sockets).context("cannot use the sockets from systemd")?
-        }
-        None => Listeners::bind(&config.listen, config.reuse_port)?,
-    };
-    for socket in listeners.sockets() {
-        connection::set_options(
-            socket.into(),
-            config.write_timeout,
-            config.pacing.is_paced(),
-        )
-        .context("cannot set the listening socket's options")?;
-    }
-    let local = listeners
-        .local_addrs()
-        .context("cannot read the listening address")?;
-    let shutdown = Shutdown::new(listeners.sockets()).context("cannot set up shutdown")?;
-    capacity::check(config.workers.get())?;
-    let pool =
-        Pool::new(config.workers, shutdown.clone()).context("cannot start the worker threads")?;
-    let shared = Arc::new(Shared {
-        limit: Arc::new(Limit::new(config.max_per_source)),
-        stats: Stats::new(config.faults.fault.is_some()),
-        load: pool.load(),
-        board: Board::new(config.workers.get()),
-        listening: local.clone(),
-        shutdown: shutdown.clone(),
-        poems,
-        config,
-    });
-    let metrics = match shared.config.metrics {
-        Some(addr) => Some(metrics::serve(addr, Arc::clone(&shared))?),
-        None => None,
-    };
-    signals
-        .watch(Arc::clone(&shared))
-        .context("cannot start the signal thread")?;
-    systemd::keep_status(Arc::clone(&shared))?;
-
-    // Serve, until a signal begins the shutdown.
-    let config = &shared.config;
-    announce(&local, metrics);
-    log_poems(&shared.poems);
-    info!(
-        poems = shared.poems.current().len(),
-        order = config.order.name(),
-        num_bytes = config.pacing.chunk(),
-        delay_s = config.pacing.delay().as_secs_f64(),
-        workers = config.workers,
-        "serving"
-    );
-    systemd::ready(&systemd::status(&shared));
-    accept_loop(&listeners, &pool, &shared, &shutdown);
-    drop(listeners); // from here on, connects are refused
-
-    // Drain: poems in flight get the grace period, then the final report.
-    info!(
-        streaming = pool.busy(),
-        grace_s = shared.config.shutdown_grace.as_secs_f64(),
-        "listener closed; letting poems in flight finish"
-    );
-    let cut_off = pool.drain(shared.config.shutdown_grace);
-    if cut_off > 0 {
-        warn!(
-            cut_off,
-            "grace period over; closed connections still streaming"
-        );
-    }
-    shared.stats.final_report().log();
-    Ok(())
+/// A running server. Dropping it stops it at once, with no grace; [`Server::stop`] drains it.
+pub struct Server {
+    handle: Handle,
+    /// The accept loop's thread, which hands the pool back when it ends.
+    acceptor: Option<JoinHandle<Pool<Accepted>>>,
 }
 
-/// Logs each poem being served. The set is only borrowed here: holding it for the server's
-/// life would keep files a reload replaced open for good.
-fn log_poems(poems: &Collection) {
-    for poem in poems.current().iter() {
-        info!(poem = %poem.path().display(), bytes = poem.size().unwrap_or(0), "poem");
-    }
+/// A running server's state, for whoever watches it or asks it to stop: cheap to clone, and
+/// usable from any thread.
+#[derive(Clone)]
+pub struct Handle(Arc<Shared>);
+
+/// What every thread of a running server shares.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub poems: Collection,
+    pub limit: Arc<Limit>,
+    pub counters: Counters,
+    pub registry: Registry,
+    listening: Vec<SocketAddr>,
+    stopping: AtomicBool,
+    waker: Waker,
+    closer: OnceLock<Closer>,
+    /// The listening sockets, for their backlog, until the accept loop ends.
+    sockets: Mutex<Vec<TcpListener>>,
 }
 
-/// Prints the lines on stdout that scripts wait for, with the real bound addresses: one per
-/// listening address, then one for the metrics, if they are served.
-fn announce(local: &[SocketAddr], metrics: Option<SocketAddr>) {
-    let mut stdout = std::io::stdout().lock();
-    // If nobody reads stdout, the lines have nowhere to go and the server carries on.
-    for addr in local {
-        let _ = writeln!(stdout, "poetry-serve listening on {addr}");
-    }
-    if let Some(addr) = metrics {
-        let _ = writeln!(stdout, "poetry-serve metrics on http://{addr}/metrics");
-    }
-    let _ = stdout.flush();
+/// How a stop went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Connections still streaming when the grace period ended, and cut off.
+    pub cut_off: u64,
 }
 
-/// How long to pause after `accept` fails for lack of resources (out of file descriptors,
-/// say), so the loop does not spin while connections finish and free some.
+/// After accept fails for lack of resources (out of file descriptors, say), how long the loop
+/// pauses, so that it does not spin while connections finish and free some.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Accepts connections and queues them for the pool until shutdown begins.
-fn accept_loop(listeners: &Listeners, pool: &Pool, shared: &Arc<Shared>, shutdown: &Shutdown) {
-    loop {
-        let accepted = listeners.accept();
-        if shutdown.has_begun() {
-            // Whatever woke us (the shut listener, or a client that arrived just then) is
-            // closed unserved.
-            return;
+impl Server {
+    /// Checks `config`, opens the poems, binds every address and starts serving.
+    pub fn start(config: Config) -> anyhow::Result<Server> {
+        config.check()?;
+        let sockets = listener::bind(&config.listen, config.reuse_port, BACKLOG)?;
+        Server::start_on(config, sockets)
+    }
+
+    /// Like [`Server::start`], on sockets already listening (systemd's, say) instead of
+    /// `config.listen`.
+    pub fn start_on(config: Config, sockets: Vec<TcpListener>) -> anyhow::Result<Server> {
+        config.check()?;
+        anyhow::ensure!(!sockets.is_empty(), "no socket to listen on");
+        let poems = Collection::open(&config.poems, config.order, config.faults.seed)?;
+        let listeners = Listeners::new(sockets).context("cannot use the listening sockets")?;
+        let listening = (listeners.local_addrs()).context("cannot read the listening address")?;
+        let sockets = Mutex::new(listeners.clones().context("cannot use the listening sockets")?);
+        capacity::check(config.workers.get())?;
+        let shared = Arc::new(Shared {
+            limit: Arc::new(Limit::new(config.max_per_source)),
+            counters: Counters::new(),
+            registry: Registry::new(config.workers.get()),
+            waker: listeners.waker(),
+            stopping: AtomicBool::new(false),
+            closer: OnceLock::new(),
+            sockets,
+            listening,
+            poems,
+            config,
+        });
+        let for_workers = Arc::clone(&shared);
+        let pool = Pool::new(shared.config.workers, move |worker, accepted| {
+            connection::serve(&for_workers, worker, accepted)
+        })
+        .context("cannot start the worker threads")?;
+        let _ = shared.closer.set(pool.closer());
+        let for_acceptor = Arc::clone(&shared);
+        let acceptor = thread::Builder::new()
+            .name("accept".into())
+            .spawn(move || {
+                accept_loop(&for_acceptor, &listeners, &pool);
+                close_backlog(&for_acceptor, &listeners);
+                for_acceptor.sockets().clear();
+                pool // the listeners close here: from now on, connects are refused
+            })
+            .context("cannot start the accept thread")?;
+        Ok(Server { handle: Handle(shared), acceptor: Some(acceptor) })
+    }
+
+    /// Where the server listens, in the order of `config.listen`, with the ports picked.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.handle.0.listening
+    }
+
+    /// A handle on the server, to watch it or stop it from elsewhere.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Stops accepting, lets poems in flight finish within `config.shutdown_grace`, cuts off
+    /// what is left, and returns once every worker has ended (or the cut-off's wait is over).
+    pub fn stop(mut self) -> Stopped {
+        self.handle.stop();
+        self.drain(self.handle.0.config.shutdown_grace)
+    }
+
+    /// Serves until someone calls [`Handle::stop`], then drains as [`Server::stop`] does.
+    pub fn wait(mut self) -> Stopped {
+        self.drain(self.handle.0.config.shutdown_grace)
+    }
+
+    fn drain(&mut self, grace: Duration) -> Stopped {
+        let shared = &self.handle.0;
+        let Some(Ok(pool)) = self.acceptor.take().map(JoinHandle::join) else {
+            return Stopped { cut_off: 0 }; // the accept loop panicked, taking the pool with it
+        };
+        let streaming = shared.counters.tally().busy;
+        info!(
+            streaming,
+            grace_s = grace.as_secs_f64(),
+            "listener closed; letting poems in flight finish"
+        );
+        let mut cut_off = 0;
+        let cut = || {
+            cut_off = shared.counters.tally().busy;
+            shared.registry.cut_off();
+        };
+        pool.join(grace, cut, CUT_OFF_WAIT);
+        if cut_off > 0 {
+            warn!(cut_off, "grace period over; closed connections still streaming");
         }
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
+        Stopped { cut_off }
+    }
+}
+
+impl Shared {
+    fn sockets(&self) -> MutexGuard<'_, Vec<TcpListener>> {
+        // Nothing panics while it is held.
+        self.sockets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.acceptor.is_some() {
+            self.handle.stop();
+            self.drain(Duration::ZERO);
+        }
+    }
+}
+
+impl Handle {
+    /// Stops accepting new connections, at once; connections already accepted carry on. The
+    /// server's owner drains them ([`Server::stop`], [`Server::wait`]).
+    pub fn stop(&self) {
+        self.0.stopping.store(true, Ordering::Release);
+        if let Some(closer) = self.0.closer.get() {
+            closer.close();
+        }
+        self.0.waker.wake();
+    }
+
+    /// Whether [`Handle::stop`] has been called.
+    pub fn is_stopping(&self) -> bool {
+        self.0.stopping.load(Ordering::Acquire)
+    }
+
+    /// The configuration the server runs with.
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    /// Where the server listens, with the ports picked.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.0.listening
+    }
+
+    /// The counters: where every connection is, bytes sent, durations and lateness.
+    pub fn counters(&self) -> &Counters {
+        &self.0.counters
+    }
+
+    /// Every connection being served now, in worker order.
+    pub fn connections(&self) -> Vec<View> {
+        self.0.registry.views()
+    }
+
+    /// Connections waiting in the listen backlogs (accepted by the kernel, not yet by the
+    /// server), and the most they hold; `None` once stopped, or where the system cannot say.
+    pub fn backlog(&self) -> Option<(u64, u64)> {
+        let sockets = self.0.sockets();
+        let each: Option<Vec<(u32, u32)>> = sockets.iter().map(sys::backlog).collect();
+        let each = each.filter(|each| !each.is_empty())?;
+        Some(each.iter().fold((0, 0), |(n, max), b| (n + u64::from(b.0), max + u64::from(b.1))))
+    }
+
+    /// The poems served now.
+    pub fn poems(&self) -> Vec<std::path::PathBuf> {
+        (self.0.poems.current().iter()).map(|poem| poem.path().to_owned()).collect()
+    }
+
+    /// Opens the poems again; new connections get the new set, and on failure the old one
+    /// stays. Returns how many poems are served now.
+    pub fn reload(&self) -> anyhow::Result<usize> {
+        let result = self.0.poems.reload();
+        self.0.counters.reloaded(result.is_ok());
+        result
+    }
+}
+
+/// Accepts connections, each when a worker is free for it, until the server stops.
+fn accept_loop(shared: &Shared, listeners: &Listeners, pool: &Pool<Accepted>) {
+    let mut id = 0;
+    while let Some(permit) = pool.permit() {
+        let (stream, peer) = match listeners.accept() {
+            Ok(Some(accepted)) => accepted,
+            Ok(None) => return, // woken: the server stops
             Err(err) => {
                 accept_failed(&err);
                 continue;
             }
         };
-        // An IPv4 client of a dual-stack listener shows up as ::ffff:a.b.c.d; log it as a.b.c.d.
+        // An IPv4 client of a dual-stack listener shows up as ::ffff:a.b.c.d; it is a.b.c.d.
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        let id = shared.stats.accepted();
-        debug!(%peer, busy = pool.busy(), "accepted");
-        let chance = shared
-            .config
-            .faults
-            .chance(id, shared.config.pacing.varies());
-        if let Some(fault) = chance.fault.filter(|fault| fault.at_accept()) {
-            connection::play_at_accept(stream, peer, fault, shared);
-            continue;
-        }
-        // Behind a balancer the client is known only from its PROXY header, which a worker
-        // reads; otherwise the limit is applied here, before the connection takes a worker.
-        let admission = match shared.config.proxy_protocol {
-            true => None,
-            false => match shared.limit.admit(peer.ip()) {
-                Ok(admission) => admission,
-                Err(OverLimit) => {
-                    connection::reject(peer, shared);
-                    continue; // `stream` is closed here, unserved
-                }
-            },
-        };
-        let for_job = Arc::clone(shared);
-        let job =
-            Box::new(move || connection::serve(stream, peer, id, admission, chance, &for_job));
-        if pool.execute(job).is_err() {
-            // Shutdown began while it waited for a worker: closed unserved, but logged.
-            connection::closed_at_shutdown(peer, shared);
-            return;
-        }
+        shared.counters.accepted();
+        let at = Instant::now();
+        permit.hand(Accepted { id, stream, peer, at });
+        id += 1;
+    }
+}
+
+/// Closes, unserved but counted and logged, every connection still waiting in the backlog
+/// once the server stops: its client sees the end of the connection rather than a reset.
+fn close_backlog(shared: &Shared, listeners: &Listeners) {
+    while let Ok(Some((stream, peer))) = listeners.try_accept() {
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        connection::closed_unserved(shared, peer);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
     }
 }
 

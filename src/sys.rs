@@ -1,91 +1,89 @@
 //! The operating system's calls that std does not wrap, and what is read from /proc: every
 //! `unsafe` block of the crate is here, each with the reason it is sound.
 //!
-//! Each function answers `None` (or does nothing) where the system cannot say, so callers
-//! treat a missing figure as unknown rather than as an error.
+//! Each function answers `None` where the system cannot say, so callers treat a missing figure
+//! as unknown rather than as an error.
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 use std::time::Duration;
 
-/// Bytes sent on `socket` that the peer has not acknowledged yet (SIOCOUTQ), if the system
-/// says.
-pub fn unacknowledged(socket: &impl AsRawFd) -> Option<usize> {
+/// Bytes written to `socket` that the peer has not acknowledged yet: the kernel's send queue
+/// (SIOCOUTQ).
+pub fn unacknowledged(socket: &impl AsFd) -> Option<usize> {
     #[cfg(target_os = "linux")]
-    return socket_ioctl(socket.as_raw_fd(), libc::TIOCOUTQ);
+    return int_ioctl(socket.as_fd(), libc::TIOCOUTQ);
     #[cfg(not(target_os = "linux"))]
     return None;
 }
 
-/// Bytes received on `socket` and not read yet (FIONREAD), if the system says.
-pub fn unread(socket: &impl AsRawFd) -> Option<usize> {
-    socket_ioctl(socket.as_raw_fd(), libc::FIONREAD)
+/// Bytes received on `socket` and not read yet (FIONREAD).
+pub fn unread(socket: &impl AsFd) -> Option<usize> {
+    int_ioctl(socket.as_fd(), libc::FIONREAD)
 }
 
 /// A socket ioctl that answers with an int.
-fn socket_ioctl(fd: RawFd, request: libc::Ioctl) -> Option<usize> {
+fn int_ioctl(fd: BorrowedFd<'_>, request: libc::Ioctl) -> Option<usize> {
     let mut count: libc::c_int = 0;
-    // SAFETY: both requests write one int, into `count`, which outlives the call.
-    let done = unsafe { libc::ioctl(fd, request, &mut count) };
+    // SAFETY: `fd` is open for the borrow; both requests write one int, into `count`.
+    let done = unsafe { libc::ioctl(fd.as_raw_fd(), request, &mut count) };
     (done == 0).then(|| usize::try_from(count).ok()).flatten()
 }
 
-/// Shuts down both directions of the socket `fd` without closing it: a thread blocked on it
-/// wakes with an error, and its owner still closes it.
-///
-/// The caller must know `fd` is open; shutting down a descriptor number that was closed and
-/// reused would shut an unrelated socket, or fail harmlessly on a file.
-pub fn shut_down(fd: RawFd) {
-    // SAFETY: shutdown(2) reads and writes no memory of ours; the descriptor's validity is
-    // the caller's promise, and at worst the call fails.
-    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+/// The kernel's TCP_INFO on `socket`.
+#[cfg(target_os = "linux")]
+fn tcp_info(socket: BorrowedFd<'_>) -> Option<libc::tcp_info> {
+    // SAFETY: tcp_info is plain integers, for which all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `socket` is open for the borrow, and getsockopt writes at most `len` bytes into
+    // `info`, which outlives the call.
+    let done = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    (done == 0).then_some(info)
 }
 
-/// Waits until at least one of `sockets` is readable (a connection to accept), or reports
-/// a hang-up; returns the readiness of each, in order.
-pub fn wait_readable(sockets: &[RawFd]) -> io::Result<Vec<bool>> {
-    let mut fds: Vec<libc::pollfd> = sockets
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
+/// How long ago the last ACK arrived on a freshly accepted `socket`: for a client that has
+/// sent nothing yet, the handshake's last ACK, so how long the connection waited in the listen
+/// backlog (to the millisecond).
+pub fn backlog_wait(socket: &impl AsFd) -> Option<Duration> {
+    #[cfg(target_os = "linux")]
+    return tcp_info(socket.as_fd()).map(|i| Duration::from_millis(i.tcpi_last_ack_recv.into()));
+    #[cfg(not(target_os = "linux"))]
+    return None;
+}
+
+/// A listening socket's backlog: connections waiting to be accepted, and the most it holds.
+pub fn backlog(listener: &impl AsFd) -> Option<(u32, u32)> {
+    // For a listening socket the kernel reports the accept queue in these two fields.
+    #[cfg(target_os = "linux")]
+    return tcp_info(listener.as_fd()).map(|i| (i.tcpi_unacked, i.tcpi_sacked));
+    #[cfg(not(target_os = "linux"))]
+    return None;
+}
+
+/// Waits until at least one of `sockets` is readable (a connection to accept, or a wake-up),
+/// and returns the readiness of each, in order.
+pub fn wait_readable(sockets: &[BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
+    let mut fds: Vec<libc::pollfd> = (sockets.iter())
+        .map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 })
         .collect();
-    // SAFETY: `fds` is a valid array of `fds.len()` pollfds for the duration of the call.
+    // SAFETY: `fds` is a valid array of `fds.len()` pollfds for the duration of the call, and
+    // every descriptor in it is open for the borrows.
     let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
     if ready < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(fds.iter().map(|fd| fd.revents != 0).collect())
-}
-
-/// Lowers the calling thread's CPU priority by `steps` nice steps (never past 19, the
-/// lowest). On Linux the nice value belongs to the thread.
-pub fn lower_thread_priority(steps: i32) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: getpriority and setpriority touch no memory of ours; `who = 0` is the calling
-    // thread. Failure (it cannot fail when lowering) leaves the priority as it was.
-    unsafe {
-        let inherited = libc::getpriority(libc::PRIO_PROCESS, 0);
-        libc::setpriority(libc::PRIO_PROCESS, 0, (inherited + steps).min(19));
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = steps;
-}
-
-/// Lets the kernel wake the calling thread up to `slack` late from its sleeps.
-pub fn set_timer_slack(slack: Duration) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_TIMERSLACK takes a number and touches no memory of ours. Failure would
-    // only leave the default slack.
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, slack.as_nanos() as libc::c_ulong);
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = slack;
 }
 
 /// The index of the network interface called `name` (eth0), if there is one.
@@ -102,10 +100,7 @@ pub fn thread_limit() -> Option<u64> {
     if unsafe { libc::geteuid() } == 0 {
         return None;
     }
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into a valid, exclusively borrowed rlimit.
     if unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut limit) } != 0
         || limit.rlim_cur == libc::RLIM_INFINITY
@@ -147,14 +142,27 @@ pub fn cgroup_pids() -> Option<(u64, u64)> {
 /// User and system CPU time this process has spent, in seconds.
 pub fn cpu_seconds() -> Option<f64> {
     let stat = fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces: utime
-    // and stime are the 12th and 13th of them.
+    // Fields after the command name, which is in parentheses and may hold spaces: utime and
+    // stime are the 12th and 13th of them.
     let rest = &stat[stat.rfind(')')? + 2..];
     let mut fields = rest.split_whitespace().skip(11);
     let ticks: u64 = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Some(ticks as f64 / hz)
+}
+
+/// When this process started, in seconds since the Unix epoch.
+pub fn start_time() -> Option<f64> {
+    let stat = fs::read_to_string("/proc/self/stat").ok()?;
+    // starttime, in clock ticks since boot, is the 20th field after the command name.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let boot = fs::read_to_string("/proc/stat").ok()?;
+    let boot: u64 = boot.lines().find_map(|l| l.strip_prefix("btime "))?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(boot as f64 + ticks as f64 / hz)
 }
 
 /// This process's resident memory, in bytes.
@@ -178,20 +186,31 @@ pub fn threads() -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::{TcpListener, TcpStream};
+
     use super::*;
 
-    /// The machine-wide thread count is read from /proc/loadavg.
-    #[test]
-    fn the_machine_has_threads() {
-        assert!(tasks_on_the_machine().is_some_and(|n| n > 0));
-    }
-
-    /// The process figures /metrics exports can be read here.
+    /// The process figures /metrics exports, and the machine's thread count, can be read.
     #[test]
     fn the_process_figures_are_readable() {
+        assert!(tasks_on_the_machine().is_some_and(|n| n > 0));
         assert!(resident_bytes().is_some_and(|n| n > 0));
         assert!(open_fds().is_some_and(|n| n >= 3));
         assert!(threads().is_some_and(|n| n >= 1));
         assert!(cpu_seconds().is_some());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        assert!(start_time().is_some_and(|t| t > 1e9 && t <= now.as_secs_f64() + 1.0));
+    }
+
+    /// A listener's backlog counts the connections not yet accepted, and its limit.
+    #[test]
+    fn the_backlog_counts_connections_not_yet_accepted() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _waiting: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        assert_eq!(backlog(&listener), Some((3, 128)));
+        let (accepted, _) = listener.accept().unwrap();
+        assert_eq!(backlog(&listener).map(|b| b.0), Some(2));
+        assert!(backlog_wait(&accepted).is_some());
     }
 }

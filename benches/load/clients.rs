@@ -155,21 +155,13 @@ pub fn crowd(addr: SocketAddr, count: usize, expect: usize, quota_lines: Option<
         let batch = clients.len()..count.min(clients.len() + CONNECT_BATCH);
         for i in batch {
             let started = Instant::now();
-            timelines.push(Timeline {
-                connect: started - begun,
-                reads: Vec::new(),
-            });
+            timelines.push(Timeline { connect: started - begun, reads: Vec::new() });
             match MioStream::connect(addr) {
                 Ok(mut stream) => {
                     poll.registry()
                         .register(&mut stream, Token(i), Interest::READABLE)
                         .expect("register");
-                    clients.push(Some(Client {
-                        stream,
-                        started,
-                        bytes: 0,
-                        lines: 0,
-                    }));
+                    clients.push(Some(Client { stream, started, bytes: 0, lines: 0 }));
                     open += 1;
                 }
                 Err(_) => {
@@ -178,11 +170,7 @@ pub fn crowd(addr: SocketAddr, count: usize, expect: usize, quota_lines: Option<
                 }
             }
         }
-        let wait = if clients.len() < count {
-            Duration::ZERO
-        } else {
-            Duration::from_millis(100)
-        };
+        let wait = if clients.len() < count { Duration::ZERO } else { Duration::from_millis(100) };
         poll.poll(&mut events, Some(wait)).expect("poll");
         for event in events.iter() {
             let slot = &mut clients[event.token().0];
@@ -226,13 +214,7 @@ pub fn crowd(addr: SocketAddr, count: usize, expect: usize, quota_lines: Option<
             }
         }
     }
-    Crowd {
-        first_byte,
-        failed: failed + open,
-        slowest,
-        lines,
-        timelines,
-    }
+    Crowd { first_byte, failed: failed + open, slowest, lines, timelines }
 }
 
 /// `clients` threads each fetch a paced poem of `chunks` chunks of `chunk` bytes, `delay`
@@ -271,10 +253,7 @@ pub fn pacing(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("pacing client"))
-            .collect()
+        handles.into_iter().map(|h| h.join().expect("pacing client")).collect()
     });
     let failed = results.iter().filter(|r| r.is_none()).count();
     let mut lateness = Vec::new();
@@ -340,11 +319,7 @@ pub fn poll_http(
     stop: &std::sync::atomic::AtomicBool,
 ) -> Polls {
     let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
-    let mut polls = Polls {
-        answered: 0,
-        failed: 0,
-        slowest: Duration::ZERO,
-    };
+    let mut polls = Polls { answered: 0, failed: 0, slowest: Duration::ZERO };
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();

@@ -9,11 +9,8 @@ use plotters::prelude::*;
 use crate::clients::Timeline;
 
 /// One colour per model, in the order the lesson runs them.
-const COLOURS: [RGBColor; 3] = [
-    RGBColor(200, 60, 40),
-    RGBColor(40, 100, 200),
-    RGBColor(30, 150, 70),
-];
+const COLOURS: [RGBColor; 3] =
+    [RGBColor(200, 60, 40), RGBColor(40, 100, 200), RGBColor(30, 150, 70)];
 
 type Drawn = Result<(), Box<dyn std::error::Error>>;
 
@@ -36,11 +33,8 @@ pub fn timelines(
         .map(|(at, _)| at.as_secs_f64())
         .fold(0.0, f64::max);
     let end = (end * 1.05).max(0.1);
-    for (i, (area, (name, clients))) in plots
-        .split_evenly((panels.len(), 1))
-        .iter()
-        .zip(panels)
-        .enumerate()
+    for (i, (area, (name, clients))) in
+        plots.split_evenly((panels.len(), 1)).iter().zip(panels).enumerate()
     {
         let colour = COLOURS[i % COLOURS.len()];
         let mut chart = ChartBuilder::on(area)
@@ -94,20 +88,12 @@ pub fn scaling(
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let (plot, foot) = root.split_vertically(520);
-    let most = series
-        .iter()
-        .flat_map(|(_, points)| points.iter().map(|p| p.0))
-        .max()
-        .unwrap_or(1) as f64;
-    let longest = series
-        .iter()
-        .flat_map(|(_, points)| points.iter().map(|p| p.1))
-        .fold(ideal, f64::max);
+    let most =
+        series.iter().flat_map(|(_, points)| points.iter().map(|p| p.0)).max().unwrap_or(1) as f64;
+    let longest =
+        series.iter().flat_map(|(_, points)| points.iter().map(|p| p.1)).fold(ideal, f64::max);
     let mut chart = ChartBuilder::on(&plot)
-        .caption(
-            "Time until the last client has the whole poem",
-            ("sans-serif", 18),
-        )
+        .caption("Time until the last client has the whole poem", ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
@@ -123,10 +109,7 @@ pub fn scaling(
         .y_label_formatter(&|y| format!("{y}"))
         .draw()?;
     chart
-        .draw_series(LineSeries::new(
-            [(0.8, ideal), (most * 1.25, ideal)],
-            BLACK.mix(0.3),
-        ))?
+        .draw_series(LineSeries::new([(0.8, ideal), (most * 1.25, ideal)], BLACK.mix(0.3)))?
         .label(format!("ideal: one poem, {ideal} s"))
         .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.3)));
     for (i, (name, points)) in series.iter().enumerate() {
@@ -138,11 +121,7 @@ pub fn scaling(
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
         // Smaller dots for later models, so that where lines overlap every dot still shows.
         let radius = 6 - 2 * (i % 3) as i32;
-        chart.draw_series(
-            points
-                .into_iter()
-                .map(|p| Circle::new(p, radius, colour.filled())),
-        )?;
+        chart.draw_series(points.into_iter().map(|p| Circle::new(p, radius, colour.filled())))?;
     }
     chart
         .configure_series_labels()

@@ -36,12 +36,7 @@ impl Floor {
                 cpu.store(thread_cpu().as_nanos() as u64, Ordering::Relaxed);
             }
         });
-        Floor {
-            addr,
-            stop,
-            thread: Some(thread),
-            cpu_ns,
-        }
+        Floor { addr, stop, thread: Some(thread), cpu_ns }
     }
 
     /// CPU time the serving thread has used so far.
@@ -52,10 +47,7 @@ impl Floor {
 
 /// CPU time used by the calling thread.
 fn thread_cpu() -> Duration {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes to a valid, exclusively borrowed timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)

@@ -51,10 +51,7 @@ impl Bench {
 
     /// Tells the person waiting what runs now, with the time since the start.
     fn say(&self, what: &str) {
-        eprintln!(
-            "[{:>6.1?}] {what}",
-            START.get().map_or(Duration::ZERO, |s| s.elapsed())
-        );
+        eprintln!("[{:>6.1?}] {what}", START.get().map_or(Duration::ZERO, |s| s.elapsed()));
     }
 }
 
@@ -63,10 +60,7 @@ static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 /// Raises the open-file limit to its hard maximum: 10,000 clients need 10,000 descriptors in
 /// this process and in the server (which inherits the limit).
 fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit are given a valid, exclusively borrowed rlimit.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
@@ -95,10 +89,7 @@ fn drive(addr: &str, poem: &str, count: &str) {
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter word picks scenarios.
-    let only: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let wants = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
     START.get_or_init(Instant::now);
     raise_fd_limit();
@@ -109,15 +100,8 @@ fn main() {
         drive(addr, poem, count);
         return;
     }
-    let runs = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
-    let mut bench = Bench {
-        runs,
-        dir: tempfile::tempdir().expect("temp dir"),
-        rows: vec![],
-    };
+    let runs = std::env::var("BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let mut bench = Bench { runs, dir: tempfile::tempdir().expect("temp dir"), rows: vec![] };
     for peer in ["socat", "endlessh"] {
         if !installed(peer) {
             bench.say(&format!("{peer} is not installed; benches/run installs it"));
@@ -166,8 +150,5 @@ fn main() {
     );
     print!("{}", report::table(&bench.rows));
     let failed = report::missed(&bench.rows);
-    println!(
-        "\n{failed} target(s) missed; took {:.0?}",
-        START.get().unwrap().elapsed()
-    );
+    println!("\n{failed} target(s) missed; took {:.0?}", START.get().unwrap().elapsed());
 }

@@ -14,9 +14,7 @@ const PYTHON: &str = "/usr/bin/python3";
 
 /// The Python peers, in benches/peers.
 fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("benches/peers")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers").join(name)
 }
 
 /// Whether nginx and its stream module are installed.
@@ -38,10 +36,7 @@ pub fn twisted_installed() -> bool {
 pub fn nginx(dir: &Path, poem: &[u8], access_log: bool) -> Served {
     let text = std::str::from_utf8(poem).expect("a text poem for nginx");
     // nginx has no escape for `$` in a string, and `"` or `\` would need one.
-    assert!(
-        !text.contains(['$', '"', '\\']),
-        "nginx's `return` cannot send this poem as it is"
-    );
+    assert!(!text.contains(['$', '"', '\\']), "nginx's `return` cannot send this poem as it is");
     let port = free_port();
     let name = if access_log { "nginx-log" } else { "nginx" };
     let prefix = dir.join(name);

@@ -46,11 +46,7 @@ impl Served {
             .parent()
             .expect("the binary is in a directory")
             .join("examples/async_twin");
-        assert!(
-            twin.exists(),
-            "{} is not built: run benches/run",
-            twin.display()
-        );
+        assert!(twin.exists(), "{} is not built: run benches/run", twin.display());
         Served::program(&twin, poem, args, log, &log_level()).0
     }
 
@@ -79,9 +75,7 @@ impl Served {
         let mut line = String::new();
         let stdout = child.stdout.take().expect("piped");
         let mut stdout = BufReader::new(stdout);
-        stdout
-            .read_line(&mut line)
-            .expect("read the listening line");
+        stdout.read_line(&mut line).expect("read the listening line");
         let took = started.elapsed();
         let addr = line
             .trim()
@@ -98,12 +92,7 @@ impl Served {
                 .and_then(|a| a.parse().ok())
                 .unwrap_or_else(|| panic!("no metrics line: {line:?}"))
         });
-        let served = Served {
-            child,
-            addr,
-            metrics,
-            gentle: false,
-        };
+        let served = Served { child, addr, metrics, gentle: false };
         (served, took)
     }
 
@@ -123,20 +112,12 @@ impl Served {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let started = Instant::now();
         while TcpStream::connect(addr).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "{command:?} never listened"
-            );
+            assert!(started.elapsed() < Duration::from_secs(10), "{command:?} never listened");
             thread::sleep(Duration::from_millis(20));
         }
         // Give a forking peer a moment to reap the probe connection.
         thread::sleep(Duration::from_millis(100));
-        Served {
-            child,
-            addr,
-            metrics: None,
-            gentle: true,
-        }
+        Served { child, addr, metrics: None, gentle: true }
     }
 
     pub fn pid(&self) -> u32 {
@@ -155,11 +136,7 @@ impl Served {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0);
-        Usage {
-            fds: count("fd"),
-            threads: count("task"),
-            rss_kib,
-        }
+        Usage { fds: count("fd"), threads: count("task"), rss_kib }
     }
 
     /// Sends SIGHUP, so the server reopens its poems, and gives it a moment to.
@@ -195,11 +172,7 @@ impl Served {
     pub fn cpu_tree(&self) -> Duration {
         let mut parents = Vec::new();
         for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
                 continue;
             };
             if let Some(fields) = stat_fields(pid) {

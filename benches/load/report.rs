@@ -19,26 +19,17 @@ pub struct Goal {
 impl Goal {
     /// `value` must be at least `bound`; `unit` follows the bound in the text (`×`, say).
     pub fn at_least(value: f64, bound: f64, unit: &str) -> Goal {
-        Goal {
-            text: format!("≥ {}{unit}", short(bound)),
-            pass: value >= bound,
-        }
+        Goal { text: format!("≥ {}{unit}", short(bound)), pass: value >= bound }
     }
 
     /// `value` must be at most `bound`.
     pub fn at_most(value: f64, bound: f64, unit: &str) -> Goal {
-        Goal {
-            text: format!("≤ {}{unit}", short(bound)),
-            pass: value <= bound,
-        }
+        Goal { text: format!("≤ {}{unit}", short(bound)), pass: value <= bound }
     }
 
     /// A count that must be zero.
     pub fn zero(count: usize) -> Goal {
-        Goal {
-            text: "0".into(),
-            pass: count == 0,
-        }
+        Goal { text: "0".into(), pass: count == 0 }
     }
 
     /// A target that could not be judged because its peer was not measured: it counts as
@@ -66,12 +57,7 @@ fn short(value: f64) -> String {
 impl Row {
     /// A figure of ours, reported without a target or a comparison.
     pub fn new(scenario: &str, ours: String) -> Row {
-        Row {
-            scenario: scenario.into(),
-            ours,
-            versus: None,
-            goal: None,
-        }
+        Row { scenario: scenario.into(), ours, versus: None, goal: None }
     }
 
     /// Compares with a floor or peer: its figure, and our ratio to it.
@@ -118,7 +104,5 @@ pub fn table(rows: &[Row]) -> String {
 
 /// How many figures missed their target.
 pub fn missed(rows: &[Row]) -> usize {
-    rows.iter()
-        .filter(|r| r.goal.as_ref().is_some_and(|g| !g.pass))
-        .count()
+    rows.iter().filter(|r| r.goal.as_ref().is_some_and(|g| !g.pass)).count()
 }

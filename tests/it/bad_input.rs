@@ -11,22 +11,13 @@ use crate::common::{BIN, run, run_command, shipped};
 fn assert_refused(output: &Output, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let story = format!(
-        "status {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        output.status
-    );
+    let story = format!("status {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", output.status);
     assert!(!output.status.success(), "must fail: {story}");
-    assert!(
-        output.status.code().is_some(),
-        "must exit, not die of a signal: {story}"
-    );
+    assert!(output.status.code().is_some(), "must exit, not die of a signal: {story}");
     assert!(stdout.is_empty(), "nothing may listen: {story}");
     assert!(!stderr.contains("panicked"), "no panic: {story}");
     for needle in needles {
-        assert!(
-            stderr.contains(needle),
-            "stderr must mention {needle:?}: {story}"
-        );
+        assert!(stderr.contains(needle), "stderr must mention {needle:?}: {story}");
     }
 }
 
@@ -41,11 +32,7 @@ fn assert_code(output: &Output, code: i32) {
 fn assert_one_line(output: &Output, needles: &[&str]) {
     assert_refused(output, needles);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "one line only:\n{stderr}"
-    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line only:\n{stderr}");
     assert!(stderr.starts_with("poetry-serve: error: "), "{stderr}");
 }
 
@@ -92,10 +79,7 @@ fn unknown_order_or_log_format() {
         ],
     );
     assert_code(&order, 2);
-    assert_one_line(
-        &run(&["--log-format", "xml", &science()]),
-        &["xml", "text", "json"],
-    );
+    assert_one_line(&run(&["--log-format", "xml", &science()]), &["xml", "text", "json"]);
 }
 
 /// A jitter over half the delay would let two deadlines swap: refused, naming the bound.
@@ -104,10 +88,7 @@ fn jitter_over_half_the_delay() {
     let output = run(&["--delay", "0.3", "--jitter", "1", &science()]);
     assert_one_line(
         &output,
-        &[
-            "invalid value '1s' for '--jitter <DURATION>'",
-            "at most half of --delay (150ms)",
-        ],
+        &["invalid value '1s' for '--jitter <DURATION>'", "at most half of --delay (150ms)"],
     );
     assert_code(&output, 2);
 }
@@ -119,22 +100,10 @@ fn jitter_over_half_the_delay() {
 fn start_up_errors_are_json_under_json_logs() {
     let science = science();
     for (args, says) in [
-        (
-            vec!["--port", "-1"],
-            "invalid value '-1' for '--port <PORT>'",
-        ),
-        (
-            vec!["--workers", "0"],
-            "invalid value '0' for '--workers <N>'",
-        ),
-        (
-            vec!["--delay", "0.3", "--jitter", "1"],
-            "at most half of --delay",
-        ),
-        (
-            vec!["--iface", "192.0.2.1", "--port", "0"],
-            "cannot listen on",
-        ),
+        (vec!["--port", "-1"], "invalid value '-1' for '--port <PORT>'"),
+        (vec!["--workers", "0"], "invalid value '0' for '--workers <N>'"),
+        (vec!["--delay", "0.3", "--jitter", "1"], "at most half of --delay"),
+        (vec!["--iface", "192.0.2.1", "--port", "0"], "cannot listen on"),
     ] {
         let json = ["--log-format", "json"];
         let before = [&json[..], &args, &[science.as_str()]].concat();
@@ -165,10 +134,7 @@ fn assert_one_json_error(output: &Output, says: &str) {
     let message = event["message"].as_str().unwrap_or_default();
     assert!(message.contains(says), "{says}: {stderr}");
     for line in lines {
-        assert!(
-            serde_json::from_str::<serde_json::Value>(line).is_ok(),
-            "{stderr}"
-        );
+        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "{stderr}");
     }
 }
 
@@ -177,10 +143,7 @@ fn assert_one_json_error(output: &Output, says: &str) {
 fn fifo_poem() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("fifo");
-    let made = Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("run mkfifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
     assert!(made.success());
     let output = run(&["--port", "0", &fifo.display().to_string()]);
     assert_one_line(&output, &["is a FIFO"]);
@@ -198,22 +161,14 @@ fn device_poem() {
 fn unreadable_poem() {
     let poem = crate::common::poem_file(b"secret");
     let path = poem.path().display().to_string();
-    std::fs::set_permissions(
-        poem.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o000),
-    )
-    .unwrap();
+    std::fs::set_permissions(poem.path(), std::os::unix::fs::PermissionsExt::from_mode(0o000))
+        .unwrap();
     // SAFETY: geteuid has no preconditions.
     let output = if unsafe { libc::geteuid() } == 0 {
         run_command(
             Command::new("setpriv")
                 .args(["--bounding-set=-dac_override,-dac_read_search"])
-                .args([
-                    "--inh-caps=-dac_override,-dac_read_search",
-                    BIN,
-                    "--port",
-                    "0",
-                ])
+                .args(["--inh-caps=-dac_override,-dac_read_search", BIN, "--port", "0"])
                 .arg(&path),
         )
     } else {
@@ -240,10 +195,7 @@ fn impossible_worker_counts() {
     let output = run(&["--port", "0", "--workers", &workers, &science()]);
     assert_one_line(
         &output,
-        &[
-            &format!("--workers {workers} does not fit"),
-            "raise vm.max_map_count",
-        ],
+        &[&format!("--workers {workers} does not fit"), "raise vm.max_map_count"],
     );
     assert_code(&output, 1);
 }
@@ -264,10 +216,7 @@ fn iface_neither_address_nor_name() {
     let output = run(&["--iface", "not an address", &science()]);
     assert_one_line(
         &output,
-        &[
-            "invalid value 'not an address' for '--iface <ADDR>'",
-            "not an IP address or host name",
-        ],
+        &["invalid value 'not an address' for '--iface <ADDR>'", "not an IP address or host name"],
     );
     assert_code(&output, 2);
 }
@@ -276,17 +225,14 @@ fn iface_neither_address_nor_name() {
 #[test]
 fn iface_not_local() {
     let output = run(&["--iface", "192.0.2.1", "--port", "0", &science()]);
-    assert_one_line(
-        &output,
-        &["cannot listen on 192.0.2.1:0", "assign requested address"],
-    );
+    assert_one_line(&output, &["cannot listen on 192.0.2.1:0", "assign requested address"]);
 }
 
 /// Ports stop at 65535.
 #[test]
 fn port_too_large() {
     let output = run(&["--port", "65536", &science()]);
-    assert_one_line(&output, &["65536", "--port", "from 0 to 65535"]);
+    assert_one_line(&output, &["65536", "--port", "is not in 0..=65535"]);
 }
 
 /// Zero-byte chunks, an empty pool and negative numbers are refused in one line that says
@@ -294,11 +240,11 @@ fn port_too_large() {
 #[test]
 fn numbers_out_of_range() {
     for (flag, value, says) in [
-        ("--num-bytes", "0", "at least 1"),
-        ("--workers", "0", "at least 1"),
-        ("--port", "-1", "port number from 0 to 65535"),
-        ("-p", "-1", "port number from 0 to 65535"),
-        ("--max-per-source", "-5", "from 0 (no limit)"),
+        ("--num-bytes", "0", "0 is not in 1.."),
+        ("--workers", "-3", "-3 is not in 1.."),
+        ("--port", "-1", "-1 is not in 0..=65535"),
+        ("-p", "-1", "-1 is not in 0..=65535"),
+        ("--max-per-source", "-5", "-5 is not in 0..=4294967295"),
     ] {
         let output = run(&[flag, value, &science()]);
         assert_one_line(&output, &[&format!("invalid value '{value}'"), says]);
@@ -321,10 +267,7 @@ fn bad_durations() {
         ("--delay", "2 fortnights"),
         ("--delay=-inf", ""),
     ] {
-        let args: Vec<&str> = [flag, value]
-            .into_iter()
-            .filter(|a| !a.is_empty())
-            .collect();
+        let args: Vec<&str> = [flag, value].into_iter().filter(|a| !a.is_empty()).collect();
         let output = run(&[&args[..], &[science().as_str()]].concat());
         let value = flag.strip_prefix("--delay=").unwrap_or(value);
         assert_one_line(
@@ -366,7 +309,7 @@ fn no_poem() {
 #[test]
 fn every_option_refuses_a_bad_value_in_one_line() {
     use clap::CommandFactory;
-    let command = poetry_serve::Cli::command();
+    let command = poetry_serve::cli::Cli::command();
     let mut checked = 0;
     for arg in command.get_arguments() {
         let Some(long) = arg.get_long() else { continue };
@@ -380,13 +323,6 @@ fn every_option_refuses_a_bad_value_in_one_line() {
     }
     assert!(checked >= 15, "only {checked} options checked");
     // The switches take their value from a variable only.
-    let output = run_command(
-        Command::new(BIN)
-            .arg(science())
-            .env("POETRY_SERVE_REFUSE", "maybe"),
-    );
-    assert_one_line(
-        &output,
-        &["in $POETRY_SERVE_REFUSE: invalid value 'maybe' for '--refuse'"],
-    );
+    let output = run_command(Command::new(BIN).arg(science()).env("POETRY_SERVE_REFUSE", "maybe"));
+    assert_one_line(&output, &["in $POETRY_SERVE_REFUSE: invalid value 'maybe' for '--refuse'"]);
 }

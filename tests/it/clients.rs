@@ -1,117 +1,93 @@
 //! Clients that misbehave (hang up, stall, never stop talking) and the fixed pool's limit:
 //! each ends only its own connection, and the worker moves on.
 
-use std::io::{Read, Write};
+use std::io::Write;
+use std::num::NonZeroUsize;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::{BinaryPoem, LIMIT, Server, read_to_end, shipped};
+use poetry_serve::{Config, Outcome};
 
-/// With --workers 2, four clients connecting at once are served in two waves: never more than
-/// two at a time, and the second wave only once the first is done.
-#[test]
-fn the_pool_limits_concurrent_clients() {
-    let poem = BinaryPoem::new(50); // 5 chunks: at least 0.8 s per client
-    let server = Server::launch(poem.path())
-        .args(&["--workers", "2", "--num-bytes", "10", "--delay", "0.2"])
-        .start();
-    let fetches: Vec<_> = server
-        .fetch_many(4)
-        .into_iter()
-        .map(|fetch| fetch.expect("fetch"))
-        .collect();
-    for fetch in &fetches {
-        server.assert_bytes(&fetch.bytes, &poem.bytes);
-    }
-    let mut spans: Vec<_> = fetches
-        .iter()
-        .map(|f| (f.first_byte(), f.elapsed))
-        .collect();
-    spans.sort();
-    let story = format!("(first byte, EOF) per client: {spans:?}");
-    // A poem takes at least 0.8 s, so the third client cannot start before then...
-    assert!(
-        spans[2].0 >= Duration::from_millis(800),
-        "third client started early: {story}"
-    );
-    // ...and at no moment are more than two clients between first byte and EOF. A worker is
-    // free once its client has everything, which that client may notice a moment after the
-    // next client's first byte: 100 ms of EOF is allowed for that (a chunk is 200 ms).
-    let slack = Duration::from_millis(100);
-    for &(begin, _) in &spans {
-        let streaming = spans
-            .iter()
-            .filter(|&&(b, e)| b <= begin && begin + slack < e)
-            .count();
-        assert!(streaming <= 2, "{streaming} clients at once: {story}");
-    }
+use crate::common::{
+    Binary, BinaryPoem, InProcess, LIMIT, Target, eventually, ms, read_to_end, shipped,
+};
+
+/// `poem` in chunks of 10 bytes, `delay` apart, to `workers` clients at once.
+fn config(poem: &std::path::Path, workers: usize, delay: Duration) -> Config {
+    let mut config = Config::new(poem);
+    config.workers = NonZeroUsize::new(workers).unwrap();
+    config.pacing.delay = delay;
+    config
 }
 
-/// A client that hangs up mid-poem is logged as such, and the only worker serves the next.
+/// With two workers, four clients connecting at once are served two at a time: two stream
+/// while the other two wait in the listen backlog, unaccepted, and then all four get the poem.
+#[test]
+fn the_pool_limits_concurrent_clients() {
+    let poem = BinaryPoem::new(50);
+    let server = InProcess::start(config(poem.path(), 2, ms(200)));
+    thread::scope(|scope| {
+        let clients: Vec<_> =
+            (0..4).map(|_| scope.spawn(|| server.fetch_exact(&poem.bytes))).collect();
+        let waiting = |t: &poetry_serve::Tally| {
+            t.busy == 2 && server.handle.backlog().is_some_and(|(n, _)| n == 2)
+        };
+        server.wait_tally("two streaming and two in the backlog", waiting);
+        for client in clients {
+            client.join().expect("a client");
+        }
+    });
+    let tally = server.wait_ended(Outcome::Complete, 4);
+    assert_eq!(tally.accepted, 4, "{tally:?}");
+}
+
+/// A client that hangs up mid-poem is counted as such, and the only worker serves the next.
 #[test]
 fn a_client_hanging_up_frees_its_worker() {
     let poem = BinaryPoem::new(200);
-    let server = Server::launch(poem.path())
-        .args(&["--workers", "1", "--num-bytes", "10", "--delay", "0.02"])
-        .args(&["--log-format", "json"])
-        .start();
-    let mut quitter = server.connect();
-    let mut first = [0u8; 20];
-    quitter.read_exact(&mut first).expect("the first chunks");
-    drop(quitter);
+    let server = InProcess::start(config(poem.path(), 1, ms(20)));
+    drop(server.start_streaming(20));
     server.fetch_exact(&poem.bytes);
-    let ended = server.wait_for_events("connection ended", 2);
-    let outcomes: Vec<_> = ended.iter().map(|event| &event["outcome"]).collect();
-    assert_eq!(
-        outcomes,
-        ["client_closed", "complete"],
-        "{}",
-        server.stderr()
-    );
+    let tally = server.wait_ended(Outcome::Complete, 1);
+    assert_eq!(tally.ended(Outcome::ClientClosed), 1, "{tally:?}");
 }
 
-/// A client that stops reading is dropped after --write-timeout, and its worker is free again.
+/// A client that stops reading is dropped after the write timeout, and its worker is free
+/// again.
 #[test]
 fn a_stalled_reader_is_dropped_after_the_write_timeout() {
     // Far more than loopback's socket buffers hold, so the server's writes must block.
     let poem = BinaryPoem::new(32 << 20);
-    let server = Server::launch(poem.path())
-        .args(&["--workers", "1", "--delay", "0", "--write-timeout", "1"])
-        .args(&["--log-format", "json"])
-        .start();
+    let mut config = config(poem.path(), 1, Duration::ZERO);
+    config.write_timeout = Duration::from_secs(1);
+    let server = InProcess::start(config);
     let staller = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     staller.set_recv_buffer_size(4096).unwrap();
-    staller
-        .connect_timeout(&server.addr.into(), LIMIT)
-        .expect("connect");
+    staller.connect_timeout(&server.addr().into(), LIMIT).expect("connect");
     // The only worker is now stuck on the staller; this client waits until it is dropped.
     server.fetch_exact(&poem.bytes);
-    let ended = server.wait_for_events("connection ended", 2);
-    let outcomes: Vec<_> = ended.iter().map(|event| &event["outcome"]).collect();
-    assert_eq!(outcomes, ["timed_out", "complete"], "{}", server.stderr());
+    let tally = server.wait_ended(Outcome::Complete, 1);
+    assert_eq!(tally.ended(Outcome::TimedOut), 1, "{tally:?}");
     drop(staller);
 }
 
 /// A client that reads the whole poem but never stops sending or closes cannot hold its
-/// worker: the server discards its input for a bounded time, then closes.
+/// worker: the server discards its input for the linger, then closes.
 #[test]
 fn a_client_that_keeps_talking_cannot_hold_the_worker() {
     let (path, bytes) = shipped("science.txt");
-    let server = Server::launch(&path)
-        .args(&["--workers", "1", "--delay", "0"])
-        .start();
+    let mut config = config(&path, 1, Duration::ZERO);
+    config.linger = ms(200);
+    let server = InProcess::start(config);
     let talker = server.connect();
     let mut writer = talker.try_clone().unwrap();
     let chatter = thread::spawn(move || {
         let started = Instant::now();
-        while started.elapsed() < LIMIT {
-            if writer.write_all(&[b'x'; 1024]).is_err() {
-                return; // the server closed on us: expected
-            }
-            thread::sleep(Duration::from_millis(5));
+        while started.elapsed() < LIMIT && writer.write_all(&[b'x'; 1024]).is_ok() {
+            thread::sleep(ms(5));
         }
     });
-    let fetch = read_to_end(talker, Instant::now()).expect("the talker's poem");
+    let fetch = read_to_end(talker, Instant::now());
     server.assert_bytes(&fetch.bytes, &bytes);
     // The talker holds its end open and keeps talking; the next client still gets served.
     server.fetch_exact(&bytes);
@@ -124,18 +100,21 @@ fn a_client_that_keeps_talking_cannot_hold_the_worker() {
 #[test]
 fn a_client_that_sends_data_still_gets_every_byte() {
     let poem = BinaryPoem::new(1 << 20);
-    let server = Server::launch(poem.path()).args(&["--delay", "0"]).start();
+    let server = InProcess::start(config(poem.path(), 4, Duration::ZERO));
     for round in 1..=3 {
         let started = Instant::now();
         let mut client = server.connect();
-        client
-            .write_all(&[b'y'; 50_000])
-            .expect("send before reading");
+        client.write_all(&[b'y'; 50_000]).expect("send before reading");
         // The whole poem fits in the socket buffers: the server finishes writing and reaches
-        // its close (logging the connection first) while the poem sits unread here.
-        server.wait_for_logs("connection ended", round);
-        let fetch = read_to_end(client, started)
-            .unwrap_or_else(|err| panic!("lost the poem's tail: {err}; {}", server.stderr()));
+        // its close while the poem sits unread here.
+        let what = "the poem handed to the kernel";
+        eventually(
+            what,
+            || server.story(),
+            || (server.handle.counters().bytes() >= round << 20).then_some(()),
+        );
+        let fetch = read_to_end(client, started);
+        assert_eq!(fetch.ended, Ok(()), "lost the poem's tail\n{}", server.story());
         server.assert_bytes(&fetch.bytes, &poem.bytes);
     }
 }
@@ -144,65 +123,40 @@ fn a_client_that_sends_data_still_gets_every_byte() {
 #[test]
 fn typing_during_a_paced_poem_loses_nothing() {
     let (path, bytes) = shipped("fascination.txt");
-    let server = Server::launch(&path)
-        .args(&["--num-bytes", "50", "--delay", "0.01"])
-        .start();
+    let mut config = config(&path, 4, ms(10));
+    config.pacing = poetry_serve::Pacing::new(NonZeroUsize::new(50).unwrap(), ms(10));
+    let server = InProcess::start(config);
     let mut client = server.start_streaming(50);
-    client
-        .stream
-        .write_all(b"hello, is this thing on?\n")
-        .unwrap();
-    let got = client.finish().expect("the rest");
-    server.assert_bytes(&got, &bytes);
+    client.stream.write_all(b"hello, is this thing on?\n").unwrap();
+    let got = client.finish();
+    server.assert_bytes(&got.bytes, &bytes);
+    assert_eq!(got.ended, Ok(()));
 }
 
-/// Workers run at the lowest CPU priority, below the accept loop, so that a burst of connects
-/// is accepted before the backlog overflows (see `pool::WORKER_NICENESS`).
+/// A client that keeps sending while it reads too slowly to take the poem's end before the
+/// linger runs out is counted as an unclean close, not as complete.
 #[test]
-fn workers_run_below_the_accept_loop() {
-    let (path, _) = shipped("science.txt");
-    let server = Server::launch(&path).args(&["--workers", "3"]).start();
-    // The main thread's nice value, then each worker's, once it has started (a thread names
-    // itself and lowers its priority when it first runs, which on a loaded machine can come
-    // after the listening line).
-    let main = nice_values(server.pid())
-        .get("poetry-serve")
-        .copied()
-        .expect("the main thread is there");
-    let expected = (main + 10).min(19);
-    let started = Instant::now();
-    loop {
-        let nice = nice_values(server.pid());
-        let workers = ["worker-0", "worker-1", "worker-2"];
-        if workers.iter().all(|w| nice.get(*w) == Some(&expected)) {
-            break;
-        }
-        assert!(
-            started.elapsed() < LIMIT,
-            "workers not at nice {expected}: {nice:?}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// The nice value of each thread of process `pid`, by thread name.
-fn nice_values(pid: u32) -> std::collections::BTreeMap<String, i32> {
-    let mut nice = std::collections::BTreeMap::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("list the threads") {
-        let task = task.unwrap().path();
-        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-        let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
-        // Field 19 of stat is the nice value; fields are counted after the "(comm) " part.
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-            continue;
-        };
-        if let Some(Ok(value)) = after.split_whitespace().nth(16).map(str::parse) {
-            // A thread not yet named shares the main thread's name: keep the first seen,
-            // which is the main thread (its task id is the lowest).
-            nice.entry(name.trim().to_string()).or_insert(value);
-        }
-    }
-    nice
+fn a_close_that_may_cost_the_tail_is_not_called_complete() {
+    let poem = BinaryPoem::new(12 * 1024);
+    let mut config = config(poem.path(), 4, Duration::ZERO);
+    config.linger = ms(300);
+    let server = InProcess::start(config);
+    // A small receive window, so most of the poem waits in the server's send queue.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    socket.connect_timeout(&server.addr().into(), LIMIT).expect("connect");
+    let mut stream = std::net::TcpStream::from(socket);
+    stream.set_write_timeout(Some(LIMIT)).unwrap();
+    eventually(
+        "an unclean close",
+        || server.story(),
+        || {
+            let _ = stream.write_all(b"chatter\n");
+            let tally = server.tally();
+            assert_eq!(tally.ended(Outcome::Complete), 0, "{}", server.story());
+            (tally.ended(Outcome::UncleanClose) == 1).then_some(())
+        },
+    );
 }
 
 /// Out of file descriptors, the accept loop pauses instead of failing or spinning, and every
@@ -211,19 +165,13 @@ fn nice_values(pid: u32) -> std::collections::BTreeMap<String, i32> {
 fn running_out_of_file_descriptors_drops_no_one() {
     let poem = BinaryPoem::new(50);
     // 24 descriptors: a handful for the server itself, the rest for about 15 connections.
-    let server = Server::launch(poem.path())
+    let server = Binary::launch(poem.path())
         .args(&["--workers", "64", "--num-bytes", "10", "--delay", "0.05"])
         .under_shell("ulimit -n 24")
         .start();
-    let fetches = server.fetch_many(40);
-    for fetch in fetches {
-        let fetch =
-            fetch.unwrap_or_else(|err| panic!("a client lost out: {err}\n{}", server.stderr()));
+    for fetch in server.fetch_many(40) {
         server.assert_bytes(&fetch.bytes, &poem.bytes);
     }
     let log = server.stderr();
-    assert!(
-        log.contains("accept failed; pausing"),
-        "the limit was never reached:\n{log}"
-    );
+    assert!(log.contains("accept failed; pausing"), "the limit was never reached:\n{log}");
 }

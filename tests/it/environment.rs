@@ -5,13 +5,12 @@
 use std::net::TcpStream;
 use std::process::{Command, Output};
 
-use clap::CommandFactory;
-use poetry_serve::Cli;
+use poetry_serve::cli::Cli;
 
-use crate::common::{BIN, BinaryPoem, LIMIT, Server, run_command, shipped};
+use crate::common::{BIN, Binary, BinaryPoem, LIMIT, Target, run_command, shipped};
 
 /// The options that are actions rather than settings, and so have no variable.
-const ACTIONS: [&str; 3] = ["help", "version", "generate"];
+const ACTIONS: [&str; 4] = ["help", "version", "generate", "health-check"];
 
 /// The variable an option's long name calls for: `--max-per-source` → `POETRY_SERVE_MAX_PER_SOURCE`.
 fn variable_for(long: &str) -> String {
@@ -32,7 +31,7 @@ fn run_with(env: &[(&str, &str)], args: &[&str]) -> Output {
 /// Every option but the actions has its variable, named after it, and `--help` names each.
 #[test]
 fn every_option_has_a_variable_that_help_names() {
-    let command = Cli::command();
+    let command = Cli::definition();
     let options: Vec<_> = command
         .get_arguments()
         .filter_map(|arg| Some((arg, arg.get_long()?)))
@@ -43,9 +42,7 @@ fn every_option_has_a_variable_that_help_names() {
     let help = String::from_utf8_lossy(&help.stdout);
     for (arg, long) in options {
         let expected = variable_for(long);
-        let env = arg
-            .get_env()
-            .map(|name| name.to_string_lossy().into_owned());
+        let env = arg.get_env().map(|name| name.to_string_lossy().into_owned());
         assert_eq!(env.as_deref(), Some(&*expected), "--{long}");
         assert!(
             help.contains(&format!("[env: {expected}]")),
@@ -59,7 +56,7 @@ fn every_option_has_a_variable_that_help_names() {
 #[test]
 fn variables_set_options() {
     let poem = BinaryPoem::new(40);
-    let server = Server::launch(poem.path())
+    let server = Binary::launch(poem.path())
         .env("POETRY_SERVE_IFACE", "127.0.0.1,::1")
         .env("POETRY_SERVE_DELAY", "0")
         .env("POETRY_SERVE_CLOSE_AFTER", "25")
@@ -68,7 +65,7 @@ fn variables_set_options() {
     assert_eq!(server.addr.ip().to_string(), "127.0.0.1");
     assert_eq!(second.ip().to_string(), "::1");
     for addr in [server.addr, second] {
-        let fetch = server.fetch_from(addr);
+        let fetch = crate::common::fetch_at(addr);
         server.assert_bytes(&fetch.bytes, &poem.bytes[..25]);
     }
 }
@@ -78,22 +75,18 @@ fn variables_set_options() {
 #[test]
 fn switches_take_yes_and_no() {
     let (path, bytes) = shipped("science.txt");
-    let server = Server::launch(&path)
-        .args(&["--delay", "0"])
-        .env("POETRY_SERVE_REFUSE", "0")
-        .start();
+    let server =
+        Binary::launch(&path).args(&["--delay", "0"]).env("POETRY_SERVE_REFUSE", "0").start();
     server.fetch_exact(&bytes);
-    let server = Server::launch(&path)
-        .args(&["--delay", "0"])
-        .env("POETRY_SERVE_REFUSE", "yes")
-        .start();
+    let server =
+        Binary::launch(&path).args(&["--delay", "0"]).env("POETRY_SERVE_REFUSE", "yes").start();
     // The reset may come before the client has set its socket up: any error means refused.
-    let fetch = TcpStream::connect_timeout(&server.addr, LIMIT).and_then(|stream| {
-        stream.set_read_timeout(Some(LIMIT))?;
+    let fetch = TcpStream::connect_timeout(&server.addr, LIMIT).map(|stream| {
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
         crate::common::read_to_end(stream, std::time::Instant::now())
     });
     assert!(
-        fetch.as_ref().map_or(true, |f| f.bytes.is_empty()),
+        fetch.as_ref().map_or(true, |f| f.bytes.is_empty() && f.ended.is_err()),
         "a refused connection gets no poem: {fetch:?}; stderr:\n{}",
         server.stderr()
     );
@@ -113,7 +106,7 @@ fn switches_take_yes_and_no() {
 #[test]
 fn the_command_line_wins() {
     let poem = BinaryPoem::new(64);
-    let server = Server::launch(poem.path())
+    let server = Binary::launch(poem.path())
         .args(&["--iface", "127.0.0.1", "--delay", "0"])
         .env("POETRY_SERVE_IFACE", "::1")
         .env("POETRY_SERVE_DELAY", "2 fortnights")
@@ -151,10 +144,36 @@ fn a_bad_value_names_its_variable() {
         let line = typed_err
             .strip_prefix("poetry-serve: error: ")
             .unwrap_or_else(|| panic!("not our line: {story}"));
-        assert_eq!(
-            env_err,
-            format!("poetry-serve: error: in ${variable}: {line}"),
-            "{story}"
-        );
+        assert_eq!(env_err, format!("poetry-serve: error: in ${variable}: {line}"), "{story}");
     }
+}
+
+/// A variable in the environment, any variable, leaves `--generate` working: the completion
+/// script is printed whatever POETRY_SERVE_* says.
+#[test]
+fn variables_do_not_stop_generate() {
+    let env = [("POETRY_SERVE_REUSE_PORT", "0"), ("POETRY_SERVE_DELAY", "0.1")];
+    for what in ["bash", "man"] {
+        let output = run_with(&env, &["--generate", what]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "--generate {what}: {stderr}");
+        assert!(output.stdout.len() > 1000, "--generate {what} printed little: {stderr}");
+    }
+}
+
+/// A switch its variable sets off is not given at all: it conflicts with no other fault, and
+/// a fault rate still needs a fault.
+#[test]
+fn a_switch_set_off_counts_as_absent() {
+    let (path, bytes) = shipped("science.txt");
+    let server = Binary::launch(&path)
+        .args(&["--delay", "0", "--close-after", "10"])
+        .env("POETRY_SERVE_REFUSE", "0")
+        .start();
+    server.fetch_exact(&bytes[..10]);
+    let poem = path.display().to_string();
+    let output = run_with(&[("POETRY_SERVE_REFUSE", "off")], &["--fault-rate", "0.5", &poem]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("required") && stderr.contains("--refuse>"), "{stderr}");
 }

@@ -6,9 +6,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::{BinaryPoem, LIMIT, Server, get, poem_file, sample};
+use poetry_serve::ops::http::Limits;
 
-/// The metrics listener's bound on connections one source holds at once (src/http.rs).
+use crate::common::{
+    Binary, BinaryPoem, InProcess, LIMIT, Target, eventually, get, poem_file, sample,
+};
+
+/// The metrics listener's bound on connections one source holds at once.
 const PER_SOURCE: usize = 8;
 
 /// Sends `bytes` to `addr` and closes without waiting for an answer.
@@ -22,16 +26,12 @@ fn send_and_close(addr: SocketAddr, bytes: &[u8]) {
 fn connect_and_reset(addr: SocketAddr) {
     let mut stream = TcpStream::connect_timeout(&addr, LIMIT).expect("connect");
     let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
-    socket2::SockRef::from(&stream)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
+    socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)).unwrap();
 }
 
 /// How many of `what` (`fd`, `task`) the process `pid` has now.
 fn count(pid: u32, what: &str) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/{what}"))
-        .map(|dir| dir.count())
-        .unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/{what}")).map(|dir| dir.count()).unwrap_or(0)
 }
 
 /// A request announcing a body of 99,999,999,999 bytes gets its answer, and neither the server
@@ -39,15 +39,8 @@ fn count(pid: u32, what: &str) -> usize {
 #[test]
 fn a_huge_content_length_aborts_nothing() {
     let poem = BinaryPoem::new(400);
-    let server = Server::launch(poem.path())
-        .args(&[
-            "--delay",
-            "0.05",
-            "--num-bytes",
-            "40",
-            "--metrics",
-            "127.0.0.1:0",
-        ])
+    let server = Binary::launch(poem.path())
+        .args(&["--delay", "0.05", "--num-bytes", "40", "--metrics", "127.0.0.1:0"])
         .start();
     let metrics = server.metrics_addr();
     let in_flight = server.start_streaming(40);
@@ -58,8 +51,7 @@ fn a_huge_content_length_aborts_nothing() {
     ] {
         send_and_close(metrics, request.as_bytes());
     }
-    let got = in_flight.finish().expect("the poem in flight");
-    server.assert_bytes(&got, &poem.bytes);
+    server.assert_bytes(&in_flight.finish().bytes, &poem.bytes);
     assert_eq!(get(metrics, "/healthz"), (200, "ok\n".into()));
     server.fetch_exact(&poem.bytes);
 }
@@ -69,7 +61,7 @@ fn a_huge_content_length_aborts_nothing() {
 #[test]
 fn the_metrics_listener_outlives_descriptor_exhaustion() {
     let poem = BinaryPoem::new(100);
-    let server = Server::launch(poem.path())
+    let server = Binary::launch(poem.path())
         .under_shell("ulimit -n 32")
         .args(&[
             "--delay",
@@ -89,9 +81,7 @@ fn the_metrics_listener_outlives_descriptor_exhaustion() {
     // This one waits in the backlog, and the metrics listener's accept fails too.
     let mut waiting = TcpStream::connect_timeout(&metrics, LIMIT).expect("connect to metrics");
     waiting.set_read_timeout(Some(LIMIT)).unwrap();
-    waiting
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    waiting.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
     server.wait_for_message("metrics: accept failed");
     drop(hogs);
     let mut answer = String::new();
@@ -103,42 +93,60 @@ fn the_metrics_listener_outlives_descriptor_exhaustion() {
 }
 
 /// Idle connections to the metrics port cost neither a thread each nor unbounded
-/// descriptors: one source holds a few places, each closed after the request timeout, and a
-/// scrape works once they are gone.
+/// descriptors: one source holds a few places, and the rest wait in the listen backlog.
 #[test]
-fn idle_metrics_connections_are_bounded_and_timed_out() {
+fn idle_metrics_connections_are_bounded() {
     let poem = poem_file(b"a poem\n");
-    let server = Server::launch(poem.path())
-        .args(&["--workers", "4", "--metrics", "127.0.0.1:0"])
-        .start();
+    let server =
+        Binary::launch(poem.path()).args(&["--workers", "4", "--metrics", "127.0.0.1:0"]).start();
     let metrics = server.metrics_addr();
     let pid = server.pid();
     let (threads, fds) = (count(pid, "task"), count(pid, "fd"));
     // Many more than one source may hold.
-    let idle: Vec<TcpStream> = (0..150)
-        .map(|_| TcpStream::connect_timeout(&metrics, LIMIT).expect("connect"))
-        .collect();
-    thread::sleep(Duration::from_millis(500)); // let the listener accept what it will
+    let idle: Vec<TcpStream> =
+        (0..150).map(|_| TcpStream::connect_timeout(&metrics, LIMIT).expect("connect")).collect();
+    // The listener takes a source's share and closes each one over it as it accepts it: once
+    // the backlog is empty, every place it will take is taken.
+    let accepted = format!("/proc/{pid}/net/tcp");
+    eventually(
+        "the backlog emptied",
+        || server.stderr(),
+        || {
+            let table = std::fs::read_to_string(&accepted).ok()?;
+            let port = format!(":{:04X} ", metrics.port());
+            // The listening socket's line: state 0A (LISTEN), receive queue the backlog.
+            let listening = table
+                .lines()
+                .find(|l| l.contains(&port) && l.split_whitespace().nth(3) == Some("0A"))?;
+            let queue = listening.split_whitespace().nth(4)?.split(':').nth(1)?;
+            (u32::from_str_radix(queue, 16).ok()? == 0).then_some(())
+        },
+    );
     assert_eq!(count(pid, "task"), threads, "a thread per connection?");
     let grown = count(pid, "fd") - fds;
-    assert!(
-        grown <= PER_SOURCE + 2,
-        "{grown} more descriptors for 150 idle connections"
-    );
-    // The first ones were accepted: the server closes them after the request timeout.
-    let mut idle = idle.into_iter();
-    let mut first = idle.next().unwrap();
-    first.set_read_timeout(Some(LIMIT)).unwrap();
-    let started = Instant::now();
-    let closed = first.read(&mut [0u8; 16]);
+    assert!(grown <= PER_SOURCE + 2, "{grown} more descriptors for 150 idle connections");
+    drop(idle);
+    assert_eq!(get(metrics, "/healthz"), (200, "ok\n".into()));
+}
+
+/// An idle connection to the metrics port is closed after the request timeout, and a scrape
+/// works once they are gone.
+#[test]
+fn idle_metrics_connections_are_timed_out() {
+    let poem = poem_file(b"a poem\n");
+    let server = InProcess::start(InProcess::config(poem.path()));
+    let limits = Limits { request_timeout: Duration::from_millis(300), ..Limits::default() };
+    let any_port = "127.0.0.1:0".parse().unwrap();
+    let metrics =
+        poetry_serve::ops::metrics::serve(any_port, server.handle.clone(), limits).unwrap();
+    let mut idle = TcpStream::connect_timeout(&metrics, LIMIT).expect("connect");
+    idle.set_read_timeout(Some(LIMIT)).unwrap();
+    let closed = idle.read(&mut [0u8; 16]);
     assert!(
         matches!(&closed, Ok(0))
             || matches!(&closed, Err(e) if e.kind() == ErrorKind::ConnectionReset),
-        "an idle connection stayed open: {closed:?} after {:?}",
-        started.elapsed()
+        "an idle connection stayed open: {closed:?}"
     );
-    // Once they leave, a scrape gets through.
-    drop(idle);
     assert_eq!(get(metrics, "/healthz"), (200, "ok\n".into()));
 }
 
@@ -148,9 +156,7 @@ fn idle_metrics_connections_are_bounded_and_timed_out() {
 #[test]
 fn one_source_cannot_take_every_metrics_place() {
     let poem = poem_file(b"a poem\n");
-    let server = Server::launch(poem.path())
-        .args(&["--metrics", "127.0.0.1:0"])
-        .start();
+    let server = Binary::launch(poem.path()).args(&["--metrics", "127.0.0.1:0"]).start();
     let metrics = server.metrics_addr();
     let hogs: Vec<TcpStream> = (0..PER_SOURCE + 12)
         .map(|_| {
@@ -170,23 +176,14 @@ fn one_source_cannot_take_every_metrics_place() {
             _ => {} // still open after 5 s: held
         }
     }
-    assert_eq!(
-        closed, 12,
-        "connections over the source's share stayed open"
-    );
+    assert_eq!(closed, 12, "connections over the source's share stayed open");
     // Another source is answered while the first holds its share.
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket
-        .bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
-        .unwrap();
-    socket
-        .connect_timeout(&metrics.into(), LIMIT)
-        .expect("connect");
+    socket.bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into()).unwrap();
+    socket.connect_timeout(&metrics.into(), LIMIT).expect("connect");
     let mut probe = TcpStream::from(socket);
     probe.set_read_timeout(Some(LIMIT)).unwrap();
-    probe
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    probe.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
     let mut answer = String::new();
     probe.read_to_string(&mut answer).expect("an answer");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -198,14 +195,10 @@ fn one_source_cannot_take_every_metrics_place() {
 #[test]
 fn a_metrics_connection_answers_one_request_and_closes() {
     let poem = BinaryPoem::new(50);
-    let server = Server::launch(poem.path())
-        .args(&["--metrics", "127.0.0.1:0"])
-        .start();
+    let server = Binary::launch(poem.path()).args(&["--metrics", "127.0.0.1:0"]).start();
     let metrics = server.metrics_addr();
     let mut client = TcpStream::connect_timeout(&metrics, LIMIT).expect("connect");
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     client
         .write_all(
             b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\nGET /healthz HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -223,7 +216,7 @@ fn a_metrics_connection_answers_one_request_and_closes() {
 #[test]
 fn resets_on_the_metrics_port_leave_the_log_clean() {
     let poem = poem_file(b"a poem\n");
-    let server = Server::launch(poem.path())
+    let server = Binary::launch(poem.path())
         .args(&["--log-format", "json", "--metrics", "127.0.0.1:0"])
         .start();
     let metrics = server.metrics_addr();
@@ -282,12 +275,11 @@ impl Draws {
 #[test]
 fn mutated_requests_and_headers_stop_nothing() {
     let poem = BinaryPoem::new(300);
-    let metrics_server = Server::launch(poem.path())
-        .args(&["--delay", "0", "--metrics", "127.0.0.1:0"])
-        .start();
+    let metrics_server =
+        Binary::launch(poem.path()).args(&["--delay", "0", "--metrics", "127.0.0.1:0"]).start();
     let metrics = metrics_server.metrics_addr();
-    let proxied = Server::launch(poem.path())
-        .args(&["--delay", "0", "--proxy-protocol"])
+    let proxied = Binary::launch(poem.path())
+        .args(&["--delay", "0", "--proxy-protocol", "--proxy-timeout", "200ms"])
         .start();
     let mut draws = Draws(fastrand::Rng::with_seed(0x5eed_2026_1204));
     let requests: [&[u8]; 3] = [
@@ -326,81 +318,48 @@ fn mutated_requests_and_headers_stop_nothing() {
     let (status, page) = get(metrics, "/metrics");
     assert_eq!(status, 200, "{page}");
     let mut stream = proxied.connect();
-    stream
-        .write_all(b"PROXY TCP4 192.0.2.7 192.0.2.2 4321 80\r\n")
-        .unwrap();
-    let fetched = crate::common::read_to_end(stream, Instant::now()).expect("a proxied poem");
+    stream.write_all(b"PROXY TCP4 192.0.2.7 192.0.2.2 4321 80\r\n").unwrap();
+    let fetched = crate::common::read_to_end(stream, Instant::now());
     proxied.assert_bytes(&fetched.bytes, &poem.bytes);
     let log = proxied.stderr();
     assert!(!log.contains("panicked"), "{log}");
 }
 
-/// Every accepted connection is either queued, busy or ended in the figures while serving;
-/// and at SIGTERM the one the accept loop holds for want of a worker gets its log line and
-/// its outcome like every other.
+/// Every accepted connection is either queued, busy or ended in every scrape while serving;
+/// and at SIGTERM the clients still waiting in the backlog are accepted, closed and logged:
+/// every connection the kernel completed gets its one log line and its outcome.
 #[test]
 fn every_accepted_connection_is_counted_and_logged_at_shutdown() {
     let poem = BinaryPoem::new(200);
-    let mut server = Server::launch(poem.path())
-        .args(&[
-            "--workers",
-            "2",
-            "--delay",
-            "0.2",
-            "--num-bytes",
-            "10",
-            "--shutdown-grace",
-            "0.5",
-            "--metrics",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
+    let mut server = Binary::launch(poem.path())
+        .args(&["--workers", "2", "--delay", "0.2", "--num-bytes", "10"])
+        .args(&["--shutdown-grace", "0.5", "--metrics", "127.0.0.1:0", "--log-format", "json"])
         .start();
     let metrics = server.metrics_addr();
     let clients: Vec<TcpStream> = (0..10).map(|_| server.connect()).collect();
-    // Two streaming, two queued, one held by the accept loop: five accepted.
-    let started = Instant::now();
-    let page = loop {
-        let (_, page) = get(metrics, "/metrics");
-        if sample(&page, "poetry_connections_accepted_total") >= 5.0 {
-            break page;
-        }
-        assert!(started.elapsed() < LIMIT, "never 5 accepted:\n{page}");
-        thread::sleep(Duration::from_millis(20));
-    };
-    let accepted = sample(&page, "poetry_connections_accepted_total");
+    // Two streaming, the other eight waiting in the backlog.
+    let page = eventually(
+        "2 accepted and 8 in the backlog",
+        || server.stderr(),
+        || {
+            let (_, page) = get(metrics, "/metrics");
+            let backlog = sample(&page, "poetry_listen_backlog");
+            (sample(&page, "poetry_connections_accepted_total") == 2.0 && backlog == 8.0)
+                .then_some(page)
+        },
+    );
     let in_hand = sample(&page, "poetry_workers_busy") + sample(&page, "poetry_connections_queued");
-    let ended: f64 = page
-        .lines()
+    let ended: f64 = (page.lines())
         .filter(|line| line.starts_with("poetry_connections_ended_total{"))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    assert_eq!(accepted, in_hand + ended, "{page}");
+    assert_eq!(sample(&page, "poetry_connections_accepted_total"), in_hand + ended, "{page}");
     server.signal(libc::SIGTERM);
-    assert_eq!(
-        server.wait_exit(LIMIT).code(),
-        Some(0),
-        "{}",
-        server.stderr()
-    );
+    assert_eq!(server.wait_exit().code(), Some(0), "{}", server.stderr());
     drop(clients);
-    let events = server.events();
-    let lines = events
-        .iter()
-        .filter(|e| e["message"] == "connection ended")
-        .count();
-    let stats = events
-        .iter()
-        .rfind(|e| e["message"] == "stats")
-        .expect("a final stats line");
-    assert_eq!(
-        stats["accepted"].as_u64(),
-        Some(lines as u64),
-        "{}",
-        server.stderr()
-    );
-    assert!(lines >= 5, "{}", server.stderr());
+    let lines = server.outcomes().len();
+    let stats = server.last_stats();
+    assert_eq!((stats["accepted"].as_u64(), lines), (Some(10), 10), "{}", server.stderr());
 }
 
 /// With --max-per-source 1, a client that reads each poem to its end, closes and connects
@@ -408,41 +367,12 @@ fn every_accepted_connection_is_counted_and_logged_at_shutdown() {
 #[test]
 fn a_sequential_client_is_never_refused_by_its_own_last_connection() {
     let poem = poem_file(b"a short poem\n");
-    let server = Server::launch(poem.path())
-        .args(&["--delay", "0", "--max-per-source", "1"])
-        .start();
+    let mut config = InProcess::config(poem.path());
+    config.pacing.delay = Duration::ZERO;
+    config.max_per_source = std::num::NonZeroU32::new(1);
+    let server = InProcess::start(config);
     for round in 0..300 {
         let fetched = server.fetch();
-        assert_eq!(
-            fetched.bytes,
-            b"a short poem\n",
-            "round {round}; stderr:\n{}",
-            server.stderr()
-        );
+        assert_eq!(fetched.bytes, b"a short poem\n", "round {round}\n{}", server.story());
     }
-}
-
-/// A client that keeps sending while it reads too slowly to take the poem's end before the
-/// linger runs out is logged as an unclean close, not as complete.
-#[test]
-fn a_close_that_may_cost_the_tail_is_not_called_complete() {
-    let poem = BinaryPoem::new(12 * 1024);
-    let server = Server::launch(poem.path())
-        .args(&["--delay", "0", "--log-format", "json"])
-        .start();
-    // A small receive window, so most of the poem waits in the server's send queue.
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(2048).unwrap();
-    socket
-        .connect_timeout(&server.addr.into(), LIMIT)
-        .expect("connect");
-    let mut stream = TcpStream::from(socket);
-    stream.set_write_timeout(Some(LIMIT)).unwrap();
-    let talk_until = Instant::now() + Duration::from_secs(4);
-    while Instant::now() < talk_until {
-        let _ = stream.write_all(b"chatter\n");
-        thread::sleep(Duration::from_millis(20));
-    }
-    let ended = &server.wait_for_events("connection ended", 1)[0];
-    assert_eq!(ended["outcome"], "unclean_close", "{}", server.stderr());
 }

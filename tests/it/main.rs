@@ -1,16 +1,19 @@
-//! Integration tests: the real binary, driven over loopback. One test binary with a module per
-//! area, sharing the helpers in `common`.
+//! Integration tests: the server in-process where the process adds nothing, the real binary
+//! where it does (exit statuses, signals, stdout, the environment, logs), over loopback. One
+//! test binary with a module per area; `tests/tools` holds the tests that need outside tools.
+
+#[path = "../common/mod.rs"]
+mod common;
 
 mod bad_input;
 mod clients;
 mod command_line;
-mod common;
-mod dead_peer;
 mod environment;
 mod faults;
 mod hostile;
 mod in_the_open;
 mod operations;
+mod parsing;
 mod poems;
 mod service;
 mod shutdown;

@@ -3,7 +3,22 @@
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::common::{BinaryPoem, LIMIT, Server, binary_bytes, poem_in_dir, read_to_end};
+use poetry_serve::{Config, Order};
+
+use crate::common::{
+    Binary, BinaryPoem, InProcess, LIMIT, Target, binary_bytes, eventually, poem_in_dir,
+    read_to_end,
+};
+
+/// `poems`, unpaced, in `order`, with `seed`.
+fn serving(poems: &[&std::path::Path], order: Order, seed: Option<u64>) -> InProcess {
+    let mut config = Config::new(poems[0]);
+    config.poems = poems.iter().map(|p| p.to_path_buf()).collect();
+    config.pacing.delay = Duration::ZERO;
+    config.order = order;
+    config.faults.seed = seed;
+    InProcess::start(config)
+}
 
 /// Three small poems, told apart by their first byte.
 fn three_poems() -> (tempfile::TempDir, Vec<Vec<u8>>) {
@@ -23,16 +38,8 @@ fn three_poems() -> (tempfile::TempDir, Vec<Vec<u8>>) {
 #[test]
 fn several_poems_are_served_in_turn() {
     let (dir, texts) = three_poems();
-    let (a, b, c) = (
-        dir.path().join("a.txt"),
-        dir.path().join("b.txt"),
-        dir.path().join("c.txt"),
-    );
-    let server = Server::launch(&c)
-        .poem(&a)
-        .poem(&b)
-        .args(&["--delay", "0"])
-        .start();
+    let (a, b, c) = (dir.path().join("a.txt"), dir.path().join("b.txt"), dir.path().join("c.txt"));
+    let server = serving(&[&c, &a, &b], Order::Sequential, None);
     for expected in [&texts[2], &texts[0], &texts[1], &texts[2], &texts[0]] {
         server.fetch_exact(expected);
     }
@@ -42,7 +49,7 @@ fn several_poems_are_served_in_turn() {
 #[test]
 fn a_directory_serves_its_txt_files() {
     let (dir, texts) = three_poems();
-    let server = Server::launch(dir.path()).args(&["--delay", "0"]).start();
+    let server = serving(&[dir.path()], Order::Sequential, None);
     for expected in [&texts[0], &texts[1], &texts[2], &texts[0]] {
         server.fetch_exact(expected);
     }
@@ -52,17 +59,11 @@ fn a_directory_serves_its_txt_files() {
 #[test]
 fn random_order_serves_each_poem_whole() {
     let (dir, texts) = three_poems();
-    let server = Server::launch(dir.path())
-        .args(&["--delay", "0", "--order", "random"])
-        .start();
+    let server = serving(&[dir.path()], Order::Random, None);
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..30 {
         let fetch = server.fetch();
-        assert!(
-            texts.contains(&fetch.bytes),
-            "not one of the poems: {}",
-            server.stderr()
-        );
+        assert!(texts.contains(&fetch.bytes), "not one of the poems: {}", server.story());
         seen.insert(fetch.bytes[0]);
     }
     assert!(seen.len() > 1, "30 random fetches all gave poem {seen:?}");
@@ -73,24 +74,20 @@ fn random_order_serves_each_poem_whole() {
 #[test]
 fn a_seed_makes_random_order_repeatable() {
     let (dir, _) = three_poems();
-    let firsts = |seed: &str| -> Vec<u8> {
-        let server = Server::launch(dir.path())
-            .args(&["--delay", "0", "--order", "random", "--seed", seed])
-            .start();
+    let firsts = |seed| -> Vec<u8> {
+        let server = serving(&[dir.path()], Order::Random, Some(seed));
         (0..24).map(|_| server.fetch().bytes[0]).collect()
     };
-    let first = firsts("7");
-    assert_eq!(first, firsts("7"), "the same seed, another sequence");
-    assert_ne!(first, firsts("8"), "another seed, the same sequence");
+    let first = firsts(7);
+    assert_eq!(first, firsts(7), "the same seed, another sequence");
+    assert_ne!(first, firsts(8), "another seed, the same sequence");
 }
 
 /// --metrics takes a host name, as --iface does: localhost:0 listens on a loopback address.
 #[test]
 fn metrics_take_a_host_name() {
     let poem = BinaryPoem::new(50);
-    let server = Server::launch(poem.path())
-        .args(&["--metrics", "localhost:0"])
-        .start();
+    let server = Binary::launch(poem.path()).args(&["--metrics", "localhost:0"]).start();
     let metrics = server.metrics_addr();
     assert!(metrics.ip().is_loopback(), "{metrics}");
     assert_eq!(crate::common::get(metrics, "/healthz").0, 200);
@@ -102,9 +99,7 @@ fn metrics_take_a_host_name() {
 fn sighup_reloads_the_poems() {
     let old = binary_bytes(100);
     let (dir, path) = poem_in_dir(&old);
-    let server = Server::launch(&path)
-        .args(&["--num-bytes", "10", "--delay", "0.05"])
-        .start();
+    let server = Binary::launch(&path).args(&["--num-bytes", "10", "--delay", "0.05"]).start();
     let in_flight = server.start_streaming(10);
 
     // Replace the file the way editors do: write a new one and rename it over the old.
@@ -112,15 +107,13 @@ fn sighup_reloads_the_poems() {
     std::fs::write(dir.path().join("poem.new"), &new).unwrap();
     std::fs::rename(dir.path().join("poem.new"), &path).unwrap();
     server.signal(libc::SIGHUP);
-    server.wait_for_log("reloaded");
+    server.wait_for_logs("reloaded", 1);
     server.fetch_exact(&new);
-
-    let got = in_flight.finish().expect("the rest of the old poem");
-    server.assert_bytes(&got, &old);
+    server.assert_bytes(&in_flight.finish().bytes, &old);
 
     std::fs::remove_file(&path).unwrap();
     server.signal(libc::SIGHUP);
-    server.wait_for_log("reload failed");
+    server.wait_for_logs("reload failed", 1);
     server.fetch_exact(&new);
 }
 
@@ -129,9 +122,7 @@ fn sighup_reloads_the_poems() {
 #[test]
 fn a_reload_names_each_file_it_skips() {
     let (dir, _path) = poem_in_dir(b"the one poem\n");
-    let server = Server::launch(dir.path())
-        .args(&["--delay", "0", "--log-format", "json"])
-        .start();
+    let server = Binary::launch(dir.path()).args(&["--delay", "0", "--log-format", "json"]).start();
     let fifo = dir.path().join("fifo.txt");
     let fifo_c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: `fifo_c` is a valid NUL-terminated path for the duration of the call.
@@ -151,17 +142,11 @@ fn a_reload_names_each_file_it_skips() {
     named.sort();
     assert_eq!(
         named,
-        [
-            (fifo.to_str().unwrap(), "a FIFO"),
-            (zero.to_str().unwrap(), "a character device")
-        ],
+        [(fifo.to_str().unwrap(), "a FIFO"), (zero.to_str().unwrap(), "a character device")],
         "{}",
         server.stderr()
     );
-    assert!(
-        skipped.iter().all(|event| event["level"] == "WARN"),
-        "{skipped:?}"
-    );
+    assert!(skipped.iter().all(|event| event["level"] == "WARN"), "{skipped:?}");
     server.fetch_exact(b"the one poem\n");
 }
 
@@ -170,21 +155,15 @@ fn a_reload_names_each_file_it_skips() {
 fn sigusr1_prints_stats_at_any_log_level() {
     let poem = BinaryPoem::new(100);
     let args = ["--workers", "1", "--num-bytes", "10", "--delay", "0.3"];
-    let server = Server::launch(poem.path())
+    let server = Binary::launch(poem.path())
         .args(&args)
         .args(&["--log-format", "json"])
         .env("RUST_LOG", "off")
         .start();
     let _streaming = server.start_streaming(10);
-    let _queued = server.connect();
-    // The accept loop takes the second connection at once and queues it.
-    let stats = server.wait_for_stats(|stats| stats["queued"] == 1);
-    for (field, value) in [
-        ("accepted", 2),
-        ("complete", 0),
-        ("aborted", 0),
-        ("busy_workers", 1),
-    ] {
+    let _waiting = server.connect(); // waits in the backlog, unaccepted, for the only worker
+    let stats = server.wait_for_stats(|stats| stats["busy_workers"] == 1);
+    for (field, value) in [("accepted", 1), ("complete", 0), ("aborted", 0), ("queued", 0)] {
         assert_eq!(stats[field], value, "{field} in {stats}");
     }
     let events = server.events();
@@ -201,22 +180,15 @@ fn sigusr1_prints_stats_at_any_log_level() {
 #[test]
 fn json_logs_have_stable_fields() {
     let poem = BinaryPoem::new(50);
-    let server = Server::launch(poem.path())
-        .args(&["--delay", "0", "--log-format", "json"])
-        .start();
+    let server =
+        Binary::launch(poem.path()).args(&["--delay", "0", "--log-format", "json"]).start();
     server.fetch_exact(&poem.bytes);
     // Every line up to it must read as a JSON object, or the wait fails.
     let ended = &server.wait_for_events("connection ended", 1)[0];
     assert_eq!(ended["bytes"], 50, "{ended}");
     assert_eq!(ended["outcome"], "complete", "{ended}");
-    assert!(
-        ended["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
-        "{ended}"
-    );
-    assert!(
-        ended["chunks"].is_u64() && ended["duration_ms"].is_u64(),
-        "{ended}"
-    );
+    assert!(ended["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{ended}");
+    assert!(ended["chunks"].is_u64() && ended["duration_ms"].is_u64(), "{ended}");
 }
 
 /// A poem whose file name holds a newline cannot forge a line of the text log: the name is
@@ -228,18 +200,15 @@ fn a_poem_name_with_a_newline_forges_no_log_line() {
     let forged = "2026-01-01T00:00:00.000000Z  INFO worker-0 poetry_serve::connection: forged";
     let path = dir.path().join(format!("poem\n{forged}\r.txt"));
     std::fs::write(&path, &bytes).unwrap();
-    let server = Server::launch(&path).args(&["--delay", "0"]).start();
+    let server = Binary::launch(&path).args(&["--delay", "0"]).start();
     server.fetch_exact(&bytes);
-    let log = server.wait_for_log("connection ended");
+    let log = server.wait_for_logs("connection ended", 1);
     assert!(
-        log.lines()
-            .all(|line| !line.contains("forged") || line.contains(r"poem\n2026")),
+        log.lines().all(|line| !line.contains("forged") || line.contains(r"poem\n2026")),
         "a forged line:\n{log}"
     );
-    let ended = log
-        .lines()
-        .find(|line| line.contains("connection ended"))
-        .expect("the connection line");
+    let ended =
+        log.lines().find(|line| line.contains("connection ended")).expect("the connection line");
     assert!(
         ended.contains(r"poem\n2026-01-01") && ended.contains(r"forged\r.txt"),
         "the name is not escaped in {ended:?}"
@@ -251,55 +220,56 @@ fn a_poem_name_with_a_newline_forges_no_log_line() {
 #[test]
 fn dual_stack_accepts_ipv4_clients() {
     let poem = BinaryPoem::new(64);
-    let server = Server::launch(poem.path())
-        .args(&["--iface", "::", "--delay", "0", "--log-format", "json"])
-        .start();
-    assert_eq!(server.addr.ip().to_string(), "::");
-    let v4: SocketAddr = ([127, 0, 0, 1], server.addr.port()).into();
+    let mut config = Config::new(poem.path());
+    config.listen = vec!["[::]:0".parse().unwrap()];
+    config.pacing.chunk = std::num::NonZeroUsize::new(1).unwrap();
+    config.pacing.delay = Duration::from_millis(100);
+    let server = InProcess::start(config);
+    assert_eq!(server.addr().ip().to_string(), "::");
+    let v4: SocketAddr = ([127, 0, 0, 1], server.addr().port()).into();
     let stream = TcpStream::connect_timeout(&v4, LIMIT).expect("IPv4 connect to a :: listener");
     stream.set_read_timeout(Some(LIMIT)).unwrap();
-    let fetch = read_to_end(stream, Instant::now()).expect("fetch over IPv4");
+    let peer = eventually(
+        "the client being served",
+        || server.story(),
+        || server.handle.connections().first().map(|c| c.peer),
+    );
+    assert_eq!(peer, stream.local_addr().unwrap(), "a plain IPv4 peer");
+    let fetch = read_to_end(stream, Instant::now());
     server.assert_bytes(&fetch.bytes, &poem.bytes);
-    let ended = &server.wait_for_events("connection ended", 1)[0];
-    let peer = ended["peer"].as_str().unwrap_or_default();
-    assert!(peer.starts_with("127.0.0.1:"), "a plain IPv4 peer: {ended}");
 }
 
-/// With --reuse-port two servers share one port and both take connections; without it the
+/// With SO_REUSEPORT two servers share one port and both take connections; without it the
 /// second cannot bind.
 #[test]
 fn reuse_port_lets_two_servers_share_a_port() {
     let poem = BinaryPoem::new(64);
-    let first = Server::launch(poem.path())
-        .args(&["--reuse-port", "--delay", "0", "--log-format", "json"])
-        .start();
-    let port = first.addr.port().to_string();
-    let refused = crate::common::run(&["--port", &port, &poem.path().display().to_string()]);
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("in use"),
-        "{refused:?}"
-    );
-    let second = Server::launch(poem.path())
-        .port(first.addr.port())
-        .args(&["--reuse-port", "--delay", "0", "--log-format", "json"])
-        .start();
+    let shared = |port: u16| {
+        let mut config = Config::new(poem.path());
+        config.listen = vec![SocketAddr::from(([127, 0, 0, 1], port))];
+        config.reuse_port = true;
+        config.pacing.delay = Duration::ZERO;
+        config
+    };
+    let first = InProcess::start(shared(0));
+    let port = first.addr().port();
+    let alone = Config { reuse_port: false, ..shared(port) };
+    let refused = poetry_serve::Server::start(alone).err().expect("the port is taken");
+    assert!(format!("{refused:#}").contains("in use"), "{refused:#}");
+    let second = InProcess::start(shared(port));
     for _ in 0..40 {
         first.fetch_exact(&poem.bytes);
     }
     // The kernel spreads connections by a hash of their addresses: 40 all landing on one of
     // two servers has a chance of 2 in 2^40.
-    let served = |server: &Server| server.outcomes().len();
-    let started = Instant::now();
-    while served(&first) + served(&second) < 40 && started.elapsed() < LIMIT {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(
-        served(&first) > 0 && served(&second) > 0,
-        "{} / {}",
-        served(&first),
-        served(&second)
+    let served = |server: &InProcess| server.tally().ended(poetry_serve::Outcome::Complete);
+    let what = "40 connections served between them";
+    eventually(
+        what,
+        || format!("{} / {}", served(&first), served(&second)),
+        || (served(&first) + served(&second) == 40).then_some(()),
     );
-    assert_eq!(served(&first) + served(&second), 40);
+    assert!(served(&first) > 0 && served(&second) > 0, "{} / {}", served(&first), served(&second));
 }
 
 /// A reload lets go of the files it replaced: once no connection streams an old poem, the
@@ -307,12 +277,12 @@ fn reuse_port_lets_two_servers_share_a_port() {
 #[test]
 fn a_reload_closes_the_files_it_replaced() {
     let (dir, path) = poem_in_dir(b"the first poem\n");
-    let server = Server::launch(&path).args(&["--delay", "0"]).start();
+    let server = Binary::launch(&path).args(&["--delay", "0"]).start();
     server.fetch_exact(b"the first poem\n");
     std::fs::write(dir.path().join("poem.new"), b"the second poem\n").unwrap();
     std::fs::rename(dir.path().join("poem.new"), &path).unwrap();
     server.signal(libc::SIGHUP);
-    server.wait_for_log("reloaded");
+    server.wait_for_logs("reloaded", 1);
     server.fetch_exact(b"the second poem\n");
     let open: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
         .unwrap()

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::Instant;
 
-use crate::common::{LIMIT, Server};
+use crate::common::{Binary, LIMIT, Target};
 
 /// Every file in `poems/` but its README, in name order.
 fn shipped_poems() -> Vec<PathBuf> {
@@ -51,10 +51,7 @@ fn poems_readme_lists_exactly_the_shipped_poems() {
         .iter()
         .map(|path| path.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(
-        listed, shipped,
-        "the table in poems/README.md against poems/"
-    );
+    assert_eq!(listed, shipped, "the table in poems/README.md against poems/");
 }
 
 /// Served with `--num-bytes 7` and with `--num-bytes 1`, every shipped poem arrives whole, and
@@ -67,7 +64,7 @@ fn every_chunk_of_a_shipped_poem_decodes_on_its_own() {
             for path in shipped_poems() {
                 scope.spawn(move || {
                     let expected = std::fs::read(&path).expect("read a shipped poem");
-                    let server = Server::launch(&path)
+                    let server = Binary::launch(&path)
                         .args(&["--num-bytes", num_bytes, "--delay", "1ms"])
                         .start();
                     let mut client = server.connect();

@@ -4,27 +4,17 @@
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{
-    BIN, BinaryPoem, LIMIT, Server, get, http, poem_file, read_to_end, require, sample,
-};
+use crate::common::{Binary, BinaryPoem, InProcess, LIMIT, Target, get, http, poem_file, sample};
 
 /// --metrics serves the counters in the Prometheus text format, health checks, and HTTP
 /// errors for bad requests; poems are served all the while.
 #[test]
 fn metrics_and_health_over_http() {
     let poem = BinaryPoem::new(500);
-    let server = Server::launch(poem.path())
-        .args(&[
-            "--delay",
-            "0",
-            "--metrics",
-            "127.0.0.1:0",
-            "--max-per-source",
-            "9",
-        ])
+    let server = Binary::launch(poem.path())
+        .args(&["--delay", "0", "--metrics", "127.0.0.1:0", "--max-per-source", "9"])
         .start();
     let metrics = server.metrics_addr();
     assert_ne!(metrics.port(), 0);
@@ -44,18 +34,9 @@ fn metrics_and_health_over_http() {
     let (status, page) = get(metrics, "/metrics");
     assert_eq!(status, 200, "{page}");
     assert_eq!(sample(&page, "poetry_connections_accepted_total"), 4.0);
-    assert_eq!(
-        sample(
-            &page,
-            r#"poetry_connections_ended_total{outcome="complete"}"#
-        ),
-        4.0
-    );
+    assert_eq!(sample(&page, r#"poetry_connections_ended_total{outcome="complete"}"#), 4.0);
     assert_eq!(sample(&page, "poetry_bytes_sent_total"), 2000.0);
-    assert_eq!(
-        sample(&page, "poetry_connection_duration_seconds_count"),
-        4.0
-    );
+    assert_eq!(sample(&page, "poetry_connection_duration_seconds_count"), 4.0);
     assert_eq!(sample(&page, "poetry_workers"), 256.0);
     assert_eq!(sample(&page, "poetry_poems"), 1.0);
     for name in [
@@ -74,73 +55,33 @@ fn metrics_and_health_over_http() {
 }
 
 /// Clients of the metrics port that never finish a request hold up neither the poems nor the
-/// next scrape.
+/// next scrape: with no request timeout to end them, a scrape still gets through at once.
 #[test]
 fn a_stalled_metrics_client_stops_nothing() {
     let poem = BinaryPoem::new(200);
-    let server = Server::launch(poem.path())
-        .args(&["--delay", "0", "--metrics", "127.0.0.1:0"])
-        .start();
-    let metrics = server.metrics_addr();
-    // One fewer than a source's share of the listener's places (src/http.rs), so the scrape
-    // below, from the same address, has one.
-    let stalled: Vec<TcpStream> = (0..7)
+    let mut config = InProcess::config(poem.path());
+    config.pacing.delay = Duration::ZERO;
+    let server = InProcess::start(config);
+    let limits = poetry_serve::ops::http::Limits {
+        request_timeout: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let any_port = "127.0.0.1:0".parse().unwrap();
+    let metrics =
+        poetry_serve::ops::metrics::serve(any_port, server.handle.clone(), limits).unwrap();
+    // One fewer than a source's share of the listener's places, so the scrape below, from the
+    // same address, has one.
+    let stalled: Vec<TcpStream> = (1..limits.per_source.get())
         .map(|_| {
             let mut half = TcpStream::connect_timeout(&metrics, LIMIT).expect("connect");
             half.write_all(b"GET /metr").unwrap(); // and never the rest
             half
         })
         .collect();
-    let started = Instant::now();
     server.fetch_exact(&poem.bytes);
     let (status, page) = get(metrics, "/metrics");
     assert_eq!(status, 200, "{page}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "held up for {:?}",
-        started.elapsed()
-    );
     drop(stalled);
-}
-
-/// `promtool check metrics` (Debian's prometheus package) accepts the page.
-#[test]
-#[cfg_attr(
-    missing_promtool,
-    ignore = "promtool is not installed (Debian's prometheus)"
-)]
-fn promtool_accepts_the_metrics_page() {
-    require("promtool");
-    let poem = BinaryPoem::new(100);
-    let server = Server::launch(poem.path())
-        .args(&[
-            "--delay",
-            "0",
-            "--metrics",
-            "127.0.0.1:0",
-            "--close-after",
-            "5",
-        ])
-        .start();
-    let metrics = server.metrics_addr();
-    server.fetch();
-    let (status, page) = get(metrics, "/metrics");
-    assert_eq!(status, 200, "{page}");
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(page.as_bytes())
-        .unwrap();
-    let output = promtool.wait_with_output().unwrap();
-    assert!(output.status.success(), "promtool: {output:?}\n{page}");
 }
 
 /// With NOTIFY_SOCKET set, systemd hears READY=1 once the server listens, RELOADING=1 and
@@ -152,9 +93,8 @@ fn systemd_hears_ready_reloading_and_stopping() {
     let socket = UnixDatagram::bind(&path).expect("bind a notify socket");
     socket.set_read_timeout(Some(LIMIT)).unwrap();
     let poem = poem_file(b"a poem\n");
-    let mut server = Server::launch(poem.path())
-        .env("NOTIFY_SOCKET", path.to_str().unwrap())
-        .start();
+    let mut server =
+        Binary::launch(poem.path()).env("NOTIFY_SOCKET", path.to_str().unwrap()).start();
     let mut heard = Vec::new();
     let mut expect = |state: &str| {
         let started = Instant::now();
@@ -178,7 +118,7 @@ fn systemd_hears_ready_reloading_and_stopping() {
     expect("READY=1");
     server.signal(libc::SIGTERM);
     expect("STOPPING=1");
-    assert_eq!(server.wait_exit(LIMIT).code(), Some(0));
+    assert_eq!(server.wait_exit().code(), Some(0));
 }
 
 /// A NOTIFY_SOCKET nobody listens on is warned of once, naming it, however many
@@ -189,7 +129,7 @@ fn an_unusable_notify_socket_is_warned_of_once() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no such socket");
     let poem = poem_file(b"a poem\n");
-    let mut server = Server::launch(poem.path())
+    let mut server = Binary::launch(poem.path())
         .args(&["--delay", "0", "--log-format", "json"])
         .env("NOTIFY_SOCKET", missing.to_str().unwrap())
         .start();
@@ -197,105 +137,16 @@ fn an_unusable_notify_socket_is_warned_of_once() {
     server.signal(libc::SIGHUP);
     server.wait_for_message("reloaded");
     server.signal(libc::SIGTERM);
-    assert_eq!(
-        server.wait_exit(LIMIT).code(),
-        Some(0),
-        "{}",
-        server.stderr()
-    );
-    let warned: Vec<serde_json::Value> = server
-        .events()
-        .into_iter()
-        .filter(|event| event["level"] == "WARN")
-        .collect();
+    assert_eq!(server.wait_exit().code(), Some(0), "{}", server.stderr());
+    let warned: Vec<serde_json::Value> =
+        server.events().into_iter().filter(|event| event["level"] == "WARN").collect();
     assert_eq!(warned.len(), 1, "{}", server.stderr());
-    assert_eq!(
-        warned[0]["socket"],
-        missing.to_str().unwrap(),
+    assert_eq!(warned[0]["socket"], missing.to_str().unwrap(), "{}", warned[0]);
+    assert!(
+        warned[0]["message"].as_str().is_some_and(|m| m.contains("NOTIFY_SOCKET")),
         "{}",
         warned[0]
     );
-    assert!(
-        warned[0]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("NOTIFY_SOCKET")),
-        "{}",
-        warned[0]
-    );
-}
-
-/// Handed a listening socket by systemd-socket-activate (LISTEN_FDS), the server serves on
-/// it rather than binding its own, and names it in its listening line.
-#[test]
-#[cfg_attr(
-    missing_socket_activate,
-    ignore = "systemd-socket-activate is not installed (Debian's systemd)"
-)]
-fn socket_activation_serves_on_the_socket_it_is_given() {
-    require("systemd-socket-activate");
-    let poem = BinaryPoem::new(300);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    // --port 1 would need privileges: the server must not try to bind it.
-    let mut activator = Command::new("systemd-socket-activate")
-        .args(["-l", &addr.to_string(), BIN, "--port", "1", "--delay", "0"])
-        .arg(poem.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run systemd-socket-activate");
-    let started = Instant::now();
-    let fetched = loop {
-        // The activator listens at once and starts the server on the first connection.
-        if let Ok(stream) = TcpStream::connect_timeout(&addr, LIMIT) {
-            stream.set_read_timeout(Some(LIMIT)).unwrap();
-            break read_to_end(stream, Instant::now());
-        }
-        assert!(
-            started.elapsed() < LIMIT,
-            "systemd-socket-activate never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let second = TcpStream::connect_timeout(&addr, LIMIT).map(|s| {
-        s.set_read_timeout(Some(LIMIT)).unwrap();
-        read_to_end(s, Instant::now())
-    });
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe { libc::kill(activator.id() as i32, libc::SIGTERM) };
-    let output = {
-        let deadline = Instant::now() + LIMIT;
-        while activator.try_wait().unwrap().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = activator.kill();
-        activator.wait_with_output().unwrap()
-    };
-    let story = format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(
-        fetched.expect("the first poem").bytes,
-        poem.bytes,
-        "{story}"
-    );
-    assert_eq!(
-        second.unwrap().expect("the second poem").bytes,
-        poem.bytes,
-        "{story}"
-    );
-    assert!(
-        story.contains(&format!("poetry-serve listening on {addr}")),
-        "{story}"
-    );
-    assert!(story.contains("sockets from systemd"), "{story}");
 }
 
 /// A socket handed over in LISTEN_FDS that is bound but not listening is refused at start-up
@@ -308,12 +159,10 @@ fn a_socket_from_systemd_that_does_not_listen_is_refused() {
     let poem = poem_file(b"never served\n");
     let socket =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
-    socket
-        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .expect("bind it, and never listen");
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("bind it, and never listen");
     let fd = socket.as_raw_fd();
     // The shell's own pid is the server's once it execs: systemd's LISTEN_PID.
-    let mut command = Server::launch(poem.path())
+    let mut command = Binary::launch(poem.path())
         .env("LISTEN_FDS", "1")
         .under_shell("export LISTEN_PID=$$")
         .command();

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::{InFlight, LIMIT, Server, get, poem_file, sample};
+use crate::common::{Binary, InFlight, LIMIT, Target, get, poem_file, sample};
 
 /// GETs `/status.json` and parses it.
 fn status(metrics: SocketAddr) -> serde_json::Value {
@@ -17,7 +17,7 @@ fn status(metrics: SocketAddr) -> serde_json::Value {
 }
 
 /// Reads `/status.json` until it lists `count` connections, and returns it.
-fn status_with(metrics: SocketAddr, count: usize, server: &Server) -> serde_json::Value {
+fn status_with(metrics: SocketAddr, count: usize, server: &Binary) -> serde_json::Value {
     let started = Instant::now();
     loop {
         let status = status(metrics);
@@ -52,28 +52,19 @@ fn sent_by_peer(status: &serde_json::Value) -> BTreeMap<String, u64> {
 fn status_json_lists_each_streaming_client_and_its_progress() {
     // 3000 chunks of 10 bytes, 20 ms apart: a minute, far longer than the test needs.
     let poem = poem_file(&[b'x'; 30_000]);
-    let server = Server::launch(poem.path())
-        .args(&["--delay", "0.02", "--metrics", "127.0.0.1:0"])
-        .start();
+    let server =
+        Binary::launch(poem.path()).args(&["--delay", "0.02", "--metrics", "127.0.0.1:0"]).start();
     let metrics = server.metrics_addr();
     let sources: [IpAddr; 4] =
         ["127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.1"].map(|ip| ip.parse().unwrap());
-    let clients: Vec<InFlight> = sources
-        .iter()
-        .map(|&from| server.start_streaming_from(from, 10))
-        .collect();
-    let peers: BTreeSet<String> = clients
-        .iter()
-        .map(|client| client.stream.local_addr().unwrap().to_string())
-        .collect();
+    let clients: Vec<InFlight> =
+        sources.iter().map(|&from| server.start_streaming_from(from, 10)).collect();
+    let peers: BTreeSet<String> =
+        clients.iter().map(|client| client.stream.local_addr().unwrap().to_string()).collect();
 
     let first = status_with(metrics, clients.len(), &server);
     let before = sent_by_peer(&first);
-    assert_eq!(
-        before.keys().cloned().collect::<BTreeSet<_>>(),
-        peers,
-        "{first:#}"
-    );
+    assert_eq!(before.keys().cloned().collect::<BTreeSet<_>>(), peers, "{first:#}");
     assert_eq!(first["workers"]["busy"], 4, "{first:#}");
     assert_eq!(first["workers"]["total"], 256, "{first:#}");
     for row in first["connections"].as_array().unwrap() {
@@ -85,18 +76,9 @@ fn status_json_lists_each_streaming_client_and_its_progress() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| {
-            (
-                s["source"].as_str().unwrap().into(),
-                s["connections"].as_u64().unwrap(),
-            )
-        })
+        .map(|s| (s["source"].as_str().unwrap().into(), s["connections"].as_u64().unwrap()))
         .collect();
-    assert_eq!(
-        top,
-        [("127.0.0.1".into(), 3), ("127.0.0.2".into(), 1)],
-        "{first:#}"
-    );
+    assert_eq!(top, [("127.0.0.1".into(), 3), ("127.0.0.2".into(), 1)], "{first:#}");
 
     // A few chunks' time later every connection has more; a loaded machine may take longer.
     let started = Instant::now();
@@ -119,40 +101,22 @@ fn status_json_lists_each_streaming_client_and_its_progress() {
 #[test]
 fn behind_proxy_protocol_a_row_names_the_client_and_the_balancer() {
     let poem = poem_file(&[b'x'; 10_000]); // 50 s
-    let server = Server::launch(poem.path())
-        .args(&[
-            "--delay",
-            "0.05",
-            "--proxy-protocol",
-            "--metrics",
-            "127.0.0.1:0",
-        ])
+    let server = Binary::launch(poem.path())
+        .args(&["--delay", "0.05", "--proxy-protocol", "--metrics", "127.0.0.1:0"])
         .start();
     let metrics = server.metrics_addr();
     let mut balancer = server.connect();
-    balancer
-        .write_all(b"PROXY TCP4 203.0.113.9 127.0.0.1 51000 10000\r\n")
-        .unwrap();
+    balancer.write_all(b"PROXY TCP4 203.0.113.9 127.0.0.1 51000 10000\r\n").unwrap();
     let mut first = [0u8; 10];
     balancer.read_exact(&mut first).expect("the first chunk");
     let status = status_with(metrics, 1, &server);
     let row = &status["connections"][0];
     assert_eq!(row["peer"], "203.0.113.9:51000", "{status:#}");
-    assert_eq!(
-        row["via"],
-        balancer.local_addr().unwrap().to_string(),
-        "{status:#}"
-    );
-    assert_eq!(
-        status["top_sources"][0]["source"], "203.0.113.9",
-        "{status:#}"
-    );
+    assert_eq!(row["via"], balancer.local_addr().unwrap().to_string(), "{status:#}");
+    assert_eq!(status["top_sources"][0]["source"], "203.0.113.9", "{status:#}");
     let (_, page) = get(metrics, "/");
     assert!(
-        page.contains(&format!(
-            "203.0.113.9:51000 via {}",
-            balancer.local_addr().unwrap()
-        )),
+        page.contains(&format!("203.0.113.9:51000 via {}", balancer.local_addr().unwrap())),
         "{page}"
     );
 }
@@ -169,9 +133,8 @@ fn a_poem_named_like_a_script_is_shown_as_text() {
     let shown = path.display().to_string();
     assert!(shown.ends_with("<script>alert(1)</script>.txt"));
 
-    let server = Server::launch(&path)
-        .args(&["--delay", "0.05", "--metrics", "127.0.0.1:0"])
-        .start();
+    let server =
+        Binary::launch(&path).args(&["--delay", "0.05", "--metrics", "127.0.0.1:0"]).start();
     let metrics = server.metrics_addr();
     let client = server.start_streaming(10);
     let status = status_with(metrics, 1, &server);
@@ -184,11 +147,7 @@ fn a_poem_named_like_a_script_is_shown_as_text() {
     // Once in the list of poems, once in the pool's row.
     assert_eq!(page.matches(escaped).count(), 2, "{page}");
     assert!(!page.contains("<script>alert"), "{page}");
-    assert_eq!(
-        page.matches("<script").count(),
-        1,
-        "only the page's own script: {page}"
-    );
+    assert_eq!(page.matches("<script").count(), 1, "only the page's own script: {page}");
     drop(client);
 }
 
@@ -197,9 +156,8 @@ fn a_poem_named_like_a_script_is_shown_as_text() {
 fn chunk_lateness_counts_every_paced_chunk() {
     // 5 chunks of 10 bytes, 20 ms apart.
     let poem = poem_file(&[b'z'; 50]);
-    let server = Server::launch(poem.path())
-        .args(&["--delay", "0.02", "--metrics", "127.0.0.1:0"])
-        .start();
+    let server =
+        Binary::launch(poem.path()).args(&["--delay", "0.02", "--metrics", "127.0.0.1:0"]).start();
     let metrics = server.metrics_addr();
     let (_, page) = get(metrics, "/metrics");
     assert_eq!(sample(&page, "poetry_chunk_lateness_seconds_count"), 0.0);
@@ -209,10 +167,7 @@ fn chunk_lateness_counts_every_paced_chunk() {
     let (code, page) = get(metrics, "/metrics");
     assert_eq!(code, 200, "{page}");
     assert_eq!(sample(&page, "poetry_chunk_lateness_seconds_count"), 10.0);
-    assert_eq!(
-        sample(&page, r#"poetry_chunk_lateness_seconds_bucket{le="+Inf"}"#),
-        10.0
-    );
+    assert_eq!(sample(&page, r#"poetry_chunk_lateness_seconds_bucket{le="+Inf"}"#), 10.0);
     let sum = sample(&page, "poetry_chunk_lateness_seconds_sum");
     assert!(sum > 0.0 && sum < 10.0 * LIMIT.as_secs_f64(), "{page}");
 }

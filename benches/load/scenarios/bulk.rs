@@ -35,11 +35,8 @@ impl Bench {
                 .goal(Goal::at_least(ours / floor, 0.95, "×")),
         );
         self.rows.push(
-            Row::new(
-                "2. bulk: server peak RSS, one client (MiB)",
-                format!("{rss:.1}"),
-            )
-            .goal(Goal::at_most(rss, 64.0, "")),
+            Row::new("2. bulk: server peak RSS, one client (MiB)", format!("{rss:.1}"))
+                .goal(Goal::at_most(rss, 64.0, "")),
         );
         // 256 clients at once (every default worker busy), each reading a 64 MiB poem: each
         // connection has a buffer of its own, so memory grows with them, up to a bound.
@@ -47,24 +44,18 @@ impl Bench {
         let poem = self.file("bulk64.bin", &content[..64 << 20]);
         let server = Served::poetry(&poem, &["--delay", "0"], &self.log("bulk256"));
         let got = std::thread::scope(|scope| {
-            let readers: Vec<_> = (0..256)
-                .map(|_| scope.spawn(|| clients::bulk(server.addr).0))
-                .collect();
-            readers
-                .into_iter()
-                .map(|r| r.join().unwrap())
-                .collect::<Vec<_>>()
+            let readers: Vec<_> =
+                (0..256).map(|_| scope.spawn(|| clients::bulk(server.addr).0)).collect();
+            readers.into_iter().map(|r| r.join().unwrap()).collect::<Vec<_>>()
         });
         let short = got.iter().filter(|&&n| n != 64 << 20).count();
         let rss = mib(server.peak_rss());
         self.rows.push(
-            Row::new(
-                "2. bulk: server peak RSS, 256 clients at once (MiB)",
-                format!("{rss:.1}"),
-            )
-            .goal(
-                Goal::at_most(rss, 300.0, " (256 × 1 MiB buffers + base)").and_none_failed(short),
-            ),
+            Row::new("2. bulk: server peak RSS, 256 clients at once (MiB)", format!("{rss:.1}"))
+                .goal(
+                    Goal::at_most(rss, 300.0, " (256 × 1 MiB buffers + base)")
+                        .and_none_failed(short),
+                ),
         );
     }
 }

@@ -14,15 +14,8 @@ impl Bench {
         const CLIENTS: usize = 10_000;
         const CHUNKS: usize = 10;
         let ideal = Duration::from_millis(4500);
-        let poem: Vec<u8> = (0..100)
-            .map(|i| {
-                if i % 10 == 9 {
-                    b'\n'
-                } else {
-                    b'a' + (i % 26) as u8
-                }
-            })
-            .collect();
+        let poem: Vec<u8> =
+            (0..100).map(|i| if i % 10 == 9 { b'\n' } else { b'a' + (i % 26) as u8 }).collect();
         let path = self.file("crowd.txt", &poem);
         let (mut slowest, mut rss, mut cpu, mut failed) = (vec![], vec![], vec![], 0);
         let (mut first_byte, mut dropped) = (vec![], 0);
@@ -40,11 +33,8 @@ impl Bench {
             rss.push(mib(server.peak_rss()));
             cpu.push(used.as_secs_f64() * 1e6 / (CLIENTS * CHUNKS) as f64);
         }
-        let (e_rss, e_cpu) = if with_endlessh {
-            self.endlessh(CLIENTS, CHUNKS)
-        } else {
-            (None, None)
-        };
+        let (e_rss, e_cpu) =
+            if with_endlessh { self.endlessh(CLIENTS, CHUNKS) } else { (None, None) };
         // Every run must be within the target, so the worst run is judged; the median beside it.
         let worst = slowest.iter().copied().fold(0.0, f64::max);
         let (slowest, rss, cpu) = (median(slowest), median(rss), median(cpu));

@@ -30,9 +30,8 @@ impl Bench {
             let stop = std::sync::atomic::AtomicBool::new(false);
             let (before, started) = (server.cpu(), Instant::now());
             let (probes, connects) = std::thread::scope(|scope| {
-                let churners: Vec<_> = (0..2)
-                    .map(|_| scope.spawn(|| clients::churn(server.addr, &stop)))
-                    .collect();
+                let churners: Vec<_> =
+                    (0..2).map(|_| scope.spawn(|| clients::churn(server.addr, &stop))).collect();
                 // Each probe from an address of its own (127.0.0.2, .3, ...): its connection
                 // lingers until the server's next chunk finds it closed, and one source's
                 // probes would soon reach the limit themselves.
@@ -73,9 +72,6 @@ impl Bench {
             "6. flood: server CPU per rejected connect (µs)",
             format!("{:.1}", median(cpu)),
         ));
-        self.rows.push(Row::new(
-            "6. flood: server peak RSS (MiB)",
-            format!("{:.1}", median(rss)),
-        ));
+        self.rows.push(Row::new("6. flood: server peak RSS (MiB)", format!("{:.1}", median(rss))));
     }
 }

@@ -90,17 +90,11 @@ impl Bench {
             panels.iter().map(|(name, c)| (name.as_str(), *c)).collect();
         let timeline = dir.join("lesson-timeline.svg");
         figures::timelines(&timeline, &caption, &panels, chunk).expect("draw the timeline");
-        let series: Vec<(&str, Vec<(usize, f64)>)> = last_done
-            .iter()
-            .map(|(model, points)| (model.label(), points.clone()))
-            .collect();
+        let series: Vec<(&str, Vec<(usize, f64)>)> =
+            last_done.iter().map(|(model, points)| (model.label(), points.clone())).collect();
         let scaling = dir.join("lesson-scaling.svg");
         figures::scaling(&scaling, &caption, ideal, &series).expect("draw the scaling figure");
-        self.say(&format!(
-            "lesson figures: {} and {}",
-            timeline.display(),
-            scaling.display()
-        ));
+        self.say(&format!("lesson figures: {} and {}", timeline.display(), scaling.display()));
     }
 }
 

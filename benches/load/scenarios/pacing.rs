@@ -37,26 +37,11 @@ impl Bench {
         let (mut answered, mut unanswered, mut slowest_poll) = (0, 0, Duration::ZERO);
         for run in 0..self.runs {
             // Taken in turns, so that neither variant always runs second.
-            let order = if run % 2 == 0 {
-                [false, true]
-            } else {
-                [true, false]
-            };
+            let order = if run % 2 == 0 { [false, true] } else { [true, false] };
             for with_poller in order {
-                let what = if with_poller {
-                    ", /status.json polled"
-                } else {
-                    ""
-                };
+                let what = if with_poller { ", /status.json polled" } else { "" };
                 self.say(&format!("pacing precision{what}, run {}", run + 1));
-                let args = [
-                    "--delay",
-                    "0.02",
-                    "--num-bytes",
-                    "10",
-                    "--metrics",
-                    "127.0.0.1:0",
-                ];
+                let args = ["--delay", "0.02", "--num-bytes", "10", "--metrics", "127.0.0.1:0"];
                 let server = Served::poetry(&path, &args, &self.log("pacing"));
                 let metrics = server.metrics.expect("started with --metrics");
                 let stop = AtomicBool::new(false);
@@ -80,9 +65,7 @@ impl Bench {
                 late.sort();
                 figures.slowest.push(worst.as_secs_f64());
                 figures.p50.push(late[late.len() / 2].as_secs_f64() * 1e3);
-                figures
-                    .p99
-                    .push(late[late.len() * 99 / 100].as_secs_f64() * 1e3);
+                figures.p99.push(late[late.len() * 99 / 100].as_secs_f64() * 1e3);
             }
         }
         let bound = ideal.as_secs_f64() * 1.05 + 0.1;
@@ -90,10 +73,7 @@ impl Bench {
         let (slowest, p50, p99) = (median(plain.slowest), median(plain.p50), median(plain.p99));
         self.rows.push(
             Row::new("4. pacing: slowest of 64 (s)", format!("{slowest:.3}"))
-                .versus(
-                    ideal_text.clone(),
-                    format!("{:.3}×", slowest / ideal.as_secs_f64()),
-                )
+                .versus(ideal_text.clone(), format!("{:.3}×", slowest / ideal.as_secs_f64()))
                 .goal(
                     Goal::at_most(slowest, bound, " s (1.05× ideal + 0.1 s)")
                         .and_none_failed(plain.failed),
@@ -103,20 +83,14 @@ impl Bench {
             "4. pacing: chunk lateness p50 / p99 (ms)",
             format!("{p50:.2} / {p99:.2}"),
         ));
-        let (polled_slowest, polled_p50, polled_p99) = (
-            median(polled.slowest),
-            median(polled.p50),
-            median(polled.p99),
-        );
+        let (polled_slowest, polled_p50, polled_p99) =
+            (median(polled.slowest), median(polled.p50), median(polled.p99));
         self.rows.push(
             Row::new(
                 "4. pacing, /status.json polled at 10 Hz: slowest of 64 (s)",
                 format!("{polled_slowest:.3}"),
             )
-            .versus(
-                format!("{slowest:.3} unpolled"),
-                format!("{:.3}×", polled_slowest / slowest),
-            )
+            .versus(format!("{slowest:.3} unpolled"), format!("{:.3}×", polled_slowest / slowest))
             .goal(
                 Goal::at_most(polled_slowest, bound, " s (as unpolled)")
                     .and_none_failed(polled.failed),

@@ -136,9 +136,7 @@ impl Bench {
     /// Scenario 1, connection rate: 20,000 fetches of a ~1.5 KB poem from 8 client threads,
     /// from each server in turn, every fetch checked byte for byte.
     pub fn connection_rate(&mut self) {
-        let poem: Vec<u8> = (0..1500)
-            .map(|i| b"abcdefghijklmnopqrstuvwxyz\n"[i % 27])
-            .collect();
+        let poem: Vec<u8> = (0..1500).map(|i| b"abcdefghijklmnopqrstuvwxyz\n"[i % 27]).collect();
         let path = self.file("rate.txt", &poem);
         let servers: Vec<Server> = Server::ALL
             .into_iter()
@@ -234,30 +232,22 @@ impl Bench {
             });
         }
         self.rows.push(
-            Row::new(
-                "1. failed or short fetches, poetry-serve",
-                format!("{our_failures}"),
-            )
-            .goal(Goal::zero(our_failures)),
+            Row::new("1. failed or short fetches, poetry-serve", format!("{our_failures}"))
+                .goal(Goal::zero(our_failures)),
         );
         let others: Vec<(Server, usize)> = servers
             .iter()
             .filter(|&&s| s != Server::Poetry && s != Server::PoetryQuiet)
             .map(|&s| (s, failed.get(&s).copied().unwrap_or(0)))
             .collect();
-        let peer_failures: Vec<String> = others
-            .iter()
-            .map(|(s, n)| format!("{} {n}", s.label()))
-            .collect();
+        let peer_failures: Vec<String> =
+            others.iter().map(|(s, n)| format!("{} {n}", s.label())).collect();
         let peers_failed: usize = others.iter().map(|(_, n)| n).sum();
         // A peer's figure counts only if it served the poem byte for byte too.
         self.rows.push(
-            Row::new(
-                "1. failed or short fetches, floor and peers",
-                format!("{peers_failed}"),
-            )
-            .versus(peer_failures.join(", "), String::new())
-            .goal(Goal::zero(peers_failed)),
+            Row::new("1. failed or short fetches, floor and peers", format!("{peers_failed}"))
+                .versus(peer_failures.join(", "), String::new())
+                .goal(Goal::zero(peers_failed)),
         );
     }
 }
@@ -266,10 +256,9 @@ impl Bench {
 /// measured.
 fn versus(row: Row, peer: Server, theirs: Option<f64>, ratio: Option<f64>, decimals: usize) -> Row {
     match (theirs, ratio) {
-        (Some(theirs), Some(r)) => row.versus(
-            format!("{theirs:.decimals$} {}", peer.label()),
-            format!("{r:.2}×"),
-        ),
+        (Some(theirs), Some(r)) => {
+            row.versus(format!("{theirs:.decimals$} {}", peer.label()), format!("{r:.2}×"))
+        }
         _ => row.versus(format!("{} not measured", peer.label()), String::new()),
     }
 }

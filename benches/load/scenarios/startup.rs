@@ -18,11 +18,8 @@ impl Bench {
         }
         let ms = median(times);
         self.rows.push(
-            Row::new(
-                "5. start-up to listening line, 1 GiB poem (ms)",
-                format!("{ms:.2}"),
-            )
-            .goal(Goal::at_most(ms, 20.0, " ms")),
+            Row::new("5. start-up to listening line, 1 GiB poem (ms)", format!("{ms:.2}"))
+                .goal(Goal::at_most(ms, 20.0, " ms")),
         );
     }
 }

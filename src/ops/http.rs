@@ -4,19 +4,22 @@
 //! Anyone who can reach the port can talk to it (every Prometheus in a cluster), so nothing a
 //! client does may cost more than a bounded share of this one thread, and nothing here touches
 //! a poem's path:
-//! - at most [`MAX_CONNECTIONS`] at once, more waiting in the kernel's listen backlog, and at
-//!   most [`PER_SOURCE`] from one source (an IPv4 address or an IPv6 /64), so that one client
-//!   cannot take every place and starve the health checks;
-//! - a request's head must arrive within [`REQUEST_TIMEOUT`] and fit in [`MAX_HEAD`] bytes;
+//! - at most [`Limits::connections`] at once, more waiting in the kernel's listen backlog,
+//!   and at most [`Limits::per_source`] from one source (an IPv4 address or an IPv6 /64), so
+//!   that one client cannot take every place and starve the health checks;
+//! - a request's head must arrive within [`Limits::request_timeout`] and fit in [`MAX_HEAD`]
+//!   bytes;
 //! - a connection answers one request and closes: kept alive, a client that asks again and
 //!   again would hold its place for as long as it liked;
 //! - bodies are never read, so no length a client announces is ever allocated;
-//! - a connection lives at most [`MAX_LIFETIME`], however it behaves, then is told to close;
+//! - a connection lives at most twice the request timeout, however it behaves, then is told to
+//!   close;
 //! - a failed accept (out of descriptors, say) pauses the loop for [`ACCEPT_BACKOFF`], then it
 //!   carries on.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream as StdStream};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::thread;
@@ -38,45 +41,51 @@ use tracing::{debug, warn};
 use crate::limit::Limit;
 use crate::listener;
 
-/// Connections served at once; the rest wait to be accepted.
-pub const MAX_CONNECTIONS: usize = 256;
+/// What one client of the listener may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once; the rest wait to be accepted.
+    pub connections: usize,
+    /// Connections one source may hold at once; one more is closed as soon as it is accepted.
+    /// Prometheus and a probe need one or two.
+    pub per_source: NonZeroU32,
+    /// How long a client has to send a request's head; a connection lives at most twice this
+    /// (the time to send a head, and as long again to take the answer), so that a client that
+    /// asks and never reads cannot hold a place for good.
+    pub request_timeout: Duration,
+}
 
-/// Connections one source may hold at once; one more is closed as soon as it is accepted.
-/// Prometheus and a probe need one or two.
-pub const PER_SOURCE: u32 = 8;
-
-/// How long a client has to send a request's head.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            connections: 256,
+            per_source: NonZeroU32::new(8).expect("8"),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// The largest request head (request line and headers) read; a larger one gets 431.
 const MAX_HEAD: usize = 8 * 1024;
 
-/// The longest any connection is kept, so that a client that asks and never reads the answer
-/// cannot hold a place for good: the time to send a head, and as long again to take the answer.
-const MAX_LIFETIME: Duration = Duration::from_secs(2 * REQUEST_TIMEOUT.as_secs());
-
-/// After [`MAX_LIFETIME`], how long an answer under way may take to finish.
+/// Once a connection has lived its time, how long an answer under way may take to finish.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// How long to pause after `accept` fails for lack of resources.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// One answer: status, content type and body.
+/// One answer: status, content type and body. Cloning it shares the body.
 #[derive(Clone)]
 pub struct Answer {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: String,
+    pub body: Bytes,
 }
 
 impl Answer {
     /// A plain-text answer.
     pub fn text(status: u16, body: impl Into<String>) -> Answer {
-        Answer {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: body.into(),
-        }
+        Answer { status, content_type: "text/plain; charset=utf-8", body: Bytes::from(body.into()) }
     }
 }
 
@@ -86,11 +95,12 @@ pub type Route = dyn Fn(&str) -> Answer + Send + Sync;
 
 /// Binds `addr` and answers requests with `route` on a thread of its own; returns the bound
 /// address (port 0 picks one). Fails only before it listens.
-pub fn serve(addr: SocketAddr, route: Arc<Route>) -> anyhow::Result<SocketAddr> {
+pub fn serve(addr: SocketAddr, route: Arc<Route>, limits: Limits) -> anyhow::Result<SocketAddr> {
     let fail = || format!("cannot listen for metrics on {addr}");
     // Bound as the poem port is, with its long listen backlog, for the clients that wait
     // while every place is taken.
-    let listener = listener::bind(addr, false, true).with_context(fail)?;
+    let backlog = listener::BACKLOG;
+    let listener = listener::bind_one(addr, false, true, backlog).with_context(fail)?;
     listener.set_nonblocking(true).with_context(fail)?;
     let local = listener.local_addr().with_context(fail)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -106,22 +116,20 @@ pub fn serve(addr: SocketAddr, route: Arc<Route>) -> anyhow::Result<SocketAddr> 
     };
     thread::Builder::new()
         .name("metrics".into())
-        .spawn(move || runtime.block_on(accept_loop(listener, route)))
+        .spawn(move || runtime.block_on(accept_loop(listener, route, limits)))
         .context("cannot start the metrics thread")?;
     Ok(local)
 }
 
 /// Accepts connections for ever, each served by a task of its own while a place is free.
-async fn accept_loop(listener: TcpListener, route: Arc<Route>) {
-    let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let sources = Arc::new(Limit::new(NonZeroU32::new(PER_SOURCE)));
+async fn accept_loop(listener: TcpListener, route: Arc<Route>, limits: Limits) {
+    let places = Arc::new(Semaphore::new(limits.connections));
+    let sources = Arc::new(Limit::new(Some(limits.per_source)));
     loop {
         // A place first, then the connection: past the bound, clients wait in the kernel's
         // listen backlog, as they do for poems, and a burst of them is served in turn.
-        let place = Arc::clone(&places)
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
+        let place =
+            Arc::clone(&places).acquire_owned().await.expect("the semaphore is never closed");
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(err) => {
@@ -138,7 +146,7 @@ async fn accept_loop(listener: TcpListener, route: Arc<Route>) {
         };
         let route = Arc::clone(&route);
         tokio::spawn(async move {
-            connection(stream, &route).await;
+            connection(stream, &route, limits.request_timeout).await;
             drop((held, place));
         });
         // Let the connections accepted so far run before the next accept: a burst of clients
@@ -147,9 +155,9 @@ async fn accept_loop(listener: TcpListener, route: Arc<Route>) {
     }
 }
 
-/// Serves one connection until the client closes it, breaks a bound, or outlives
-/// [`MAX_LIFETIME`].
-async fn connection(stream: TcpStream, route: &Arc<Route>) {
+/// Serves one connection until the client closes it, breaks a bound, or outlives twice
+/// `request_timeout`.
+async fn connection(stream: TcpStream, route: &Arc<Route>, request_timeout: Duration) {
     let route = Arc::clone(route);
     let service = service_fn(move |request| {
         let answer = respond(&request, &*route);
@@ -157,13 +165,13 @@ async fn connection(stream: TcpStream, route: &Arc<Route>) {
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(REQUEST_TIMEOUT)
+        .header_read_timeout(request_timeout)
         .keep_alive(false)
         .max_buf_size(MAX_HEAD)
         .max_header_size(MAX_HEAD)
         .serve_connection(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
-    let ended = match tokio::time::timeout(MAX_LIFETIME, conn.as_mut()).await {
+    let ended = match tokio::time::timeout(2 * request_timeout, conn.as_mut()).await {
         Ok(ended) => ended,
         Err(_) => {
             conn.as_mut().graceful_shutdown();
@@ -185,12 +193,31 @@ fn respond(request: &Request<Incoming>, route: &Route) -> Response<Full<Bytes>> 
         Method::GET | Method::HEAD => route(request.uri().path()),
         _ => Answer::text(405, "only GET and HEAD\n"),
     };
-    let mut response = Response::new(Full::new(Bytes::from(answer.body)));
+    let mut response = Response::new(Full::new(answer.body));
     // Every status a route gives is a valid one; a bad one would be a bug, shown as 500.
     *response.status_mut() =
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
     response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
-    response
+}
+
+/// Asks the listener at `addr` for `/healthz`, as a container's health check does: succeeds on
+/// a 200 within `timeout`, and says what went wrong otherwise.
+pub fn probe(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
+    let asked = || format!("no answer from http://{addr}/healthz");
+    let mut stream = StdStream::connect_timeout(&addr, timeout).with_context(asked)?;
+    stream.set_read_timeout(Some(timeout)).with_context(asked)?;
+    stream.set_write_timeout(Some(timeout)).with_context(asked)?;
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).with_context(asked)?;
+    // The status line is all that matters; the answer is a few bytes long.
+    let mut answer = [0u8; 64];
+    let read = stream.read(&mut answer).with_context(asked)?;
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    let status = answer.lines().next().unwrap_or_default();
+    anyhow::ensure!(
+        status.starts_with("HTTP/1.1 200"),
+        "http://{addr}/healthz answered {status:?}"
+    );
+    Ok(())
 }

@@ -4,7 +4,6 @@
 //! here does anything.
 
 use std::net::TcpListener;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
@@ -13,8 +12,8 @@ use anyhow::Context as _;
 use sd_notify::NotifyState;
 use tracing::{debug, warn};
 
-use crate::outcome::Kind;
-use crate::shared::Shared;
+use crate::outcome::Outcome;
+use crate::server::Handle;
 
 /// How often the STATUS line systemd shows is brought up to date.
 pub const STATUS_EVERY: Duration = Duration::from_secs(5);
@@ -69,7 +68,7 @@ pub fn stopping() {
 }
 
 /// Keeps systemd's STATUS line up to date with the current counts, when systemd listens.
-pub fn keep_status(shared: Arc<Shared>) -> anyhow::Result<()> {
+pub fn keep_status(handle: Handle) -> anyhow::Result<()> {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return Ok(());
     }
@@ -78,10 +77,10 @@ pub fn keep_status(shared: Arc<Shared>) -> anyhow::Result<()> {
         .spawn(move || {
             loop {
                 thread::sleep(STATUS_EVERY);
-                if shared.shutdown.has_begun() {
+                if handle.is_stopping() {
                     return;
                 }
-                notify(&[NotifyState::Status(&status(&shared))]);
+                notify(&[NotifyState::Status(&status(&handle))]);
             }
         })
         .context("cannot start the status thread")?;
@@ -89,15 +88,15 @@ pub fn keep_status(shared: Arc<Shared>) -> anyhow::Result<()> {
 }
 
 /// What the server is doing, in a line for `systemctl status`.
-pub fn status(shared: &Shared) -> String {
-    let report = shared.report();
+pub fn status(handle: &Handle) -> String {
+    let tally = handle.counters().tally();
     format!(
         "{} streaming, {} queued; {} accepted, {} complete, {} aborted",
-        report.busy,
-        report.queued,
-        report.accepted,
-        report.ended(Kind::Complete),
-        report.aborted
+        tally.busy,
+        tally.queued,
+        tally.accepted,
+        tally.ended(Outcome::Complete),
+        tally.aborted()
     )
 }
 

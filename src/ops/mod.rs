@@ -1,0 +1,90 @@
+//! Operations: running the server as a daemon. Everything here watches or steers the server
+//! through its [`Handle`], and nothing in the core knows of it.
+//!
+//! - [`run`]: the daemon's life, from the signal handlers to the last stats line.
+//! - [`logging`]: where log lines go, as text or JSON, and how many were dropped.
+//! - [`stats`]: the stats line.
+//! - [`metrics`]: `/metrics`, `/healthz`, `/readyz`, and the routes of the status page
+//!   ([`status`]), served by [`http`], the listener bounded against hostile clients.
+//! - [`systemd`]: readiness notification and socket activation.
+//! - [`signals`]: SIGINT and SIGTERM (stop), SIGUSR1 (stats line), SIGHUP (reload).
+
+pub mod http;
+pub mod logging;
+pub mod metrics;
+mod signals;
+pub mod stats;
+mod status;
+mod systemd;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use tracing::info;
+
+use crate::config::Config;
+use crate::server::{Handle, Server};
+
+/// Runs the server as a daemon until SIGINT or SIGTERM, then drains it and returns.
+///
+/// Every check that can fail on bad input (the poems, the addresses, the thread limits)
+/// happens before the listening lines; then one line per bound address goes to stdout, and
+/// one for the metrics, if served.
+pub fn run(config: Config, metrics: Option<SocketAddr>) -> anyhow::Result<()> {
+    let signals = signals::Signals::register().context("cannot install signal handlers")?;
+    let server = match systemd::inherited_listeners()? {
+        Some(sockets) => {
+            info!(
+                sockets = sockets.len(),
+                "listening on sockets from systemd (LISTEN_FDS); --iface and --port do not apply"
+            );
+            Server::start_on(config, sockets)?
+        }
+        None => Server::start(config)?,
+    };
+    let handle = server.handle();
+    let metrics = match metrics {
+        Some(addr) => Some(metrics::serve(addr, handle.clone(), http::Limits::default())?),
+        None => None,
+    };
+    signals.watch(handle.clone()).context("cannot start the signal thread")?;
+    systemd::keep_status(handle.clone())?;
+    announce(server.local_addrs(), metrics);
+    log_serving(&handle);
+    systemd::ready(&systemd::status(&handle));
+    server.wait();
+    stats::log(&handle, true);
+    Ok(())
+}
+
+/// Prints the lines on stdout that scripts wait for, with the real bound addresses.
+fn announce(local: &[SocketAddr], metrics: Option<SocketAddr>) {
+    let mut stdout = std::io::stdout().lock();
+    // If nobody reads stdout, the lines have nowhere to go and the server carries on.
+    for addr in local {
+        let _ = writeln!(stdout, "poetry-serve listening on {addr}");
+    }
+    if let Some(addr) = metrics {
+        let _ = writeln!(stdout, "poetry-serve metrics on http://{addr}/metrics");
+    }
+    let _ = stdout.flush();
+}
+
+/// Logs each poem being served, and what the server does with them.
+fn log_serving(handle: &Handle) {
+    let poems = handle.poems();
+    for poem in &poems {
+        let bytes = std::fs::metadata(poem).map_or(0, |meta| meta.len());
+        info!(poem = %poem.display(), bytes, "poem");
+    }
+    let config = handle.config();
+    info!(
+        poems = poems.len(),
+        order = config.order.name(),
+        num_bytes = config.pacing.chunk,
+        delay_s = config.pacing.delay.as_secs_f64(),
+        workers = config.workers,
+        "serving"
+    );
+}

@@ -1,0 +1,276 @@
+//! Tests that need tools from outside the Rust toolchain: bash, man, promtool,
+//! systemd-socket-activate, and unshare, ip and nft for a network namespace. Where one is
+//! missing, its tests show as ignored, naming what is missing (`[needs …]`); under CI (`CI`
+//! set), where `.ci/run` has installed them all, a missing tool fails its test instead.
+//!
+//! The harness is libtest-mimic's, since libtest cannot decide to ignore a test as it runs.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+use common::{BIN, Binary, BinaryPoem, LIMIT, Target, eventually, get, read_to_end, run_command};
+
+fn main() {
+    let args = Arguments::from_args();
+    let trials = vec![
+        needs(&["bash"], "bash_completes_flags", bash_completes_flags),
+        needs(&["man"], "man_renders_the_page", man_renders_the_page),
+        needs(
+            &["promtool"],
+            "promtool_accepts_the_metrics_page",
+            promtool_accepts_the_metrics_page,
+        ),
+        needs(
+            &["systemd-socket-activate"],
+            "socket_activation_serves_on_the_socket_it_is_given",
+            socket_activation_serves_on_the_socket_it_is_given,
+        ),
+        needs(
+            &["root", "unshare", "ip", "nft"],
+            "a_vanished_client_frees_its_worker_within_the_write_timeout",
+            a_vanished_client_frees_its_worker_within_the_write_timeout,
+        ),
+        // Run only by the test above, inside the namespace it makes.
+        Trial::test("vanished_client_inside_a_namespace", || {
+            vanished_client_inside_a_namespace();
+            Ok(())
+        })
+        .with_ignored_flag(true),
+    ];
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// The test `name`, which needs `tools` on PATH: shown as ignored, naming them, where one is
+/// missing, unless under CI, where that fails it.
+fn needs(tools: &[&str], name: &str, test: fn()) -> Trial {
+    let missing: Vec<&str> = tools.iter().copied().filter(|tool| !available(tool)).collect();
+    let in_ci = std::env::var_os("CI").is_some();
+    let ignored = !missing.is_empty() && !in_ci;
+    let kind = format!("needs {}", tools.join(", "));
+    let missing = missing.join(", ");
+    Trial::test(name, move || match missing.is_empty() {
+        true => {
+            test();
+            Ok(())
+        }
+        false => Err(Failed::from(format!("{missing} missing: .ci/run installs it"))),
+    })
+    .with_kind(kind)
+    .with_ignored_flag(ignored)
+}
+
+/// Whether `tool` is on PATH; "root" is whether the tests run as root (a network namespace
+/// needs it).
+fn available(tool: &str) -> bool {
+    if tool == "root" {
+        // SAFETY: geteuid has no preconditions.
+        return unsafe { libc::geteuid() } == 0;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
+}
+
+/// bash loads the generated completion script, and it completes a flag.
+fn bash_completes_flags() {
+    let script = format!(
+        r#"source <("{BIN}" --generate bash) || exit 3
+        COMP_WORDS=(poetry-serve --max-per-s)
+        COMP_CWORD=1
+        COMP_LINE="poetry-serve --max-per-s"
+        COMP_POINT=${{#COMP_LINE}}
+        # The function the script registered for the command, as bash would find it.
+        complete=$(complete -p poetry-serve) || exit 4
+        function=$(printf '%s' "$complete" | sed -n 's/.* -F \([^ ]*\) .*/\1/p')
+        "$function" poetry-serve --max-per-s poetry-serve
+        printf '%s\n' "${{COMPREPLY[@]}}""#
+    );
+    let output = run_command(Command::new("bash").args(["-c", &script]));
+    let completed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(completed.trim(), "--max-per-source", "{output:?}");
+}
+
+/// `man -l` renders the generated man page, with the options and the exit statuses.
+fn man_renders_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("poetry-serve.1");
+    let generated = run_command(Command::new(BIN).args(["--generate", "man"]));
+    assert!(generated.status.success(), "{generated:?}");
+    std::fs::write(&page, &generated.stdout).unwrap();
+    let rendered = run_command(
+        Command::new("man").arg("-l").arg(&page).env("MANPAGER", "cat").env("MANWIDTH", "80"),
+    );
+    let text = String::from_utf8_lossy(&rendered.stdout);
+    assert!(rendered.status.success(), "{rendered:?}");
+    // man may hyphenate or use typographic hyphens; compare without them.
+    let plain = text.replace(['\u{2010}', '\u{2212}'], "-");
+    for needle in [
+        "poetry-serve [OPTIONS] POEM...",
+        "poetry-serve --generate WHAT",
+        "--max-per-source <N>",
+        "--delay <DURATION>",
+        "SIGHUP",
+    ] {
+        assert!(plain.contains(needle), "{needle}:\n{text}");
+    }
+    // The sections a man page reader looks for, in order, and no catch-all EXTRA.
+    let sections: Vec<&str> = plain
+        .lines()
+        .filter(|line| line.chars().next().is_some_and(|c| c.is_ascii_uppercase()))
+        .map(str::trim_end)
+        .collect();
+    let expected = [
+        "NAME",
+        "SYNOPSIS",
+        "DESCRIPTION",
+        "OPTIONS",
+        "SIGNALS",
+        "ENVIRONMENT",
+        "EXIT STATUS",
+        "FILES",
+        "EXAMPLES",
+        "SEE ALSO",
+    ];
+    let found: Vec<&str> =
+        sections.iter().copied().filter(|s| expected.contains(s) || *s == "EXTRA").collect();
+    assert_eq!(found, expected, "{text}");
+    // Readable at 80 columns: man wraps the text, and no line runs past the width.
+    let wide: Vec<&str> = plain.lines().filter(|l| l.chars().count() > 80).collect();
+    assert!(wide.is_empty(), "lines over 80 columns: {wide:#?}");
+}
+
+/// `promtool check metrics` (Debian's prometheus package) accepts the page.
+fn promtool_accepts_the_metrics_page() {
+    let poem = BinaryPoem::new(100);
+    let server = Binary::launch(poem.path())
+        .args(&["--delay", "0", "--metrics", "127.0.0.1:0", "--close-after", "5"])
+        .start();
+    let metrics = server.metrics_addr();
+    server.fetch();
+    let (status, page) = get(metrics, "/metrics");
+    assert_eq!(status, 200, "{page}");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    promtool.stdin.take().unwrap().write_all(page.as_bytes()).unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    assert!(output.status.success(), "promtool: {output:?}\n{page}");
+}
+
+/// Handed a listening socket by systemd-socket-activate (LISTEN_FDS), the server serves on
+/// it rather than binding its own, and names it in its listening line.
+fn socket_activation_serves_on_the_socket_it_is_given() {
+    let poem = BinaryPoem::new(300);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    // --port 1 would need privileges: the server must not try to bind it.
+    let mut activator = Command::new("systemd-socket-activate")
+        .args(["-l", &addr.to_string(), BIN, "--port", "1", "--delay", "0"])
+        .arg(poem.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run systemd-socket-activate");
+    // The activator listens at once and starts the server on the first connection.
+    let fetched = eventually("systemd-socket-activate listening", String::new, || {
+        let stream = TcpStream::connect_timeout(&addr, LIMIT).ok()?;
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        Some(read_to_end(stream, Instant::now()))
+    });
+    let second = common::fetch_at(addr);
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(activator.id() as i32, libc::SIGTERM) };
+    let output = {
+        let deadline = Instant::now() + LIMIT;
+        while activator.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = activator.kill();
+        activator.wait_with_output().unwrap()
+    };
+    let story = format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(fetched.bytes, poem.bytes, "{story}");
+    assert_eq!(second.bytes, poem.bytes, "{story}");
+    assert!(story.contains(&format!("poetry-serve listening on {addr}")), "{story}");
+    assert!(story.contains("sockets from systemd"), "{story}");
+}
+
+/// The test that runs [`vanished_client_inside_a_namespace`] in a namespace of its own.
+fn a_vanished_client_frees_its_worker_within_the_write_timeout() {
+    let exe = std::env::current_exe().expect("the test binary");
+    let output = run_command(
+        Command::new("unshare")
+            .args(["--net", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+            .arg(exe)
+            .args(["vanished_client_inside_a_namespace", "--exact", "--ignored", "--nocapture"]),
+    );
+    let story = format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{story}");
+    assert!(story.contains("1 passed"), "the inner test did not run: {story}");
+}
+
+/// Run only by the test above, inside a fresh network namespace (it refuses to run anywhere
+/// else, since it adds a firewall rule).
+fn vanished_client_inside_a_namespace() {
+    // /proc/self/net/dev lists the interfaces of this thread's own namespace.
+    let dev = std::fs::read_to_string("/proc/self/net/dev").expect("list the interfaces");
+    let interfaces: Vec<&str> =
+        dev.lines().filter_map(|line| Some(line.split_once(':')?.0.trim())).collect();
+    assert_eq!(interfaces, ["lo"], "not in a private network namespace");
+
+    let poem = BinaryPoem::new(1000); // 100 chunks at 0.1 s: 10 s, far past the timeout
+    let server = Binary::launch(poem.path())
+        .args(&["--workers", "1", "--num-bytes", "10", "--delay", "0.1"])
+        .args(&["--write-timeout", "2", "--log-format", "json"])
+        .start();
+    let mut client = server.connect();
+    let mut first = [0u8; 10];
+    client.read_exact(&mut first).expect("the first chunk");
+    let port = client.local_addr().unwrap().port();
+    // From now on nothing reaches the client, and it acknowledges nothing: it has vanished.
+    let rules = format!(
+        "add table inet vanish\n\
+         add chain inet vanish input {{ type filter hook input priority 0; }}\n\
+         add rule inet vanish input tcp dport {port} drop\n"
+    );
+    let mut nft = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    std::io::Write::write_all(&mut nft.stdin.take().unwrap(), rules.as_bytes()).unwrap();
+    assert!(nft.wait().unwrap().success(), "nft refused the rule");
+    let vanished = Instant::now();
+
+    server.wait_for_outcome("timed_out", 1);
+    let freed = vanished.elapsed();
+    eprintln!("worker freed {freed:?} after the client vanished (--write-timeout 2)");
+    assert!(
+        freed < Duration::from_secs(6),
+        "took {freed:?} to drop the vanished client:\n{}",
+        server.stderr()
+    );
+    // The only worker is free: the next client's poem starts.
+    let next = server.start_streaming(10);
+    drop(next);
+}
