@@ -7,7 +7,10 @@
 
 use anyhow::bail;
 
-use crate::sys::{cgroup_pids, maps_in_use, read_number, tasks_on_the_machine, thread_limit};
+use procfs::Current;
+use procfs::process::Process;
+
+use crate::sys::{cgroup_pids, thread_limit};
 
 /// Memory maps each thread adds: its stack and guard page, and the signal stack the Rust
 /// runtime gives it with its own guard page (counted in `/proc/PID/maps`).
@@ -21,7 +24,8 @@ const HEADROOM: u64 = 64;
 pub fn check(workers: usize) -> anyhow::Result<()> {
     let workers = workers as u64;
     let wanted = workers + HEADROOM;
-    if let (Some(max), Some(used)) = (read_number("/proc/sys/vm/max_map_count"), maps_in_use()) {
+    let maps = Process::myself().and_then(|me| me.maps()).map(|maps| maps.len() as u64);
+    if let (Ok(max), Ok(used)) = (procfs::sys::vm::max_map_count(), maps) {
         let fit = max.saturating_sub(used + HEADROOM * MAPS_PER_THREAD) / MAPS_PER_THREAD;
         if workers > fit {
             bail!(
@@ -31,11 +35,13 @@ pub fn check(workers: usize) -> anyhow::Result<()> {
             );
         }
     }
-    for (limit, path) in [
-        ("kernel.pid_max", "/proc/sys/kernel/pid_max"),
-        ("kernel.threads-max", "/proc/sys/kernel/threads-max"),
-    ] {
-        if let (Some(max), Some(used)) = (read_number(path), tasks_on_the_machine()) {
+    // Every thread on the machine, as /proc/loadavg counts them.
+    let tasks = procfs::LoadAverage::current().map(|load| u64::from(load.max));
+    let pid_max = procfs::sys::kernel::pid_max().map(|n| n as u64);
+    let threads_max = procfs::sys::kernel::threads_max().map(u64::from);
+    for (limit, max) in [("kernel.pid_max", pid_max), ("kernel.threads-max", threads_max)] {
+        if let (Ok(max), Ok(used)) = (max, &tasks) {
+            let used = *used;
             let fit = max.saturating_sub(used + HEADROOM);
             if workers > fit {
                 bail!(

@@ -34,7 +34,7 @@ use crate::pacing::Pacing;
     max_term_width = 80,
     override_usage = "poetry-serve [OPTIONS] <POEM>...\n       poetry-serve --generate <WHAT>",
     after_help = "Signals, variables and exit status: see --help.",
-    after_long_help = help_notes()
+    after_long_help = HELP_NOTES
 )]
 pub struct Cli {
     /// Poem files, or directories of .txt poems
@@ -575,99 +575,78 @@ fn resolve(iface: &str, port: u16) -> Result<Vec<SocketAddr>, Invalid> {
     }
 }
 
-/// What `--help` ends with and the man page says after the options, from this one list: each
-/// section a title and its items, a term and what it means (lines broken for `--help`; roff
-/// fills them again). The last three sections are the man page's only.
-const NOTES: [(&str, &[(&str, &str)]); 6] = [
-    (
-        "Signals",
-        &[
-            (
-                "SIGINT, SIGTERM",
-                "stop accepting; poems in flight get --shutdown-grace, then\nthe stats line is logged; exit 0 (a second signal exits at once)",
-            ),
-            (
-                "SIGHUP",
-                "reopen the poems (directories are scanned again); poems in\nflight finish as they began; if one cannot be opened, the old\nset stays",
-            ),
-            ("SIGUSR1", "log the stats line, whatever the log level"),
-        ],
-    ),
-    (
-        "Environment",
-        &[
-            ("RUST_LOG", "log level on stderr: error, warn, info (default), debug, off"),
-            (
-                "POETRY_SERVE_*",
-                "each option, as [env: ...] above names it (POETRY_SERVE_POEMS\nholds one path); the command line wins; --iface takes a\ncomma-separated list; a switch takes 1/0, true/false, yes/no\nor on/off",
-            ),
-            (
-                "NOTIFY_SOCKET, LISTEN_FDS",
-                "set by systemd: readiness notifications, and listening\nsockets handed over, which replace --iface and --port",
-            ),
-        ],
-    ),
-    (
-        "Exit status",
-        &[
-            ("0", "stopped by a signal"),
-            ("1", "cannot start: a poem, the address, the thread limits"),
-            ("2", "bad command line"),
-            ("128+N", "a second signal N cut the shutdown short"),
-        ],
-    ),
-    (
-        "Files",
-        &[(
-            "/usr/share/poetry-serve/poems/",
-            "the poems shipped with the Debian package and the container\nimage",
-        )],
-    ),
-    (
-        "Examples",
-        &[
-            (
-                "poetry-serve --port 10000 poems/ecstasy.txt",
-                "serve one poem, 10 bytes every 0.7 s, on 127.0.0.1:10000;\nfetch it with nc -d localhost 10000",
-            ),
-            (
-                "poetry-serve --delay 0.1 --num-bytes 7 poems/",
-                "serve every .txt poem in a directory, in turn, faster",
-            ),
-            (
-                "poetry-serve --iface :: --max-per-source 16 --metrics 127.0.0.1:9100 poems/",
-                "a tarpit in the open: every address, at most 16 connections per\nsource, metrics on loopback",
-            ),
-        ],
-    ),
-    (
-        "See also",
-        &[
-            ("nc(1), socat(1), systemd.socket(5), endlessh(1)", ""),
-            (
-                "An Introduction to Asynchronous Programming and Twisted",
-                "Dave Peticolas, part 1:\nhttp://krondo.com/in-which-we-begin-at-the-beginning/",
-            ),
-        ],
-    ),
-];
+/// What `--help` ends with, as it shows it. The man page's sections after the options are
+/// made from it and [`MAN_NOTES`] (see [`sections`]), so the two never say different things.
+const HELP_NOTES: &str = "\
+Signals:
+  SIGINT, SIGTERM  stop accepting; poems in flight get --shutdown-grace, then
+                   the stats line is logged; exit 0 (a second signal: at once)
+  SIGHUP           reopen the poems (directories are scanned again); poems in
+                   flight finish as they began; if one cannot be opened, the old
+                   set stays
+  SIGUSR1          log the stats line, whatever the log level
 
-/// The first sections of [`NOTES`], as `--help` ends with them, within 80 columns.
-fn help_notes() -> String {
-    let mut text = String::new();
-    for (title, items) in &NOTES[..3] {
-        text.push_str(&format!("{title}:\n"));
-        for (term, meaning) in *items {
-            let mut lines = meaning.lines();
-            text.push_str(&format!("  {term:<16} {}\n", lines.next().unwrap_or_default()));
-            for line in lines {
-                text.push_str(&format!("  {:16} {line}\n", ""));
+Environment:
+  RUST_LOG         log level on stderr: error, warn, info (default), debug, off
+  POETRY_SERVE_*   each option, as [env: ...] above names it (POETRY_SERVE_POEMS
+                   holds one path); the command line wins; --iface takes a
+                   comma-separated list; a switch takes 1/0, true/false, yes/no
+                   or on/off
+  NOTIFY_SOCKET, LISTEN_FDS
+                   set by systemd: readiness notifications, and listening
+                   sockets handed over, which replace --iface and --port
+
+Exit status:
+  0                stopped by a signal
+  1                cannot start: a poem, the address, the thread limits
+  2                bad command line
+  128+N            a second signal N cut the shutdown short
+
+Durations are seconds (0.7) or a number with a unit (500ms, 30s, 2m, 1h).";
+
+/// The man page's last sections, in the form of [`HELP_NOTES`].
+const MAN_NOTES: &str = "\
+Files:
+  /usr/share/poetry-serve/poems/
+                   the poems shipped with the Debian package and the container
+                   image
+
+Examples:
+  poetry-serve --port 10000 poems/ecstasy.txt
+                   serve one poem, 10 bytes every 0.7 s, on 127.0.0.1:10000;
+                   fetch it with nc -d localhost 10000
+  poetry-serve --delay 0.1 --num-bytes 7 poems/
+                   serve every .txt poem in a directory, in turn, faster
+  poetry-serve --iface :: --max-per-source 16 --metrics 127.0.0.1:9100 poems/
+                   a tarpit in the open: every address, at most 16 connections
+                   per source, metrics on loopback
+
+See also:
+  nc(1), socat(1), systemd.socket(5), endlessh(1)
+  An Introduction to Asynchronous Programming and Twisted
+                   Dave Peticolas, part 1:
+                   http://krondo.com/in-which-we-begin-at-the-beginning/";
+
+/// The sections of `notes`: each a title (a line ending in `:`) and its items, a term (after
+/// two spaces) and what it means (after more spaces, on its line or the next ones).
+fn sections(notes: &str) -> Vec<(&str, Vec<(&str, String)>)> {
+    let mut sections: Vec<(&str, Vec<(&str, String)>)> = Vec::new();
+    for line in notes.lines() {
+        match (line.strip_suffix(':'), line.strip_prefix("  "), sections.last_mut()) {
+            (Some(title), _, _) if !line.starts_with(' ') => sections.push((title, Vec::new())),
+            (_, Some(rest), Some((_, items))) if rest.starts_with(' ') => {
+                if let Some((_, text)) = items.last_mut() {
+                    *text = format!("{text} {}", rest.trim()).trim().to_string();
+                }
             }
+            (_, Some(rest), Some((_, items))) => {
+                let (term, text) = rest.split_once("  ").unwrap_or((rest, ""));
+                items.push((term, text.trim().to_string()));
+            }
+            _ => {}
         }
-        text.push('\n');
     }
-    text.push_str("Durations are seconds (0.7) or a number with a unit (500ms, 30s, 2m, 1h).");
-    text
+    sections
 }
 
 impl Generate {
@@ -703,10 +682,10 @@ fn man_page(command: clap::Command, out: &mut dyn Write) -> io::Result<()> {
     man.render_description_section(out)?;
     man.render_options_section(out)?;
     let mut roff = Roff::new();
-    for (title, items) in NOTES {
+    for (title, items) in sections(HELP_NOTES).into_iter().chain(sections(MAN_NOTES)) {
         roff.control("SH", [title.to_uppercase().as_str()]);
         for (term, meaning) in items {
-            roff.control("TP", []).text([bold(*term)]).text([roman(meaning.replace('\n', " "))]);
+            roff.control("TP", []).text([bold(term)]).text([roman(meaning)]);
         }
     }
     roff.to_writer(out)?;

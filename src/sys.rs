@@ -110,78 +110,14 @@ pub fn thread_limit() -> Option<u64> {
     Some(limit.rlim_cur)
 }
 
-/// A file that holds one number, such as a sysctl under /proc/sys.
-pub fn read_number(path: impl AsRef<Path>) -> Option<u64> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// Memory maps of this process.
-pub fn maps_in_use() -> Option<u64> {
-    let maps = fs::read_to_string("/proc/self/maps").ok()?;
-    Some(maps.lines().count() as u64)
-}
-
-/// Every thread on the machine: the fourth field of /proc/loadavg is `running/total`.
-pub fn tasks_on_the_machine() -> Option<u64> {
-    let loadavg = fs::read_to_string("/proc/loadavg").ok()?;
-    let field = loadavg.split_whitespace().nth(3)?;
-    field.split_once('/')?.1.parse().ok()
-}
-
 /// The cgroup v2 task limit and use of this process's control group, when it has a limit.
 pub fn cgroup_pids() -> Option<(u64, u64)> {
     let membership = fs::read_to_string("/proc/self/cgroup").ok()?;
     let path = membership.lines().find_map(|l| l.strip_prefix("0::"))?;
     let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
     // "max" (no limit) does not parse, and then there is nothing to check.
-    let max = read_number(dir.join("pids.max"))?;
-    let used = read_number(dir.join("pids.current"))?;
-    Some((max, used))
-}
-
-/// User and system CPU time this process has spent, in seconds.
-pub fn cpu_seconds() -> Option<f64> {
-    let stat = fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces: utime and
-    // stime are the 12th and 13th of them.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut fields = rest.split_whitespace().skip(11);
-    let ticks: u64 = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(ticks as f64 / hz)
-}
-
-/// When this process started, in seconds since the Unix epoch.
-pub fn start_time() -> Option<f64> {
-    let stat = fs::read_to_string("/proc/self/stat").ok()?;
-    // starttime, in clock ticks since boot, is the 20th field after the command name.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
-    let boot = fs::read_to_string("/proc/stat").ok()?;
-    let boot: u64 = boot.lines().find_map(|l| l.strip_prefix("btime "))?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(boot as f64 + ticks as f64 / hz)
-}
-
-/// This process's resident memory, in bytes.
-pub fn resident_bytes() -> Option<u64> {
-    let statm = fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
-    Some(pages * page)
-}
-
-/// This process's open file descriptors.
-pub fn open_fds() -> Option<u64> {
-    Some(fs::read_dir("/proc/self/fd").ok()?.count() as u64)
-}
-
-/// This process's threads.
-pub fn threads() -> Option<u64> {
-    Some(fs::read_dir("/proc/self/task").ok()?.count() as u64)
+    let number = |file| fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok();
+    Some((number("pids.max")?, number("pids.current")?))
 }
 
 #[cfg(test)]
@@ -189,18 +125,6 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
 
     use super::*;
-
-    /// The process figures /metrics exports, and the machine's thread count, can be read.
-    #[test]
-    fn the_process_figures_are_readable() {
-        assert!(tasks_on_the_machine().is_some_and(|n| n > 0));
-        assert!(resident_bytes().is_some_and(|n| n > 0));
-        assert!(open_fds().is_some_and(|n| n >= 3));
-        assert!(threads().is_some_and(|n| n >= 1));
-        assert!(cpu_seconds().is_some());
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-        assert!(start_time().is_some_and(|t| t > 1e9 && t <= now.as_secs_f64() + 1.0));
-    }
 
     /// A listener's backlog counts the connections not yet accepted, and its limit.
     #[test]

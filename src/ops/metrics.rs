@@ -21,7 +21,7 @@ use super::{logging, status};
 use crate::counters::{Counters, Histogram};
 use crate::outcome::Outcome;
 use crate::server::Handle;
-use crate::sys;
+use procfs::process::Process;
 
 /// Starts answering HTTP on `addr` and returns where it listens (port 0 picks one).
 pub fn serve(addr: SocketAddr, handle: Handle, limits: Limits) -> anyhow::Result<SocketAddr> {
@@ -174,27 +174,27 @@ fn histogram(e: &mut DescriptorEncoder, name: &str, help: &str, h: &Histogram) -
 /// The process figures Prometheus's client libraries export under the same names, read from
 /// /proc at scrape time.
 fn process(e: &mut DescriptorEncoder) -> std::fmt::Result {
-    if let Some(cpu) = sys::cpu_seconds() {
-        let help = "User and system CPU time spent, in seconds.";
-        e.encode_descriptor("process_cpu_seconds", help, None, MetricType::Counter)?
-            .encode_counter::<NoLabelSet, _, u64>(&cpu, None)?;
-    }
-    if let Some(started) = sys::start_time() {
+    let me = Process::myself();
+    let Ok(stat) = me.as_ref().map_err(|_| ()).and_then(|me| me.stat().map_err(|_| ())) else {
+        return Ok(());
+    };
+    let ticks = procfs::ticks_per_second() as f64;
+    let cpu = (stat.utime + stat.stime) as f64 / ticks;
+    let help = "User and system CPU time spent, in seconds.";
+    e.encode_descriptor("process_cpu_seconds", help, None, MetricType::Counter)?
+        .encode_counter::<NoLabelSet, _, u64>(&cpu, None)?;
+    if let Ok(boot) = procfs::boot_time_secs() {
+        let started = boot as f64 + stat.starttime as f64 / ticks;
         let help = "Start time of the process since the Unix epoch, in seconds.";
         e.encode_descriptor("process_start_time_seconds", help, None, MetricType::Gauge)?
             .encode_gauge(&started)?;
     }
-    let figures = [
-        ("process_resident_memory_bytes", "Resident memory, in bytes.", sys::resident_bytes()),
-        ("process_open_fds", "Open file descriptors.", sys::open_fds()),
-        ("process_threads", "Threads of the process.", sys::threads()),
-    ];
-    for (name, help, value) in figures {
-        if let Some(value) = value {
-            gauge(e, name, help, value)?;
-        }
+    let rss = stat.rss * procfs::page_size();
+    gauge(e, "process_resident_memory_bytes", "Resident memory, in bytes.", rss)?;
+    if let Ok(fds) = me.as_ref().map(|me| me.fd_count()) {
+        gauge(e, "process_open_fds", "Open file descriptors.", fds.unwrap_or(0) as u64)?;
     }
-    Ok(())
+    gauge(e, "process_threads", "Threads of the process.", stat.num_threads as u64)
 }
 
 #[cfg(test)]

@@ -1,16 +1,16 @@
 //! The live status page of `--metrics`: `GET /`, HTML, and `GET /status.json`, the same figures
 //! as JSON. Both are made, when asked for, from one [`Status`] read off the server's handle: the
-//! JSON by serde, the page by [`Status::html`]; a few lines of script reload the page's main
-//! part each second, and without script the page is whole as served.
+//! JSON by serde, the page by askama from `templates/status.html`; a few lines of script there
+//! reload the page's main part each second, and without script the page is whole as served.
 //!
 //! Every name the server did not make up (poem paths, addresses) is escaped: as HTML in the
-//! page, by serde in the JSON. At most [`MAX_ROWS`] connections are listed, so that a page
+//! page (askama escapes every value), by serde in the JSON. At most [`MAX_ROWS`] connections are listed, so that a page
 //! costs the same whatever the number of workers.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use askama::Template;
 use serde::Serialize;
 
 use super::http::Answer;
@@ -42,6 +42,13 @@ pub fn answer(path: &str, handle: &Handle) -> Answer {
             body: status.html().into(),
         },
     }
+}
+
+/// The page: `templates/status.html`, which escapes every value as HTML.
+#[derive(Template)]
+#[template(path = "status.html")]
+struct Page<'a> {
+    s: &'a Status,
 }
 
 /// Everything the page shows, read at one moment.
@@ -138,53 +145,8 @@ impl Status {
     }
 
     fn html(&self) -> String {
-        let mut page = String::with_capacity(4096 + 400 * self.connections.len());
-        page.push_str(HEAD);
-        let pacing = &self.pacing;
-        let paced = match pacing.num_bytes_max > pacing.num_bytes {
-            true => format!("{}-{} bytes", pacing.num_bytes, pacing.num_bytes_max),
-            false => format!("{} bytes", pacing.num_bytes),
-        };
-        let paced = match (pacing.delay_s, pacing.jitter_s) {
-            (0.0, _) => "unpaced (--delay 0)".to_string(),
-            (delay, 0.0) => format!("{paced} every {delay} s"),
-            (delay, jitter) => format!("{paced} every {delay} s ± {jitter} s"),
-        };
-        let outcomes: Vec<String> =
-            (self.outcomes.iter()).map(|(label, n)| format!("{label} {n}")).collect();
-        let overview = [
-            ("version", self.version.to_string()),
-            ("uptime", format!("{:.1} s", self.uptime_s)),
-            ("listening", self.listening.join(", ")),
-            ("poems", self.poems.join(", ")),
-            ("pacing", paced),
-            ("workers busy", format!("{} of {}", self.workers.busy, self.workers.total)),
-            ("queued", self.queued.to_string()),
-            ("accepted", self.accepted.to_string()),
-            ("outcomes", outcomes.join(", ")),
-        ];
-        page.push_str("<table id=\"overview\"><tbody>\n");
-        for (name, value) in overview {
-            let id = name.replace(' ', "-");
-            let _ =
-                writeln!(page, "<tr><th>{name}</th><td id=\"{id}\">{}</td></tr>", escape(&value));
-        }
-        page.push_str(POOL_HEAD);
-        for row in &self.connections {
-            row.html(&mut page);
-        }
-        if self.more_connections > 0 {
-            let more = self.more_connections;
-            let _ = writeln!(page, "<tr><td colspan=\"9\">and {more} more, not listed</td></tr>");
-        }
-        page.push_str(SOURCES_HEAD);
-        for TopSource { source, connections } in &self.top_sources {
-            let source = escape(source);
-            let _ =
-                writeln!(page, "<tr><td>{source}</td><td class=\"num\">{connections}</td></tr>");
-        }
-        page.push_str(TAIL);
-        page
+        // Plain data throughout: rendering cannot fail.
+        Page { s: self }.render().unwrap_or_default()
     }
 }
 
@@ -204,32 +166,6 @@ impl Row {
                 .and_then(|size| expected_end(pacing, view.accepted, size))
                 .map(|end| secs(end.saturating_duration_since(now))),
         }
-    }
-
-    fn html(&self, page: &mut String) {
-        let peer = match &self.via {
-            Some(via) => format!("{} via {via}", self.peer),
-            None => self.peer.clone(),
-        };
-        let size = self.poem_bytes.unwrap_or(0);
-        let shown = |secs: Option<f64>| secs.map_or("-".into(), |s| format!("{s:.1} s"));
-        let unsent = self.unsent_bytes.map_or("-".into(), |n| n.to_string());
-        let _ = writeln!(
-            page,
-            "<tr><td class=\"num\">{}</td><td class=\"peer\">{}</td><td class=\"poem\">{}</td>\
-             <td class=\"num sent\">{} / {size}</td><td class=\"num\">{unsent}</td>\
-             <td><progress value=\"{}\" max=\"{}\"></progress></td><td class=\"num\">{}</td>\
-             <td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-            self.worker,
-            escape(&peer),
-            escape(self.poem.as_deref().unwrap_or_default()),
-            self.bytes_sent,
-            self.bytes_sent.min(size),
-            size.max(1),
-            self.chunks,
-            shown(Some(self.connected_s)),
-            shown(self.ends_in_s),
-        );
     }
 }
 
@@ -263,75 +199,3 @@ fn expected_end(pacing: &Pacing, start: Instant, size: u64) -> Option<Instant> {
 fn secs(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 10.0).round() / 10.0
 }
-
-/// `text` with the characters that mean something in HTML, in text or in a quoted attribute,
-/// written as character references.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-const HEAD: &str = r##"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>poetry-serve status</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; margin-bottom: 1.5em; }
-th, td { padding: 0.2em 0.7em; text-align: left; border-bottom: 1px solid #ddd; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-#overview th { font-weight: normal; color: #666; }
-progress { width: 10em; }
-#updated { color: #666; font-size: 0.9em; }
-</style>
-</head>
-<body>
-<h1>poetry-serve</h1>
-<p id="updated">as served; refreshed every second while script runs</p>
-<main>
-"##;
-
-const POOL_HEAD: &str = r##"</tbody></table>
-<h2>Pool: one row per busy worker</h2>
-<table id="pool">
-<thead><tr><th>worker</th><th>peer</th><th>poem</th><th>bytes sent</th><th>in the send queue</th><th>progress</th><th>chunks</th><th>connected</th><th>ends in</th></tr></thead>
-<tbody>
-"##;
-
-const SOURCES_HEAD: &str = r##"</tbody></table>
-<h2>Sources holding the most connections</h2>
-<table id="sources">
-<thead><tr><th>source (IPv4 address or IPv6 /64)</th><th>connections</th></tr></thead>
-<tbody>
-"##;
-
-/// The closing tags, and the script that replaces the main part with the page as served again:
-/// the page is made once, by the server, and the script only swaps it in.
-const TAIL: &str = r##"</tbody></table>
-</main>
-<script>
-"use strict";
-async function refresh() {
-  try {
-    const page = new DOMParser().parseFromString(await (await fetch(location.href, { cache: "no-store" })).text(), "text/html");
-    document.querySelector("main").replaceWith(page.querySelector("main"));
-    document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
-  } catch (e) { document.getElementById("updated").textContent = "not updated: " + e; }
-}
-setInterval(refresh, 1000);
-</script>
-</body>
-</html>
-"##;

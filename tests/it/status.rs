@@ -143,6 +143,8 @@ fn a_poem_named_like_a_script_is_shown_as_text() {
 
     let (code, page) = get(metrics, "/");
     assert_eq!(code, 200, "{page}");
+    // Named or numbered character references, as the template engine writes them.
+    let page = page.replace("&#60;", "&lt;").replace("&#62;", "&gt;");
     let escaped = "&lt;script&gt;alert(1)&lt;/script&gt;.txt";
     // Once in the list of poems, once in the pool's row.
     assert_eq!(page.matches(escaped).count(), 2, "{page}");
