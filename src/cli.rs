@@ -3,10 +3,10 @@
 //! ends with and the man page's closing sections, from one list; and the [`Config`] it makes.
 //!
 //! clap refuses a bad value with its own error, which [`refusal`] words in one line (and names
-//! the variable the value came from, which [`sourced`] records); [`Cli::config`] then checks
+//! the variable the value came from, which [`crate::sourced`] records); [`Cli::config`] then checks
 //! the options against each other through [`Config::check`], in the same wording.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6, ToSocketAddrs};
 use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
@@ -14,9 +14,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::{BoolishValueParser, EnumValueParser, TypedValueParser};
+
+pub use crate::sourced::sourced;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
-use clap::{Arg, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use clap_mangen::roff::{Roff, bold, italic, roman};
 
 use crate::collection::Order;
@@ -417,50 +419,6 @@ pub fn refusal(err: &clap::Error) -> Option<String> {
     })
 }
 
-/// `parser`, recording in its errors the variable a refused value came from.
-pub fn sourced<P: TypedValueParser>(parser: P) -> Sourced<P> {
-    Sourced(parser)
-}
-
-/// See [`sourced`].
-#[derive(Clone)]
-pub struct Sourced<P>(P);
-
-impl<P: TypedValueParser> TypedValueParser for Sourced<P> {
-    type Value = P::Value;
-
-    fn parse_ref(
-        &self,
-        cmd: &clap::Command,
-        arg: Option<&Arg>,
-        value: &OsStr,
-    ) -> Result<Self::Value, clap::Error> {
-        self.0.parse_ref(cmd, arg, value)
-    }
-
-    fn parse_ref_(
-        &self,
-        cmd: &clap::Command,
-        arg: Option<&Arg>,
-        value: &OsStr,
-        source: ValueSource,
-    ) -> Result<Self::Value, clap::Error> {
-        self.0.parse_ref_(cmd, arg, value, source).map_err(|mut err| {
-            if let (ValueSource::EnvVariable, Some(var)) = (source, arg.and_then(Arg::get_env)) {
-                let var = var.to_string_lossy().into_owned();
-                err.insert(ContextKind::Custom, ContextValue::String(var));
-            }
-            err
-        })
-    }
-
-    fn possible_values(
-        &self,
-    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
-        self.0.possible_values()
-    }
-}
-
 /// Turns a duration typed by the user into a [`Duration`]: bare seconds as in the tutorial
 /// (0.7), or a number with a unit (500ms, 2m). A value outside `min..=max` (or 0, where `zero`
 /// allows it) is refused, one too small to keep (under a nanosecond) included, rather than
@@ -668,7 +626,8 @@ impl Generate {
 }
 
 /// The man page: clap_mangen's title, name, description and options, with the synopsis as
-/// `-h` shows the usage (POEM is required), and [`NOTES`] after the options.
+/// `-h` shows the usage (POEM is required), and [`HELP_NOTES`] and [`MAN_NOTES`] after the
+/// options.
 fn man_page(command: clap::Command, out: &mut dyn Write) -> io::Result<()> {
     let man = clap_mangen::Man::new(command);
     man.render_title(out)?;

@@ -22,7 +22,7 @@ use crate::outcome::Outcome;
 use crate::pacing::Schedule;
 use crate::poem::Poem;
 use crate::proxy;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::sys;
 
 /// A connection the accept loop hands to a worker.

@@ -10,8 +10,8 @@
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::cli::sourced;
 use crate::close;
+use crate::sourced::sourced;
 
 /// A fault, played on a connection once its poem has reached the fault's byte count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,7 +20,8 @@
 //!
 //! The core, in the order a connection meets it; none of it knows of [`ops`]:
 //!
-//! - [`server`]: [`Server`] (start, stop, drain), its [`Handle`], and the accept loop.
+//! - [`server`]: [`Server`] (start, stop, drain), its [`Handle`], and the accept loop; what
+//!   its threads share is in [`shared`].
 //! - [`listener`]: the listening sockets, bound and accepted from as one.
 //! - [`pool`]: the fixed pool of worker threads, and the permits that let the loop accept.
 //! - [`connection`]: the object each connection is while served, its registry, and the
@@ -34,8 +35,9 @@
 //!   the per-source limit, the PROXY protocol.
 //! - [`capacity`] and [`sys`]: the system's limits on threads, and every `unsafe` call.
 //!
-//! Around it, [`cli`] reads the command line into a [`Config`], and [`ops`] runs the server as
-//! a daemon: logs, signals, the stats line, metrics and the status page over HTTP, systemd.
+//! Around it, [`cli`] reads the command line into a [`Config`] (its value parsers name the
+//! variable a bad value came from: [`sourced`]), and [`ops`] runs the server as a daemon: logs,
+//! signals, the stats line, metrics and the status page over HTTP, systemd.
 
 // The map above links to private modules on purpose: the documentation is built with
 // --document-private-items (.ci/run).
@@ -58,6 +60,8 @@ mod poem;
 mod pool;
 mod proxy;
 mod server;
+mod shared;
+mod sourced;
 mod sys;
 
 pub use collection::Order;

@@ -10,7 +10,7 @@
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -23,8 +23,9 @@ use crate::config::Config;
 use crate::connection::{self, Accepted, CUT_OFF_WAIT, Registry, View};
 use crate::counters::Counters;
 use crate::limit::Limit;
-use crate::listener::{self, BACKLOG, Listeners, Waker};
-use crate::pool::{Closer, Pool};
+use crate::listener::{self, BACKLOG, Listeners};
+use crate::pool::Pool;
+use crate::shared::Shared;
 use crate::sys;
 
 /// A running server. Dropping it stops it at once, with no grace; [`Server::stop`] drains it.
@@ -38,21 +39,6 @@ pub struct Server {
 /// usable from any thread.
 #[derive(Clone)]
 pub struct Handle(Arc<Shared>);
-
-/// What every thread of a running server shares.
-pub(crate) struct Shared {
-    pub config: Config,
-    pub poems: Collection,
-    pub limit: Arc<Limit>,
-    pub counters: Counters,
-    pub registry: Registry,
-    listening: Vec<SocketAddr>,
-    stopping: AtomicBool,
-    waker: Waker,
-    closer: OnceLock<Closer>,
-    /// The listening sockets, for their backlog, until the accept loop ends.
-    sockets: Mutex<Vec<TcpListener>>,
-}
 
 /// How a stop went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,13 +143,6 @@ impl Server {
             warn!(cut_off, "grace period over; closed connections still streaming");
         }
         Stopped { cut_off }
-    }
-}
-
-impl Shared {
-    fn sockets(&self) -> MutexGuard<'_, Vec<TcpListener>> {
-        // Nothing panics while it is held.
-        self.sockets.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -20,7 +20,6 @@ use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
 use tracing_subscriber::prelude::*;
 
 use crate::cli::LogFormat;
-use crate::ops::stats;
 
 /// At most this many lines wait for stderr; further lines are dropped, and counted, until it
 /// catches up, so that a stalled stderr never stalls the server nor fills its memory.
@@ -28,6 +27,9 @@ pub const MAX_QUEUED: usize = 128_000;
 
 /// The target of the event that says why the server could not start or stopped on an error.
 const FATAL: &str = "poetry_serve::fatal";
+
+/// The target of the stats line's event.
+pub const STATS: &str = "poetry_serve::stats";
 
 /// Lines the queue had no room for.
 static QUEUE_FULL: OnceLock<ErrorCounter> = OnceLock::new();
@@ -57,7 +59,7 @@ pub fn init(format: LogFormat) {
         .finish(Stderr);
     let _ = QUEUE_FULL.set(writer.error_counter());
     let level = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let asked_for = filter_fn(|meta| [stats::TARGET, FATAL].contains(&meta.target()));
+    let asked_for = filter_fn(|meta| [STATS, FATAL].contains(&meta.target()));
     let layer = tracing_subscriber::fmt::layer().with_writer(writer).with_thread_names(true);
     let layer = match format {
         // Values a client or the file system chooses (a poem's path, say) could hold a newline

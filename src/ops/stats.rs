@@ -8,9 +8,6 @@ use crate::ops::logging;
 use crate::outcome::Outcome;
 use crate::server::Handle;
 
-/// The target of the stats line's event, which logging always lets through.
-pub const TARGET: &str = "poetry_serve::stats";
-
 /// Logs the stats line. The `last` one, once the server has stopped, counts whatever never got
 /// the whole poem (cut off, or left running past the cut-off) as aborted.
 ///
@@ -27,7 +24,7 @@ pub fn log(handle: &Handle, last: bool) {
         false => (tally.aborted(), tally.busy, tally.queued),
     };
     info!(
-        target: TARGET,
+        target: logging::STATS,
         uptime_s = (counters.uptime().as_secs_f64() * 10.0).round() / 10.0,
         accepted = tally.accepted,
         complete = ended(Outcome::Complete),

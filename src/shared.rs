@@ -1,0 +1,36 @@
+//! What every thread of a running server shares: built once by [`crate::Server::start`], and
+//! held by the accept loop, every worker, and every [`crate::Handle`].
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use crate::collection::Collection;
+use crate::config::Config;
+use crate::connection::Registry;
+use crate::counters::Counters;
+use crate::limit::Limit;
+use crate::listener::Waker;
+use crate::pool::Closer;
+
+/// What every thread of a running server shares.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub poems: Collection,
+    pub limit: Arc<Limit>,
+    pub counters: Counters,
+    pub registry: Registry,
+    pub listening: Vec<SocketAddr>,
+    pub stopping: AtomicBool,
+    pub waker: Waker,
+    pub closer: OnceLock<Closer>,
+    /// The listening sockets, for their backlog, until the accept loop ends.
+    pub sockets: Mutex<Vec<TcpListener>>,
+}
+
+impl Shared {
+    pub fn sockets(&self) -> MutexGuard<'_, Vec<TcpListener>> {
+        // Nothing panics while it is held.
+        self.sockets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
