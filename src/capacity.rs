@@ -1,4 +1,5 @@
-//! How many worker threads this system lets one process start, checked before any starts.
+//! How many workers this system lets one process run, checked before any starts: threads, and
+//! the descriptor each client holds.
 //!
 //! Starting a thread past some of these limits does not fail cleanly: when the kernel refuses
 //! the memory map for a new thread's signal stack guard page, the Rust runtime aborts the
@@ -10,7 +11,7 @@ use anyhow::bail;
 use procfs::Current;
 use procfs::process::Process;
 
-use crate::sys::{cgroup_pids, thread_limit};
+use crate::sys::{self, cgroup_pids, thread_limit};
 
 /// Memory maps each thread adds: its stack and guard page, and the signal stack the Rust
 /// runtime gives it with its own guard page (counted in `/proc/PID/maps`).
@@ -20,9 +21,13 @@ pub const MAPS_PER_THREAD: u64 = 4;
 /// may map memory or start a task (the allocator, a reload, the log).
 const HEADROOM: u64 = 64;
 
-/// Fails, naming the limit, if `workers` more threads cannot be started here.
-pub fn check(workers: usize) -> anyhow::Result<()> {
+/// Fails, naming the limit, unless `workers` clients can be served at once: a thread each, a
+/// descriptor each, and `reserved` descriptors more for everything else (the poems being
+/// streamed, the listeners, a reload, the metrics listener). Raises the open-file limit as far
+/// as it may be raised (to its hard limit) when that is needed.
+pub fn check(workers: usize, reserved: u64) -> anyhow::Result<()> {
     let workers = workers as u64;
+    descriptors(workers, reserved)?;
     let wanted = workers + HEADROOM;
     let maps = Process::myself().and_then(|me| me.maps()).map(|maps| maps.len() as u64);
     if let (Ok(max), Ok(used)) = (procfs::sys::vm::max_map_count(), maps) {
@@ -86,4 +91,27 @@ mod tests {
         assert!(err.starts_with("--workers 10000000 does not fit"), "{err}");
         assert!(err.contains("raise"), "{err}");
     }
+}
+
+/// Raises the open-file limit to the hard one if `workers` clients and `reserved` more
+/// descriptors need it, and fails, naming the limit, if even that is too low.
+fn descriptors(workers: u64, reserved: u64) -> anyhow::Result<()> {
+    let Some((soft, hard)) = sys::open_file_limit() else {
+        return Ok(());
+    };
+    let needed = workers + reserved;
+    if needed <= soft {
+        return Ok(());
+    }
+    if needed > hard {
+        let fit = hard.saturating_sub(reserved);
+        bail!(
+            "--workers {workers} does not fit: each client holds a descriptor, {reserved} more \
+             are kept for the rest, and the open-file limit is {hard} (ulimit -n; LimitNOFILE= in \
+             a systemd unit), so at most {fit} workers fit; lower --workers or raise the limit"
+        );
+    }
+    sys::raise_open_file_limit(hard)?;
+    tracing::info!(from = soft, to = hard, "raised the open-file limit (soft) to its hard limit");
+    Ok(())
 }

@@ -14,7 +14,7 @@ use clap::ValueEnum;
 use tracing::warn;
 
 use crate::faults;
-use crate::poem::Poem;
+use crate::poem::{self, Poem, shown};
 
 /// How each new connection's poem is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -96,39 +96,37 @@ impl Collection {
 }
 
 fn open_all(sources: &[PathBuf]) -> anyhow::Result<Arc<[Arc<Poem>]>> {
-    let mut poems = Vec::new();
+    let mut paths = Vec::new();
     for source in sources {
-        if source.is_dir() {
-            for path in poems_in(source)? {
-                poems.push(Arc::new(Poem::open(&path)?));
-            }
-        } else {
-            poems.push(Arc::new(Poem::open(source)?));
+        match source.is_dir() {
+            true => paths.extend(poems_in(source)?),
+            false => paths.push(source.clone()),
         }
     }
-    Ok(poems.into())
+    let hold = paths.len() <= poem::HELD;
+    paths.iter().map(|path| Ok(Arc::new(Poem::check(path, hold)?))).collect()
 }
 
 /// The `.txt` regular files directly inside `dir`, sorted by name. Every other `.txt` entry
 /// (a FIFO, a device, a link to one) is skipped with a warning that names it, at start-up and
 /// at each reload, so that a file dropped from the rotation is never dropped unseen.
 fn poems_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let shown = dir.display();
+    let name = shown(dir);
     let mut found = Vec::new();
     for entry in
-        std::fs::read_dir(dir).with_context(|| format!("cannot read directory '{shown}'"))?
+        std::fs::read_dir(dir).with_context(|| format!("cannot read directory '{name}'"))?
     {
-        let path = entry.with_context(|| format!("cannot read directory '{shown}'"))?.path();
+        let path = entry.with_context(|| format!("cannot read directory '{name}'"))?.path();
         if path.extension().is_none_or(|ext| ext != "txt") {
             continue;
         }
         match not_a_poem(&path) {
             None => found.push(path),
-            Some(what) => warn!(file = %path.display(), what, "skipped: not a regular file"),
+            Some(what) => warn!(file = %shown(&path), what, "skipped: not a regular file"),
         }
     }
     if found.is_empty() {
-        bail!("directory '{shown}' holds no poems (regular files ending in .txt)");
+        bail!("directory '{name}' holds no poems (regular files ending in .txt)");
     }
     found.sort();
     Ok(found)

@@ -43,6 +43,10 @@ pub struct Config {
     pub header_timeout: Duration,
     /// The fault played on purpose, if any, and the seed of every random draw.
     pub faults: Faults,
+    /// Descriptors kept free for what the server does besides its clients (the listeners, a
+    /// reload, the logs, and whatever a program adds: the metrics listener, say), checked with
+    /// the workers against the open-file limit at start-up.
+    pub reserved_descriptors: u64,
 }
 
 /// A value that does not fit with the others, worded as the command line words a bad value.
@@ -91,6 +95,7 @@ impl Config {
             proxy_protocol: false,
             header_timeout: Duration::from_secs(5),
             faults: Faults::default(),
+            reserved_descriptors: 64,
         }
     }
 

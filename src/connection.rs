@@ -7,7 +7,6 @@
 
 use std::io::{self, ErrorKind};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, Thread};
@@ -20,7 +19,7 @@ use crate::close;
 use crate::faults::Fault;
 use crate::outcome::Outcome;
 use crate::pacing::Schedule;
-use crate::poem::Poem;
+use crate::poem::{Opened, Poem};
 use crate::proxy;
 use crate::shared::Shared;
 use crate::sys;
@@ -68,7 +67,8 @@ pub struct View {
     pub worker: usize,
     pub peer: SocketAddr,
     pub via: Option<SocketAddr>,
-    pub poem: Option<PathBuf>,
+    /// The poem's path, as logs show it (see [`crate::poem::shown`]).
+    pub poem: Option<String>,
     /// The poem's size when its first chunk left.
     pub poem_bytes: Option<u64>,
     /// Poem bytes handed to the kernel so far.
@@ -93,7 +93,7 @@ impl Connection {
             worker: self.worker,
             peer: who.peer,
             via: who.via,
-            poem: who.poem.as_ref().map(|(poem, _)| poem.path().to_owned()),
+            poem: who.poem.as_ref().map(|(poem, _)| poem.shown().to_string()),
             poem_bytes: who.poem.as_ref().map(|(_, size)| *size),
             bytes: self.bytes.load(Ordering::Relaxed),
             chunks: self.chunks.load(Ordering::Relaxed),
@@ -205,7 +205,7 @@ pub fn serve(shared: &Shared, worker: usize, accepted: Accepted) {
     info!(
         peer = %who.peer,
         via = who.via.map(tracing::field::display),
-        poem = who.poem.as_ref().map(|(poem, _)| tracing::field::display(poem.path().display())),
+        poem = who.poem.as_ref().map(|(poem, _)| tracing::field::display(poem.shown())),
         bytes = connection.bytes.load(Ordering::Relaxed),
         chunks = connection.chunks.load(Ordering::Relaxed),
         duration_ms = took.as_millis() as u64,
@@ -296,7 +296,9 @@ impl Connection {
         schedule: &mut Schedule,
         fault: Option<(Fault, u64)>,
     ) -> io::Result<Option<(Fault, u64)>> {
-        let size = poem.size()?;
+        self.who().poem = Some((Arc::clone(&poem), 0));
+        let opened = self.open(shared, &poem)?;
+        let size = opened.size()?;
         let pacing = &shared.config.pacing;
         let mut buffer =
             vec![0; pacing.max_step().min(usize::try_from(size).unwrap_or(usize::MAX)).max(1)];
@@ -314,7 +316,7 @@ impl Connection {
             while offset < end {
                 // `end - offset` is at most one step, which is a usize.
                 let want = (end - offset) as usize;
-                match poem.send(&self.stream, &mut offset, want, &mut buffer) {
+                match opened.send(&self.stream, &mut offset, want, &mut buffer) {
                     Ok(0) => {
                         debug!(
                             offset,
@@ -340,6 +342,28 @@ impl Connection {
         Ok(stopped)
     }
 }
+
+impl Connection {
+    /// Opens `poem`. Out of descriptors, it waits for some to be freed, as the accept loop does,
+    /// up to the write timeout: other connections end and give theirs back.
+    fn open(&self, shared: &Shared, poem: &Poem) -> io::Result<Opened> {
+        let give_up = Instant::now() + shared.config.write_timeout;
+        loop {
+            match poem.open() {
+                Err(err) if matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    let next = Instant::now() + OPEN_BACKOFF;
+                    if next > give_up || !shared.registry.sleep_until(next) {
+                        return Err(err);
+                    }
+                }
+                opened => return opened,
+            }
+        }
+    }
+}
+
+/// Out of descriptors, how long to wait before trying to open a poem again.
+const OPEN_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Sets the socket options a connection streams with.
 fn set_options(stream: &TcpStream, shared: &Shared) -> io::Result<()> {

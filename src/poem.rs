@@ -1,53 +1,85 @@
-//! The poem file: checked and opened once at startup, then read by every connection at its own
-//! offset.
+//! One poem: its path, checked at start-up and at each reload, and its file, opened when a
+//! connection needs it and shared by every connection streaming it at once.
 //!
 //! The file is never read whole and never mapped into memory. Each connection copies from the
-//! one open file into its socket at an explicit offset, a `pread` into a buffer of its own and
-//! a `write`, so the server holds no copy of the poem (at most one step's buffer per
-//! connection),
-//! connections never disturb each other's position, and a file rewritten, truncated or deleted
-//! while it is being served cannot crash the process: a deleted file stays readable through
-//! the open descriptor, and a truncated one simply ends sooner.
+//! open file into its socket at an explicit offset, a `pread` into a buffer of its own and a
+//! `write`, so the server holds no copy of the poem (at most one step's buffer per
+//! connection), connections never disturb each other's position, and a file rewritten,
+//! truncated or deleted while it is being served cannot crash the process: a deleted file stays
+//! readable through the open descriptor, and a truncated one simply ends sooner.
+//!
+//! A few poems (at most [`HELD`]) are held open from the moment they are checked, as a poem
+//! always was. Of more, each is opened when a connection needs it and closed when the last
+//! connection streaming it ends, so that the number of poems does not bound the descriptors
+//! the server holds (a reload, which checks the new set before it lets go of the old one,
+//! would need twice as many).
 
-use std::fs::{File, FileType};
+use std::fs::{File, FileType, OpenOptions};
 use std::io::{self, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
-/// An open, regular poem file.
+/// How many poems a collection may hold open for good; more are opened as they are streamed.
+pub const HELD: usize = 64;
+
+/// A poem: a path that held a readable regular file when it was checked.
 #[derive(Debug)]
 pub struct Poem {
-    file: File,
     path: PathBuf,
+    /// The path as logs and pages show it: see [`shown`].
+    shown: String,
+    /// The file, held open for good.
+    held: Option<Arc<File>>,
+    /// The file, while some connection streams it, when it is not held.
+    open: Mutex<Weak<File>>,
 }
 
+/// A poem's file, open for one connection (and shared with the others streaming it).
+pub struct Opened(Arc<File>);
+
 impl Poem {
-    /// Opens the poem at `path`, refusing anything that is not a readable regular file.
-    ///
-    /// The type is checked before opening, because opening a FIFO for reading blocks until
-    /// some other process opens it for writing.
-    pub fn open(path: &Path) -> anyhow::Result<Poem> {
-        let shown = path.display();
-        let meta =
-            std::fs::metadata(path).with_context(|| format!("cannot open poem '{shown}'"))?;
-        if !meta.is_file() {
-            bail!("poem '{shown}' is {}, not a regular file", describe(meta.file_type()));
-        }
-        let file = File::open(path).with_context(|| format!("cannot open poem '{shown}'"))?;
-        Ok(Poem { file, path: path.to_owned() })
+    /// Checks that `path` is a readable regular file, and refuses anything else; keeps it
+    /// open if `hold`.
+    pub fn check(path: &Path, hold: bool) -> anyhow::Result<Poem> {
+        let shown = shown(path);
+        let file = open_regular(path).with_context(|| format!("cannot open poem '{shown}'"))?;
+        let held = hold.then(|| Arc::new(file));
+        Ok(Poem { path: path.to_owned(), shown, held, open: Mutex::default() })
     }
 
-    /// The path the poem was opened from.
+    /// The path the poem was found at.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The path as logs and pages show it.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// The poem's file, open: the one other connections stream, or opened afresh.
+    pub fn open(&self) -> io::Result<Opened> {
+        if let Some(file) = &self.held {
+            return Ok(Opened(Arc::clone(file)));
+        }
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(file) = open.upgrade() {
+            return Ok(Opened(file));
+        }
+        let file = Arc::new(open_regular(&self.path)?);
+        *open = Arc::downgrade(&file);
+        Ok(Opened(file))
+    }
+}
+
+impl Opened {
     /// The poem's current size in bytes.
     pub fn size(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        Ok(self.0.metadata()?.len())
     }
 
     /// Sends up to `max` bytes of the poem, starting at `*offset`, into `socket` through
@@ -63,7 +95,7 @@ impl Poem {
         buf: &mut [u8],
     ) -> io::Result<usize> {
         let want = max.min(buf.len());
-        let read = self.file.read_at(&mut buf[..want], *offset)?;
+        let read = self.0.read_at(&mut buf[..want], *offset)?;
         if read == 0 {
             return Ok(0);
         }
@@ -71,6 +103,27 @@ impl Poem {
         *offset += sent as u64;
         Ok(sent)
     }
+}
+
+/// Opens `path` for reading if it is a regular file. It is opened without blocking, then its
+/// type is checked on the open file: opening a FIFO blocks until someone writes to it, and a
+/// check of the path before opening could be overtaken by a rename.
+fn open_regular(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let kind = file.metadata()?.file_type();
+    match kind.is_file() {
+        true => Ok(file),
+        false => Err(io::Error::other(format!("it is {}, not a regular file", describe(kind)))),
+    }
+}
+
+/// `path` as logs and pages show it: what Rust's `Debug` makes of it, without the quotes.
+/// Control, format and separator characters (a newline, a bidi override, a zero-width space)
+/// and bytes that are not UTF-8 are escaped (`\u{202e}`, `\xFF`), and so are `\` and `"`,
+/// so a name can forge no log line nor field, hides nothing, and two names never look alike.
+pub fn shown(path: &Path) -> String {
+    let quoted = format!("{path:?}");
+    quoted[1..quoted.len() - 1].to_string()
 }
 
 /// The most one `pread` and `write` move: large enough that a big poem takes few system calls.
@@ -95,20 +148,54 @@ fn describe(kind: FileType) -> &'static str {
 mod tests {
     use super::*;
 
-    /// Directories and devices are not poems.
+    /// Directories, devices and FIFOs are not poems, and a FIFO is refused without waiting for
+    /// a writer.
     #[test]
-    fn directories_and_devices_are_refused() {
+    fn directories_devices_and_fifos_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let err = format!("{:#}", Poem::open(dir.path()).unwrap_err());
+        let err = format!("{:#}", Poem::check(dir.path(), false).unwrap_err());
         assert!(err.contains("is a directory"), "{err}");
-        let err = format!("{:#}", Poem::open(Path::new("/dev/null")).unwrap_err());
+        let err = format!("{:#}", Poem::check(Path::new("/dev/null"), false).unwrap_err());
         assert!(err.contains("is a device"), "{err}");
+        let fifo = dir.path().join("fifo.txt");
+        let fifo_c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: `fifo_c` is a valid NUL-terminated path for the duration of the call.
+        assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o644) }, 0);
+        let err = format!("{:#}", Poem::check(&fifo, false).unwrap_err());
+        assert!(err.contains("is a FIFO"), "{err}");
+    }
+
+    /// A poem's file is open only while a connection streams it, once for all of them.
+    #[test]
+    fn a_poem_holds_its_file_only_while_streamed() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let poem = Poem::check(file.path(), false).unwrap();
+        let first = poem.open().unwrap();
+        let second = poem.open().unwrap();
+        assert!(Arc::ptr_eq(&first.0, &second.0));
+        drop((first, second));
+        assert!(poem.open.lock().unwrap().upgrade().is_none());
+    }
+
+    /// A name shows every character that could mislead a reader escaped, and distinct names
+    /// stay distinct.
+    #[test]
+    fn names_are_shown_escaped() {
+        use std::os::unix::ffi::OsStrExt;
+        let name = |bytes: &[u8]| shown(Path::new(std::ffi::OsStr::from_bytes(bytes)));
+        assert_eq!(
+            name("a\u{202e}b\u{200b}\n\u{2028}".as_bytes()),
+            r"a\u{202e}b\u{200b}\n\u{2028}"
+        );
+        assert_ne!(name(b"\xff.txt"), name(b"\xfe.txt"));
+        assert_ne!(name(b"\xff.txt"), name(br"\xff.txt"));
+        assert_eq!(name(b"x bytes=999 y.txt\""), r#"x bytes=999 y.txt\""#);
     }
 
     /// A missing poem's error names the path.
     #[test]
     fn a_missing_file_names_its_path() {
-        let err = format!("{:#}", Poem::open(Path::new("no/such/poem.txt")).unwrap_err());
+        let err = format!("{:#}", Poem::check(Path::new("no/such/poem.txt"), false).unwrap_err());
         assert!(err.contains("cannot open poem 'no/such/poem.txt'"), "{err}");
     }
 }

@@ -110,6 +110,25 @@ pub fn thread_limit() -> Option<u64> {
     Some(limit.rlim_cur)
 }
 
+/// RLIMIT_NOFILE, soft and hard, when they are finite.
+pub fn open_file_limit() -> Option<(u64, u64)> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into a valid, exclusively borrowed rlimit.
+    let done = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (done == 0 && limit.rlim_max != libc::RLIM_INFINITY).then_some((limit.rlim_cur, limit.rlim_max))
+}
+
+/// Sets RLIMIT_NOFILE's soft limit to `soft`, which must not exceed the hard one.
+pub fn raise_open_file_limit(soft: u64) -> io::Result<()> {
+    let (_, hard) = open_file_limit().ok_or_else(|| io::Error::other("no open-file limit"))?;
+    let limit = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+    // SAFETY: setrlimit reads a valid rlimit.
+    match unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
 /// The cgroup v2 task limit and use of this process's control group, when it has a limit.
 pub fn cgroup_pids() -> Option<(u64, u64)> {
     let membership = fs::read_to_string("/proc/self/cgroup").ok()?;

@@ -117,12 +117,17 @@ impl<'a> MakeVisitor<Writer<'a>> for EscapedFields {
 }
 
 /// A visitor that hands every value that may hold text to the one it wraps with its control
-/// characters escaped.
+/// characters escaped, and in quotes if it holds a space, a quote or an equals sign, so that no
+/// value can pass for another field.
 struct Escaped<V>(V);
 
 impl<V: Visit> Visit for Escaped<V> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0.record_debug(field, &NoControl(value));
+        let text = format!("{:?}", NoControl(value));
+        match field.name() != "message" && text.contains([' ', '"', '=', '\\']) {
+            true => self.0.record_debug(field, &text), // a String's Debug: quoted, escaped
+            false => self.0.record_debug(field, &format_args!("{text}")),
+        }
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {

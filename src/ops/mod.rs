@@ -31,7 +31,11 @@ use crate::server::{Handle, Server};
 /// Every check that can fail on bad input (the poems, the addresses, the thread limits)
 /// happens before the listening lines; then one line per bound address goes to stdout, and
 /// one for the metrics, if served.
-pub fn run(config: Config, metrics: Option<SocketAddr>) -> anyhow::Result<()> {
+pub fn run(mut config: Config, metrics: Option<SocketAddr>) -> anyhow::Result<()> {
+    if metrics.is_some() {
+        // Every place of the metrics listener, and the runtime's own descriptors.
+        config.reserved_descriptors += http::Limits::default().connections as u64 + 8;
+    }
     let signals = signals::Signals::register().context("cannot install signal handlers")?;
     let server = match systemd::inherited_listeners()? {
         Some(sockets) => {
@@ -76,7 +80,7 @@ fn log_serving(handle: &Handle) {
     let poems = handle.poems();
     for poem in &poems {
         let bytes = std::fs::metadata(poem).map_or(0, |meta| meta.len());
-        info!(poem = %poem.display(), bytes, "poem");
+        info!(poem = %crate::poem::shown(poem), bytes, "poem");
     }
     let config = handle.config();
     info!(

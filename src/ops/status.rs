@@ -18,6 +18,7 @@ use crate::connection::View;
 use crate::limit::Source;
 use crate::outcome::Outcome;
 use crate::pacing::Pacing;
+use crate::poem::shown;
 use crate::server::Handle;
 
 /// The most connections a page lists; the rest are counted. About 400 bytes of page each.
@@ -120,7 +121,7 @@ impl Status {
             version: env!("CARGO_PKG_VERSION"),
             uptime_s: secs(counters.uptime()),
             listening: handle.local_addrs().iter().map(ToString::to_string).collect(),
-            poems: (handle.poems().iter()).map(|poem| poem.display().to_string()).collect(),
+            poems: handle.poems().iter().map(|poem| shown(poem)).collect(),
             pacing: PacingView {
                 num_bytes: pacing.chunk.get(),
                 num_bytes_max: pacing.chunk_max.get(),
@@ -156,7 +157,7 @@ impl Row {
             worker: view.worker,
             peer: view.peer.to_string(),
             via: view.via.map(|via| via.to_string()),
-            poem: view.poem.as_ref().map(|poem| poem.display().to_string()),
+            poem: view.poem.clone(),
             poem_bytes: view.poem_bytes,
             bytes_sent: view.bytes,
             unsent_bytes: view.unsent,

@@ -493,6 +493,15 @@ impl Binary {
             .unwrap_or_else(|| panic!("odd metrics line {line:?}"))
     }
 
+    /// Lowers the server's open-file limit to `n` while it runs, as `prlimit` does (from
+    /// util-linux).
+    pub fn limit_open_files(&self, n: u32) {
+        let limit = format!("--nofile={n}:{n}");
+        let done =
+            run_command(Command::new("prlimit").args(["--pid", &self.pid().to_string(), &limit]));
+        assert!(done.status.success(), "prlimit: {done:?}");
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

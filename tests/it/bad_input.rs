@@ -326,3 +326,29 @@ fn every_option_refuses_a_bad_value_in_one_line() {
     let output = run_command(Command::new(BIN).arg(science()).env("POETRY_SERVE_REFUSE", "maybe"));
     assert_one_line(&output, &["in $POETRY_SERVE_REFUSE: invalid value 'maybe' for '--refuse'"]);
 }
+
+/// A worker count the open-file limit cannot hold a descriptor each for, and a reserve besides,
+/// gets one line naming the limit and exit status 1; a soft limit below what is needed is
+/// raised to the hard one.
+#[test]
+fn workers_beyond_the_open_file_limit() {
+    let poem = science();
+    let refused = run_command(
+        Command::new("sh").args(["-c", "ulimit -n 200 && exec \"$0\" \"$@\"", BIN]).args([
+            "--port",
+            "0",
+            "--workers",
+            "300",
+            &poem,
+        ]),
+    );
+    assert_one_line(&refused, &["--workers 300 does not fit", "open-file limit is 200"]);
+    assert_code(&refused, 1);
+    let raised = crate::common::Binary::launch(std::path::Path::new(&poem))
+        .args(&["--workers", "300", "--log-format", "json"])
+        .under_shell("ulimit -Sn 200 && ulimit -Hn 1000")
+        .start();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", raised.pid())).unwrap();
+    let files = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or_default();
+    assert!(files.split_whitespace().filter(|w| *w == "1000").count() == 2, "{files}");
+}

@@ -159,16 +159,17 @@ fn a_close_that_may_cost_the_tail_is_not_called_complete() {
     );
 }
 
-/// Out of file descriptors, the accept loop pauses instead of failing or spinning, and every
-/// client waiting in the backlog is served once descriptors free up: nothing is dropped.
+/// Out of file descriptors (its limit lowered while it runs), the accept loop pauses instead of
+/// failing or spinning, and every client waiting in the backlog is served once descriptors free
+/// up: nothing is dropped.
 #[test]
 fn running_out_of_file_descriptors_drops_no_one() {
     let poem = BinaryPoem::new(50);
-    // 24 descriptors: a handful for the server itself, the rest for about 15 connections.
     let server = Binary::launch(poem.path())
         .args(&["--workers", "64", "--num-bytes", "10", "--delay", "0.05"])
-        .under_shell("ulimit -n 24")
         .start();
+    // 24 descriptors: a handful for the server itself, the rest for about 15 connections.
+    server.limit_open_files(24);
     for fetch in server.fetch_many(40) {
         server.assert_bytes(&fetch.bytes, &poem.bytes);
     }

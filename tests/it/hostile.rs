@@ -62,7 +62,6 @@ fn a_huge_content_length_aborts_nothing() {
 fn the_metrics_listener_outlives_descriptor_exhaustion() {
     let poem = BinaryPoem::new(100);
     let server = Binary::launch(poem.path())
-        .under_shell("ulimit -n 32")
         .args(&[
             "--delay",
             "0.1",
@@ -75,6 +74,7 @@ fn the_metrics_listener_outlives_descriptor_exhaustion() {
         ])
         .start();
     let metrics = server.metrics_addr();
+    server.limit_open_files(32);
     // More poem clients than there are descriptors: the poem listener runs out first.
     let hogs: Vec<TcpStream> = (0..40).map(|_| server.connect()).collect();
     server.wait_for_message("accept failed");

@@ -192,7 +192,8 @@ fn json_logs_have_stable_fields() {
 }
 
 /// A poem whose file name holds a newline cannot forge a line of the text log: the name is
-/// logged with the newline escaped, and every line is a whole event of the server's.
+/// logged escaped (as it shows everywhere, then quoted, its backslashes escaped again), and every
+/// line is a whole event of the server's.
 #[test]
 fn a_poem_name_with_a_newline_forges_no_log_line() {
     let bytes = binary_bytes(50);
@@ -204,13 +205,13 @@ fn a_poem_name_with_a_newline_forges_no_log_line() {
     server.fetch_exact(&bytes);
     let log = server.wait_for_logs("connection ended", 1);
     assert!(
-        log.lines().all(|line| !line.contains("forged") || line.contains(r"poem\n2026")),
+        log.lines().all(|line| !line.contains("forged") || line.contains(r"poem\\n2026")),
         "a forged line:\n{log}"
     );
     let ended =
         log.lines().find(|line| line.contains("connection ended")).expect("the connection line");
     assert!(
-        ended.contains(r"poem\n2026-01-01") && ended.contains(r"forged\r.txt"),
+        ended.contains(r#"poem=""#) && ended.contains(r"forged\\r.txt"),
         "the name is not escaped in {ended:?}"
     );
     assert!(ended.contains("outcome=\"complete\""), "{log}");
@@ -293,4 +294,40 @@ fn a_reload_closes_the_files_it_replaced() {
         !open.iter().any(|target| target.ends_with("(deleted)")),
         "a replaced poem is still open: {open:?}"
     );
+}
+
+/// No file in a poem's place can block a reload: with a FIFO renamed over the poem and a new
+/// poem renamed back, again and again, every reload ends at once (with the new poem, or keeping
+/// the old set), whenever the swap falls between looking at the file and opening it.
+#[test]
+fn a_fifo_swapped_in_cannot_block_a_reload() {
+    let (dir, path) = poem_in_dir(b"a poem\n");
+    let mut config = Config::new(&path);
+    config.pacing.delay = Duration::ZERO;
+    let server = InProcess::start(config);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let (fifo, file) = (dir.path().join("fifo"), dir.path().join("file"));
+            let fifo_c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: `fifo_c` is a valid NUL-terminated path for the duration of the call.
+                assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o644) }, 0, "mkfifo");
+                std::fs::rename(&fifo, &path).unwrap();
+                std::fs::write(&file, b"a poem\n").unwrap();
+                std::fs::rename(&file, &path).unwrap();
+            }
+        });
+        let blocked = (0..500).find(|_| {
+            let (done, reloaded) = std::sync::mpsc::channel();
+            let handle = server.handle.clone();
+            std::thread::spawn(move || done.send(handle.reload().is_ok()));
+            reloaded.recv_timeout(LIMIT).is_err()
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(blocked, None, "a reload blocked\n{}", server.story());
+    });
+    let (worked, failed) = server.handle.counters().reloads();
+    assert_eq!(worked + failed, 500);
+    server.fetch_exact(b"a poem\n");
 }
