@@ -35,14 +35,24 @@ same() {
   podman image inspect --format '{{.Id}} {{json .RootFS.Layers}} {{json .Config}} {{.Created}}' \
     localhost/poetry-serve:latest
 }
-bash contrib/container/build.sh --no-cache --format oci 2>/dev/null >/dev/null
+# rebuild ARGS...: builds from scratch, without intermediate images, and removes the image
+# this one replaces, so that runs of the check leave nothing behind.
+rebuild() {
+  local before
+  before=$(podman image inspect --format '{{.Id}}' localhost/poetry-serve:latest 2>/dev/null || true)
+  bash contrib/container/build.sh --no-cache --layers=false "$@" 2>/dev/null
+  if [ -n "$before" ] && [ -z "$(podman image inspect --format '{{.RepoTags}}' "$before" | tr -d '[]')" ]; then
+    podman rmi "$before" >/dev/null 2>&1 || true
+  fi
+}
+rebuild --format oci >/dev/null
 first=$(same)
-bash contrib/container/build.sh --no-cache --format oci 2>/dev/null >/dev/null
+rebuild --format oci >/dev/null
 [ "${first%% *}" = "$(same | cut -d ' ' -f 1)" ] ||
   { echo "two OCI builds of one tree gave two image IDs" >&2; exit 1; }
-image=$(bash contrib/container/build.sh --no-cache)
+rebuild >/dev/null
 first=$(same)
-bash contrib/container/build.sh --no-cache >/dev/null
+image=$(rebuild)
 [ "${first#* }" = "$(same | cut -d ' ' -f 2-)" ] ||
   { echo "two builds of one tree differ:" >&2; echo "$first" >&2; same >&2; exit 1; }
 echo "container: built $image twice, alike; $(podman image inspect --format '{{.Size}}' "$image") bytes"
