@@ -131,6 +131,8 @@ promises = {
         selects(monitor["selector"], metrics_service["metadata"]["labels"])
         and [e["port"] for e in monitor["endpoints"]]
             == [p["name"] for p in metrics_service["spec"]["ports"]],
+    "the ServiceMonitor's job is poetry-serve, as the alerts expect":
+        metrics_service["metadata"]["labels"][monitor["jobLabel"]] == "poetry-serve",
     "only the metrics Service has that port": not any(
         p["name"] == "metrics" for p in base["Service", "poetry-serve"]["spec"]["ports"]),
     "the HPA scales the Deployment, which no longer sets replicas":
