@@ -9,7 +9,7 @@
 #   server listens where that file says, on the address the unit's Environment= gives, and
 #   serves the installed poems byte for byte; `systemctl enable` of the socket unit too;
 # - `apt remove`: the running service is stopped (SIGTERM: its stats line is logged), nothing
-#   listens any more, the binary is gone, the edited conffile stays;
+#   listens any more, the binary is gone, the units are masked, the edited conffile stays;
 # - `apt purge`: the conffile, the links `systemctl enable` made, deb-systemd-helper's state
 #   and every file of the package are gone, and no link under /etc/systemd dangles.
 #
@@ -152,6 +152,11 @@ grep -q 'poetry_serve::stats: stats' "$work/journal" ||
 ! inside test -e /usr/bin/poetry-serve || { echo "apt remove left the binary" >&2; exit 1; }
 inside grep -q "^POETRY_SERVE_PORT=$port\$" /etc/default/poetry-serve ||
   { echo "apt remove did not keep the edited conffile" >&2; exit 1; }
+# The units are masked while their files are gone, so that the links left cannot start them.
+for unit in poetry-serve.service poetry-serve.socket; do
+  [ "$(inside readlink "/etc/systemd/system/$unit")" = /dev/null ] ||
+    { echo "apt remove did not mask $unit" >&2; exit 1; }
+done
 
 inside env DEBIAN_FRONTEND=noninteractive apt-get purge --yes --quiet=2 poetry-serve \
   >"$work/apt.log" 2>&1 || { cat "$work/apt.log" >&2; exit 1; }
