@@ -176,8 +176,9 @@ cmp "$work/got" "$work/mine/host.txt" || { echo "the mounted poem did not arrive
 
 ! podman healthcheck run "$name" >"$work/health" 2>&1 ||
   { echo "the health check passed with nothing on its port" >&2; exit 1; }
+# One line, the binary's error line, naming the address it tried.
 output=$(podman inspect --format '{{range .State.Health.Log}}{{.Output}}{{end}}' "$name")
-[[ $output == "poetry-serve: error: cannot connect to 127.0.0.1:10001"* ]] ||
+[[ $output == "poetry-serve: error: "*"127.0.0.1:10001"* && $(wc -l <<<"$output") = 1 ]] ||
   { echo "the failed health check said: $output" >&2; exit 1; }
 
 # podman stop sends SIGTERM while a poem is streaming: the server stops accepting, lets that
