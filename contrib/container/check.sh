@@ -35,8 +35,8 @@ same() {
   podman image inspect --format '{{.Id}} {{json .RootFS.Layers}} {{json .Config}} {{.Created}}' \
     localhost/poetry-serve:latest
 }
-# From scratch, without intermediate images.
-rebuild() { bash contrib/container/build.sh --no-cache --layers=false "$@" 2>/dev/null; }
+# From scratch (build.sh makes no intermediate images).
+rebuild() { bash contrib/container/build.sh --no-cache "$@" 2>/dev/null; }
 rebuild --format oci >/dev/null
 first=$(same)
 rebuild --format oci >/dev/null
@@ -47,9 +47,8 @@ first=$(same)
 rebuild >/dev/null
 [ "${first#* }" = "$(same | cut -d ' ' -f 2-)" ] ||
   { echo "two builds of one tree differ:" >&2; echo "$first" >&2; same >&2; exit 1; }
-# The image as build.sh makes it, from its layer cache when that holds this tree (as
-# contrib/kubernetes/check.sh then finds it). The images these builds left without a name, and
-# older commits' layers, go: only poetry-serve's (by their label), and only those nothing uses.
+# The image as build.sh makes it. The images these builds left without a name go: only
+# poetry-serve's (by their label), and only those nothing uses.
 image=$(bash contrib/container/build.sh)
 podman image prune --force --filter label=org.opencontainers.image.title=poetry-serve >/dev/null
 echo "container: built $image twice, alike; $(podman image inspect --format '{{.Size}}' "$image") bytes"

@@ -150,6 +150,8 @@ echo "kubernetes: the base and its components render, validate against 1.32 and 
 # them and the probes name the metrics port by number). Paced: a poem takes 11 s.
 export CONTAINERS_CONF=$PWD/contrib/container/containers.conf
 image=$(bash contrib/container/build.sh)
+# The image this build replaced, if nothing uses it (contrib/container/check.sh does the same).
+podman image prune --force --filter label=org.opencontainers.image.title=poetry-serve >/dev/null
 port=$(free_port)
 metrics=$(free_port)
 mkdir "$work/overlay"
