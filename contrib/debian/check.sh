@@ -16,7 +16,7 @@
 # That system is a container (podman, host network, so every byte stays on loopback): Debian
 # of this host's release with systemd, procps, man-db and bash-completion, made once with
 # mmdebstrap and kept as the image localhost/poetry-serve-check-systemd:<release>-<hash of that
-# list> (about 40 s the first time). systemd runs as its PID 1, with CAP_SYS_ADMIN so that it can set up the unit's
+# list> (20 to 40 s the first time). systemd runs as its PID 1, with CAP_SYS_ADMIN so that it can set up the unit's
 # sandbox (DynamicUser=, ProtectSystem= and the rest); apt, dpkg, deb-systemd-helper and
 # deb-systemd-invoke are Debian's own. Nothing is installed on this host but the tools.
 set -euo pipefail
