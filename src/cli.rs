@@ -79,7 +79,7 @@ pub struct Cli {
     ///
     /// A directory's .txt files are served in name order. Any bytes, any size: a poem is read
     /// as it is served, never held in memory.
-    #[arg(value_name = "POEM", required = true, env = "POETRY_SERVE_POEMS")]
+    #[arg(value_name = "POEM", required = true)]
     pub poems: Vec<PathBuf>,
 
     /// Port; 0 picks a free one
