@@ -6,17 +6,6 @@ use std::process::ExitCode;
 use poetry_serve::{Cli, Config, LogFormat, Refusal};
 
 fn main() -> ExitCode {
-    // STAND-IN (issue 28): the container's HEALTHCHECK probe, read by hand before clap so that
-    // the image's POETRY_SERVE_* variables do not count as other arguments.
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [flag, addr] = &args[..]
-        && flag == "--health-check"
-    {
-        return match health_check(addr) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => fail(&err, ExitCode::FAILURE, None),
-        };
-    }
     let (cli, origins) = match Cli::parse_args() {
         Ok(parsed) => parsed,
         Err(Refusal::BadValue(line)) => {
@@ -69,46 +58,4 @@ fn fail(err: &anyhow::Error, code: ExitCode, logs: Option<LogFormat>) -> ExitCod
         }
     }
     code
-}
-
-/// STAND-IN (issue 28): GETs http://ADDR/healthz within 2 s in all; a 200 is healthy.
-fn health_check(addr: &str) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use std::io::Read;
-    use std::time::{Duration, Instant};
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let left = || {
-        deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1))
-    };
-    let target: std::net::SocketAddr = addr
-        .parse()
-        .with_context(|| format!("invalid address '{addr}' for '--health-check'"))?;
-    let mut stream = std::net::TcpStream::connect_timeout(&target, left())
-        .with_context(|| format!("cannot connect to {addr}"))?;
-    stream.set_write_timeout(Some(left()))?;
-    write!(
-        stream,
-        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = Vec::new();
-    let mut buf = [0; 512];
-    while !answer.windows(2).any(|w| w == b"\r\n") && answer.len() < 4096 {
-        stream.set_read_timeout(Some(left()))?;
-        let n = stream
-            .read(&mut buf)
-            .with_context(|| format!("no answer from {addr}"))?;
-        if n == 0 {
-            break;
-        }
-        answer.extend_from_slice(&buf[..n]);
-    }
-    let status = String::from_utf8_lossy(&answer);
-    let status = status.lines().next().unwrap_or_default();
-    anyhow::ensure!(
-        status.split(' ').nth(1) == Some("200"),
-        "http://{addr}/healthz answered '{status}'"
-    );
-    Ok(())
 }
