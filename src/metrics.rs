@@ -186,18 +186,6 @@ impl Collector for Figures {
             let labels = [("version", env!("CARGO_PKG_VERSION"))];
             family.encode_family(&labels)?.encode_gauge(&1u64)?;
         }
-        // STAND-IN (issue 28): the start time, as now less the uptime.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        encoder
-            .encode_descriptor(
-                "process_start_time_seconds",
-                "Start time of the process since the Unix epoch, in seconds.",
-                None,
-                MetricType::Gauge,
-            )?
-            .encode_gauge(&now.saturating_sub(report.uptime).as_secs())?;
         process::encode(&mut encoder)
     }
 }
