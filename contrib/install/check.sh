@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Checks the README's "With cargo" steps as a new user meets them: `cargo install` into an
-# empty home directory, then the README's completion and man-page block, taken from the README
+# Checks docs/install.md's "With cargo" steps as a new user meets them: `cargo install` into
+# an empty home directory, then the completion and man-page block, taken from docs/install.md
 # itself and run as written with that HOME; then bash, zsh, fish and man are asked, each from
 # the same empty-but-for-the-steps home, whether they find what the steps installed.
 set -euo pipefail
@@ -14,14 +14,14 @@ install_packages "${missing[@]}"
 scratch
 home=$work/home
 mkdir "$home"
-# `cargo install --path . --locked`, as the README says, into what would be this user's
+# `cargo install --path . --locked`, as docs/install.md says, into what would be this user's
 # ~/.cargo; cargo itself keeps its own home (registry, toolchain), and reuses target/.
 CARGO_TARGET_DIR=$PWD/target cargo install --quiet --path . --locked --root "$home/.cargo"
 
-# The block the README marks, exactly as it stands there.
-block=$(sed -n '/^<!-- contrib\/install\/check.sh runs the next block -->$/,/^```$/p' README.md |
+# The block docs/install.md marks, exactly as it stands there.
+block=$(sed -n '/^<!-- contrib\/install\/check.sh runs the next block -->$/,/^```$/p' docs/install.md |
   sed '1,2d;$d')
-[ -n "$block" ] || { echo "the README has no marked install block" >&2; exit 1; }
+[ -n "$block" ] || { echo "docs/install.md has no marked install block" >&2; exit 1; }
 as_user() {
   env -i HOME="$home" PATH="$home/.cargo/bin:/usr/local/bin:/usr/bin:/bin" TERM=dumb "$@"
 }
@@ -58,4 +58,4 @@ bash_complete() {
 # fish completes --de to --delay from ~/.config/fish/completions.
 [ "$(as_user fish -c 'complete --do-complete "poetry-serve --de"' | cut -f1)" = --delay ] ||
   { echo "fish does not complete --de" >&2; exit 1; }
-echo "install: the README's steps work from an empty home: man, bash (both ways), zsh, fish"
+echo "install: docs/install.md's steps work from an empty home: man, bash (both ways), zsh, fish"

@@ -16,11 +16,15 @@ bin=$(build_poetry_serve)
 scratch
 
 for setting in Type=notify NotifyAccess=main DynamicUser=yes NoNewPrivileges=yes ProtectSystem=strict ProtectHome=yes \
-    ReadOnlyPaths=/usr/local/share/poetry-serve 'CapabilityBoundingSet=$'; do
+    ReadOnlyPaths=/usr/local/share/poetry-serve 'CapabilityBoundingSet=$' \
+    'Documentation=man:poetry-serve(1)$' 'Environment=POETRY_SERVE_MAX_PER_SOURCE=[1-9]' \
+    'EnvironmentFile=-/etc/default/poetry-serve$'; do
   grep -q "^$setting" "$unit" || { echo "$unit lacks $setting" >&2; exit 1; }
 done
-grep -q '^ExecStart=.* --max-per-source [1-9]' "$unit" ||
-  { echo "$unit does not limit connections per source (--max-per-source)" >&2; exit 1; }
+# The command line wins over the environment: ExecStart names the poems and nothing else, so
+# that /etc/default/poetry-serve can set every option.
+grep -qx 'ExecStart=/usr/local/bin/poetry-serve /usr/local/share/poetry-serve/poems' "$unit" ||
+  { echo "$unit's ExecStart names more than the poems: $(grep ^ExecStart= "$unit")" >&2; exit 1; }
 if grep -q '^InaccessiblePaths=' "$unit"; then
   echo "$unit hides paths with InaccessiblePaths=, which broke endlessh's start-up" >&2
   exit 1
@@ -31,24 +35,25 @@ sed "s#/usr/local/bin/poetry-serve#$bin#" "$unit" >"$work/poetry-serve.service"
 cp "$socket_unit" "$work/"
 grep -q '^ListenStream=' "$socket_unit" || { echo "$socket_unit listens nowhere" >&2; exit 1; }
 if command -v systemd-analyze >/dev/null; then
-  systemd-analyze verify "$work/poetry-serve.service" "$work/poetry-serve.socket"
+  # --man=no: the man page Documentation= names is not installed here (contrib/debian/check.sh
+  # verifies the units with it).
+  systemd-analyze verify --man=no "$work/poetry-serve.service" "$work/poetry-serve.socket"
   systemd-analyze security --offline=true "$work/poetry-serve.service" | tail -n 1
 else
   echo "systemd-analyze not installed: skipping its checks"
 fi
 
-# Run ExecStart's command line with this build, port 0, the shipped poems, and no pacing so
-# that a whole poem arrives at once.
+# Run ExecStart's command line with this build and the shipped poems, in the environment of
+# the unit's Environment= lines (no quoting in them), with port 0 and no pacing as
+# /etc/default/poetry-serve could set them, so that a whole poem arrives at once. (Real
+# systemd reads them in contrib/debian/check.sh.)
+mapfile -t environment < <(sed -n 's/^Environment=//p' "$unit")
+environment+=(POETRY_SERVE_PORT=0 POETRY_SERVE_DELAY=0)
 exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
 read -r -a argv <<<"$exec_start"
 argv[0]=$bin
-for i in "${!argv[@]}"; do
-  case "${argv[$i]}" in
-    10000) argv[$i]=0 ;;
-    /usr/local/share/poetry-serve/poems) argv[$i]=poems ;;
-  esac
-done
-"${argv[@]}" --delay 0 >"$work/out" 2>"$work/log" &
+argv[1]=poems
+env "${environment[@]}" "${argv[@]}" >"$work/out" 2>"$work/log" &
 pids+=($!)
 port=$(wait_for_port "$work/out")
 fetch "$port" "$work/got"
@@ -56,7 +61,9 @@ matches_one_of "$work/got" poems/*.txt || { echo "ExecStart's server sent no poe
 
 # The same command line, handed its socket the way poetry-serve.socket would hand it.
 port=$(free_port)
-systemd-socket-activate -l "127.0.0.1:$port" "${argv[@]}" --delay 0 >"$work/out2" 2>"$work/log2" &
+# (systemd-socket-activate passes on only the variables named with -E, as systemd would.)
+systemd-socket-activate -l "127.0.0.1:$port" "${environment[@]/#/-E}" "${argv[@]}" \
+  >"$work/out2" 2>"$work/log2" &
 pids+=($!)
 wait_for_tcp "$port"
 fetch "$port" "$work/got2"
