@@ -29,28 +29,6 @@ for unit in poetry-serve.service poetry-serve.socket; do
   sed 's#/usr/local/#/usr/#g' "contrib/systemd/$unit" >"$assets/$unit"
 done
 
-deb=$(cargo deb --no-build --quiet | tail -n 1)
-
-# The summary: cargo-deb takes Cargo.toml's description, which crates.io shows too, and cuts
-# it at 79 characters, pushing the rest into the long description; it has no field for a
-# summary of its own. So the package is opened, the cut description replaced by this line,
-# and closed again.
-summary="Slow TCP poetry server: streams a poem to each client in paced chunks"
-description=$(grep -m 1 '^description = ' Cargo.toml | cut -d '"' -f 2)
-unpacked=$(mktemp -d)
-trap 'rm -rf "$unpacked"' EXIT
-dpkg-deb --raw-extract "$deb" "$unpacked/deb"
-# The description's lines, joined again, are the description: they go, the summary comes.
-awk -v description="$description" -v summary="$summary" '
-  state == 0 && /^Description: / { seen = substr($0, 14); state = 1 }
-  state == 1 && !/^Description: / { seen = seen " " substr($0, 2) }
-  state == 1 {
-    if (seen == description) { print "Description: " summary; state = 2 }
-    next
-  }
-  { print }
-  END { if (state != 2) { print "no Description: " description > "/dev/stderr"; exit 1 } }
-' "$unpacked/deb/DEBIAN/control" >"$unpacked/control"
-mv "$unpacked/control" "$unpacked/deb/DEBIAN/control"
-dpkg-deb --root-owner-group --build "$unpacked/deb" "$deb" >/dev/null
-echo "$deb"
+# cargo-deb takes the package's summary from Cargo.toml's description, which is kept under 80
+# characters for that (it would cut a longer one, pushing the rest into the long description).
+cargo deb --no-build --quiet | tail -n 1
