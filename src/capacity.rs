@@ -28,6 +28,7 @@ const HEADROOM: u64 = 64;
 pub fn check(workers: usize, reserved: u64) -> anyhow::Result<()> {
     let workers = workers as u64;
     descriptors(workers, reserved)?;
+    address_space(workers)?;
     let wanted = workers + HEADROOM;
     let maps = Process::myself().and_then(|me| me.maps()).map(|maps| maps.len() as u64);
     if let (Ok(max), Ok(used)) = (procfs::sys::vm::max_map_count(), maps) {
@@ -78,21 +79,6 @@ pub fn check(workers: usize, reserved: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A pool of a few workers fits anywhere; ten million fits nowhere (kernel.pid_max is at
-    /// most about four million), and the error names what to raise.
-    #[test]
-    fn small_pools_fit_and_impossible_ones_are_named() {
-        assert!(check(4).is_ok());
-        let err = format!("{:#}", check(10_000_000).unwrap_err());
-        assert!(err.starts_with("--workers 10000000 does not fit"), "{err}");
-        assert!(err.contains("raise"), "{err}");
-    }
-}
-
 /// Raises the open-file limit to the hard one if `workers` clients and `reserved` more
 /// descriptors need it, and fails, naming the limit, if even that is too low.
 fn descriptors(workers: u64, reserved: u64) -> anyhow::Result<()> {
@@ -114,4 +100,48 @@ fn descriptors(workers: u64, reserved: u64) -> anyhow::Result<()> {
     sys::raise_open_file_limit(hard)?;
     tracing::info!(from = soft, to = hard, "raised the open-file limit (soft) to its hard limit");
     Ok(())
+}
+
+/// Address space each worker maps (its stack and guard page, and the signal stack and guard
+/// page the Rust runtime gives every thread), rounded up: 215 KiB were measured a worker.
+const SPACE_PER_WORKER: u64 = 256 * 1024;
+
+/// Address space kept beside the workers' (the metrics listener's runtime, its threads for
+/// blocking work, the allocator's two arenas).
+const SPACE_HEADROOM: u64 = 64 << 20;
+
+/// Fails, naming the limit, if the address space the process may map (`ulimit -v`) cannot hold
+/// `workers` more threads: past it, starting a thread aborts the process.
+fn address_space(workers: u64) -> anyhow::Result<()> {
+    let Some(max) = sys::address_space_limit() else {
+        return Ok(());
+    };
+    sys::cap_malloc_arenas(2);
+    let used = Process::myself().and_then(|me| me.stat()).map_or(0, |stat| stat.vsize);
+    let fit = max.saturating_sub(used + SPACE_HEADROOM) / SPACE_PER_WORKER;
+    if workers > fit {
+        let (max, used) = (max >> 20, used >> 20);
+        bail!(
+            "--workers {workers} does not fit: each thread maps about {} KiB, and the address \
+             space limit (ulimit -v; LimitAS= in a systemd unit) is {max} MiB with {used} MiB in \
+             use, so at most {fit} workers fit; lower --workers or raise the limit",
+            SPACE_PER_WORKER >> 10
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool of a few workers fits anywhere; ten million fits nowhere (kernel.pid_max is at
+    /// most about four million), and the error names what to raise.
+    #[test]
+    fn small_pools_fit_and_impossible_ones_are_named() {
+        assert!(check(4, 64).is_ok());
+        let err = format!("{:#}", check(10_000_000, 64).unwrap_err());
+        assert!(err.starts_with("--workers 10000000 does not fit"), "{err}");
+        assert!(err.contains("raise"), "{err}");
+    }
 }

@@ -107,6 +107,15 @@ pub struct Listening {
     /// sends it at once, so this only bounds how long a client that is not one holds a worker.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = sourced(write_timeout))]
     pub proxy_timeout: Duration,
+
+    /// Connections awaiting a header
+    ///
+    /// With --proxy-protocol, how many connections one peer (a balancer, or whoever connects)
+    /// may hold while their header has not come; more are closed at once (bad_header). A
+    /// balancer's connections wait only as long as its header takes to arrive; 0 means no
+    /// limit.
+    #[arg(long, value_name = "N", default_value_t = 32, allow_negative_numbers = true, value_parser = sourced(clap::value_parser!(u32)))]
+    pub proxy_max_waiting: u32,
 }
 
 /// How the poem is paced.
@@ -218,6 +227,14 @@ pub struct Operations {
     /// it on loopback or a private network: it has no authentication.
     #[arg(long, value_name = "ADDR:PORT", value_parser = sourced(host_and_port))]
     pub metrics: Option<SocketAddr>,
+
+    /// A host name the metrics port answers to
+    ///
+    /// Beside IP addresses and localhost, a name the status page and /metrics may be asked
+    /// for by (the Host of a request); repeat it for several. Other names get 421: a web page
+    /// whose name is made to resolve to this address (DNS rebinding) cannot read the page.
+    #[arg(long, value_name = "NAME", value_delimiter = ',', value_parser = sourced(host_name))]
+    pub metrics_host: Vec<String>,
 
     /// Log as text or json
     ///
@@ -362,6 +379,7 @@ impl Cli {
             max_per_source: NonZeroU32::new(self.limits.max_per_source),
             proxy_protocol: self.listening.proxy_protocol,
             header_timeout: self.listening.proxy_timeout,
+            proxy_max_waiting: NonZeroU32::new(self.listening.proxy_max_waiting),
             faults: Faults {
                 fault: self.faults.fault(),
                 rate: self.chance.fault_rate,
@@ -472,6 +490,16 @@ fn share(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
         _ => Err("must be a share from 0 to 1, such as 0.25".into()),
+    }
+}
+
+/// clap's parser for `--metrics-host`: a host name.
+fn host_name(text: &str) -> Result<String, String> {
+    let name =
+        !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || "-.".contains(c));
+    match name {
+        true => Ok(text.to_string()),
+        false => Err("must be a host name, such as poems.example.org".into()),
     }
 }
 

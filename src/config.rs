@@ -41,6 +41,10 @@ pub struct Config {
     pub proxy_protocol: bool,
     /// How long a connection has to send its whole PROXY header.
     pub header_timeout: Duration,
+    /// The most connections one peer may hold waiting for their PROXY header; `None` for no
+    /// limit. Behind a balancer every connection comes from it, but each waits only as long as
+    /// the header takes to arrive.
+    pub proxy_max_waiting: Option<NonZeroU32>,
     /// The fault played on purpose, if any, and the seed of every random draw.
     pub faults: Faults,
     /// Descriptors kept free for what the server does besides its clients (the listeners, a
@@ -94,6 +98,7 @@ impl Config {
             max_per_source: None,
             proxy_protocol: false,
             header_timeout: Duration::from_secs(5),
+            proxy_max_waiting: NonZeroU32::new(32),
             faults: Faults::default(),
             reserved_descriptors: 64,
         }

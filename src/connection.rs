@@ -17,6 +17,7 @@ use tracing::{debug, info};
 
 use crate::close;
 use crate::faults::Fault;
+use crate::limit::Source;
 use crate::outcome::Outcome;
 use crate::pacing::Schedule;
 use crate::poem::{Opened, Poem};
@@ -46,6 +47,8 @@ pub struct Connection {
     who: Mutex<Who>,
     bytes: AtomicU64,
     chunks: AtomicU64,
+    /// Whether its poem has begun: until then, a stop ends it at once.
+    streaming: AtomicBool,
 }
 
 /// Who the client is and what it gets: set once or twice per connection.
@@ -109,9 +112,10 @@ impl Connection {
     }
 }
 
-/// The connections being served, one slot per worker, and the cut-off that ends them.
+/// The connections being served, one slot per worker, and the cut-offs that end them.
 pub struct Registry {
     slots: Box<[Mutex<Option<Arc<Connection>>>]>,
+    stopping: AtomicBool,
     cut: AtomicBool,
 }
 
@@ -119,6 +123,7 @@ impl Registry {
     pub fn new(workers: usize) -> Registry {
         Registry {
             slots: (0..workers).map(|_| Mutex::new(None)).collect(),
+            stopping: AtomicBool::new(false),
             cut: AtomicBool::new(false),
         }
     }
@@ -139,8 +144,24 @@ impl Registry {
     /// from now on [`Registry::sleep_until`] returns at once.
     pub fn cut_off(&self) {
         self.cut.store(true, Ordering::Release);
+        self.end(|_| true);
+    }
+
+    /// Ends the connections whose poem has not begun (waiting for a PROXY header): at a stop,
+    /// only poems in flight get the grace period.
+    pub fn cut_waiting(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.end(|connection| !connection.streaming.load(Ordering::Acquire));
+    }
+
+    /// Whether [`Registry::cut_waiting`] has been called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    fn end(&self, which: impl Fn(&Connection) -> bool) {
         for worker in 0..self.slots.len() {
-            if let Some(connection) = self.slot(worker).as_ref() {
+            if let Some(connection) = self.slot(worker).as_ref().filter(|c| which(c)) {
                 // The slot holds it, so its socket is open; a failure means it is done anyway.
                 let _ = connection.stream.shutdown(Shutdown::Both);
                 connection.thread.unpark();
@@ -194,25 +215,39 @@ pub fn serve(shared: &Shared, worker: usize, accepted: Accepted) {
         who: Mutex::new(Who { peer, via: None, poem: None }),
         bytes: AtomicU64::new(0),
         chunks: AtomicU64::new(0),
+        streaming: AtomicBool::new(false),
     });
     *shared.registry.slot(worker) = Some(Arc::clone(&connection));
     let entered = Entered(&shared.registry, worker);
     let (outcome, error) = connection.serve(shared);
+    if let (Outcome::BadHeader, Some(why)) = (outcome, &error) {
+        shared.counters.note(outcome, format!("{why} (from {})", connection.who().peer));
+    }
     let took = connection.accepted.elapsed();
     shared.counters.durations.observe(took);
     shared.counters.ended(outcome);
     let who = connection.who();
-    info!(
-        peer = %who.peer,
-        via = who.via.map(tracing::field::display),
-        poem = who.poem.as_ref().map(|(poem, _)| tracing::field::display(poem.shown())),
-        bytes = connection.bytes.load(Ordering::Relaxed),
-        chunks = connection.chunks.load(Ordering::Relaxed),
-        duration_ms = took.as_millis() as u64,
-        outcome = outcome.label(),
-        error,
-        "connection ended"
-    );
+    macro_rules! ended {
+        ($level:ident) => {
+            tracing::$level!(
+                peer = %who.peer,
+                via = who.via.map(tracing::field::display),
+                poem = who.poem.as_ref().map(|(poem, _)| tracing::field::display(poem.shown())),
+                bytes = connection.bytes.load(Ordering::Relaxed),
+                chunks = connection.chunks.load(Ordering::Relaxed),
+                duration_ms = took.as_millis() as u64,
+                outcome = outcome.label(),
+                error,
+                "connection ended"
+            )
+        };
+    }
+    // Turned away, or without a valid header, it is counted in a summary instead (see
+    // ops::stats): a flood of them costs no line each.
+    match outcome {
+        Outcome::Rejected | Outcome::BadHeader => ended!(debug),
+        _ => ended!(info),
+    }
     drop(who);
     // Out of the registry first, so that the last reference, and with it the close, is here.
     drop(entered);
@@ -231,21 +266,33 @@ impl Connection {
             return (Outcome::Fault(Fault::Refuse), None);
         }
         let socket_peer = self.who().peer;
-        // Behind a balancer the client is known only from its PROXY header.
+        // Behind a balancer the client is known only from its PROXY header, which one peer may
+        // make only so many connections wait for.
         if config.proxy_protocol {
-            match proxy::read_header(&self.stream, socket_peer, config.header_timeout) {
+            let Ok(waiting) = shared.waiting.admit(socket_peer.ip()) else {
+                let why =
+                    format!("{socket_peer} holds too many connections waiting for their header");
+                return (Outcome::BadHeader, Some(why));
+            };
+            let header = proxy::read_header(&self.stream, socket_peer, config.header_timeout);
+            drop(waiting);
+            match header {
                 Ok(client) => {
                     let mut who = self.who();
                     (who.peer, who.via) = (client, Some(socket_peer));
                 }
+                // Still waiting for it when the server began to stop: see Registry::cut_waiting.
+                Err(_) if shared.registry.is_stopping() => return (Outcome::Shutdown, None),
                 Err(reason) => return (Outcome::BadHeader, Some(reason)),
             }
         }
         let client = self.who().peer;
         let Ok(admission) = shared.limit.admit(client.ip()) else {
-            shared.limit.rejected(client.ip());
+            debug!(source = %Source::of(client.ip()), "over --max-per-source: closed unserved");
+            shared.counters.note(Outcome::Rejected, Source::of(client.ip()).to_string());
             return (Outcome::Rejected, None);
         };
+        self.streaming.store(true, Ordering::Release);
         let started = Instant::now();
         let poem = shared.poems.pick(self.id);
         let mut schedule = Schedule::new(config.pacing, started, chance.rng);

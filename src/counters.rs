@@ -35,6 +35,9 @@ pub struct Counters {
     pub durations: Histogram,
     /// How long after its deadline each paced chunk was handed to the kernel.
     pub lateness: Histogram,
+    /// The latest detail of each outcome that is reported in summaries (which source was
+    /// rejected, what was wrong with a header), by [`Outcome::index`].
+    latest: Mutex<Vec<Option<String>>>,
 }
 
 /// Where every connection accepted so far is, at one moment.
@@ -73,6 +76,7 @@ impl Counters {
             reloads: Default::default(),
             durations: Histogram::new(&DURATION_BUCKETS),
             lateness: Histogram::new(&LATENESS_BUCKETS),
+            latest: Mutex::new(vec![None; Outcome::COUNT]),
         }
     }
 
@@ -94,6 +98,15 @@ impl Counters {
     /// Reloads so far: (worked, failed).
     pub fn reloads(&self) -> (u64, u64) {
         (self.reloads[0].load(Relaxed), self.reloads[1].load(Relaxed))
+    }
+
+    /// The latest detail noted of `outcome`.
+    pub fn latest(&self, outcome: Outcome) -> Option<String> {
+        self.latest.lock().unwrap_or_else(PoisonError::into_inner)[outcome.index()].clone()
+    }
+
+    pub(crate) fn note(&self, outcome: Outcome, detail: String) {
+        self.latest.lock().unwrap_or_else(PoisonError::into_inner)[outcome.index()] = Some(detail);
     }
 
     pub(crate) fn accepted(&self) {

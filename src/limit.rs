@@ -11,20 +11,12 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
-
-use tracing::{debug, warn};
-
-/// How often, at most, a flood of rejections is summed up in one warning.
-pub const SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
 /// The limit and the count of connections each source holds now.
 #[derive(Debug)]
 pub struct Limit {
     max: Option<NonZeroU32>,
     held: Mutex<HashMap<Source, u32>>,
-    /// Rejections since the last summary line, and when that line was written.
-    unreported: Mutex<(u64, Option<Instant>)>,
 }
 
 /// Where connections come from, as the limit counts them.
@@ -68,7 +60,7 @@ pub struct OverLimit;
 impl Limit {
     /// At most `max` connections per source; `None` means no limit.
     pub fn new(max: Option<NonZeroU32>) -> Limit {
-        Limit { max, held: Mutex::new(HashMap::new()), unreported: Mutex::new((0, None)) }
+        Limit { max, held: Mutex::new(HashMap::new()) }
     }
 
     /// Counts a new connection from `ip`, or refuses it if its source is at the limit.
@@ -85,25 +77,6 @@ impl Limit {
         }
         *count += 1;
         Ok(Some(Admission { limit: Arc::clone(self), source }))
-    }
-
-    /// Logs a rejected connection from `ip`: at debug level each one, and at most every
-    /// [`SUMMARY_EVERY`] one warning with how many there were, so a flood cannot flood the log.
-    pub fn rejected(&self, ip: IpAddr) {
-        debug!(source = %Source::of(ip).0, "over --max-per-source: closed unserved");
-        let mut unreported = lock(&self.unreported);
-        unreported.0 += 1;
-        let due = unreported.1.is_none_or(|last| last.elapsed() >= SUMMARY_EVERY);
-        if due {
-            warn!(
-                rejected = unreported.0,
-                latest = %Source::of(ip).0,
-                max = self.max.map_or(0, NonZeroU32::get),
-                "connections over --max-per-source closed unserved (summed up every {}s at most)",
-                SUMMARY_EVERY.as_secs()
-            );
-            *unreported = (0, Some(Instant::now()));
-        }
     }
 }
 

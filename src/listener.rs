@@ -49,26 +49,53 @@ impl Waker {
 /// does not let two servers listen on one port. `reuse_port` sets `SO_REUSEPORT`, which does:
 /// the kernel spreads new connections among every process that sets it. An unspecified IPv6
 /// address (`::`) accepts IPv4 clients too, unless an IPv4 address is listened on as well.
-/// Port 0 picks a free port for the first address, and the others listen on the same one.
+///
+/// Port 0 picks a free port for one address, and the others listen on the same one. Should one
+/// of them have that port taken, it starts again, another address picking the port: the
+/// kernel picks ports one address at a time, so the one with fewest free ports picks best.
 pub fn bind(
     addrs: &[SocketAddr],
     reuse_port: bool,
     backlog: i32,
 ) -> anyhow::Result<Vec<TcpListener>> {
+    let picked = addrs.len() > 1 && addrs.iter().any(|addr| addr.port() == 0);
+    let attempts = if picked { 4 * addrs.len() } else { 1 };
+    let mut attempt = 0;
+    loop {
+        match bind_all(addrs, attempt % addrs.len(), reuse_port, backlog) {
+            Err(err) if attempt + 1 < attempts && in_use(&err) => attempt += 1,
+            bound => return bound,
+        }
+    }
+}
+
+/// Binds `addrs`, beginning with the one at `first`, into sockets in the order of `addrs`.
+fn bind_all(
+    addrs: &[SocketAddr],
+    first: usize,
+    reuse_port: bool,
+    backlog: i32,
+) -> anyhow::Result<Vec<TcpListener>> {
     let dual_stack = !addrs.iter().any(SocketAddr::is_ipv4);
-    let mut sockets: Vec<TcpListener> = Vec::with_capacity(addrs.len());
-    for &addr in addrs {
-        let mut addr = addr;
-        if addr.port() == 0
-            && let Some(first) = sockets.first()
-        {
-            addr.set_port(first.local_addr()?.port());
+    let mut sockets: Vec<Option<TcpListener>> = addrs.iter().map(|_| None).collect();
+    let mut picked = None;
+    for at in (first..addrs.len()).chain(0..first) {
+        let mut addr = addrs[at];
+        if let (0, Some(port)) = (addr.port(), picked) {
+            addr.set_port(port);
         }
         let socket = bind_one(addr, reuse_port, dual_stack, backlog)
             .with_context(|| format!("cannot listen on {addr}"))?;
-        sockets.push(socket);
+        picked = picked.or(Some(socket.local_addr()?.port()));
+        sockets[at] = Some(socket);
     }
-    Ok(sockets)
+    Ok(sockets.into_iter().flatten().collect())
+}
+
+/// Whether `err` says the address was in use.
+fn in_use(err: &anyhow::Error) -> bool {
+    let io = err.downcast_ref::<io::Error>();
+    io.is_some_and(|err| err.kind() == ErrorKind::AddrInUse)
 }
 
 /// Binds `addr` and listens with `backlog`; `dual_stack` lets a lone `::` take IPv4 too.

@@ -25,12 +25,12 @@ fn main() -> ExitCode {
         return healthy.map_or_else(|err| fail(&err, 1, false), |()| ExitCode::SUCCESS);
     }
     logging::init(cli.operations.log_format);
-    let metrics = cli.operations.metrics;
+    let (metrics, hosts) = (cli.operations.metrics, cli.operations.metrics_host.clone());
     let config = match cli.config(&matches) {
         Ok(config) => config,
         Err(line) => return fail(&anyhow::anyhow!(line), 2, json),
     };
-    match ops::run(config, metrics) {
+    match ops::run(config, metrics, hosts) {
         Ok(()) => {
             logging::flush();
             ExitCode::SUCCESS

@@ -78,6 +78,7 @@ impl Server {
         capacity::check(config.workers.get(), config.reserved_descriptors + poems_open)?;
         let shared = Arc::new(Shared {
             limit: Arc::new(Limit::new(config.max_per_source)),
+            waiting: Arc::new(Limit::new(config.proxy_max_waiting)),
             counters: Counters::new(),
             registry: Registry::new(config.workers.get()),
             waker: listeners.waker(),
@@ -167,6 +168,7 @@ impl Handle {
     /// server's owner drains them ([`Server::stop`], [`Server::wait`]).
     pub fn stop(&self) {
         self.0.stopping.store(true, Ordering::Release);
+        self.0.registry.cut_waiting();
         if let Some(closer) = self.0.closer.get() {
             closer.close();
         }

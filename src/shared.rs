@@ -18,6 +18,8 @@ pub(crate) struct Shared {
     pub config: Config,
     pub poems: Collection,
     pub limit: Arc<Limit>,
+    /// With `--proxy-protocol`, the connections each peer holds waiting for their header.
+    pub waiting: Arc<Limit>,
     pub counters: Counters,
     pub registry: Registry,
     pub listening: Vec<SocketAddr>,

@@ -112,10 +112,35 @@ pub fn thread_limit() -> Option<u64> {
 
 /// RLIMIT_NOFILE, soft and hard, when they are finite.
 pub fn open_file_limit() -> Option<(u64, u64)> {
+    let (soft, hard) = limit(libc::RLIMIT_NOFILE)?;
+    (hard != libc::RLIM_INFINITY).then_some((soft, hard))
+}
+
+/// RLIMIT_AS, the address space the process may map, when it is finite.
+pub fn address_space_limit() -> Option<u64> {
+    limit(libc::RLIMIT_AS).map(|(soft, _)| soft).filter(|&soft| soft != libc::RLIM_INFINITY)
+}
+
+/// Keeps the allocator to `arenas` arenas. glibc gives threads arenas of their own, up to eight
+/// per core, each reserving 64 MiB of address space as a thread first allocates: under an
+/// address-space limit they would take the room the workers' stacks need.
+pub fn cap_malloc_arenas(arenas: i32) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt takes two ints and touches no memory of ours; on failure the default
+    // stays.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = arenas;
+}
+
+/// A resource limit, soft and hard.
+fn limit(resource: libc::__rlimit_resource_t) -> Option<(u64, u64)> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into a valid, exclusively borrowed rlimit.
-    let done = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    (done == 0 && limit.rlim_max != libc::RLIM_INFINITY).then_some((limit.rlim_cur, limit.rlim_max))
+    let done = unsafe { libc::getrlimit(resource, &mut limit) };
+    (done == 0).then_some((limit.rlim_cur, limit.rlim_max))
 }
 
 /// Sets RLIMIT_NOFILE's soft limit to `soft`, which must not exceed the hard one.

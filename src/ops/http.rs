@@ -41,8 +41,8 @@ use tracing::{debug, warn};
 use crate::limit::Limit;
 use crate::listener;
 
-/// What one client of the listener may hold.
-#[derive(Debug, Clone, Copy)]
+/// What one client of the listener may hold, and which Host names it answers.
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Connections served at once; the rest wait to be accepted.
     pub connections: usize,
@@ -53,6 +53,11 @@ pub struct Limits {
     /// (the time to send a head, and as long again to take the answer), so that a client that
     /// asks and never reads cannot hold a place for good.
     pub request_timeout: Duration,
+    /// Answers that take work (every path but the quick ones) made at once; the rest wait.
+    pub slow_at_once: usize,
+    /// Host names, beside IP addresses and `localhost`, that a request may name (see
+    /// [`host_allowed`]).
+    pub hosts: Vec<String>,
 }
 
 impl Default for Limits {
@@ -61,6 +66,8 @@ impl Default for Limits {
             connections: 256,
             per_source: NonZeroU32::new(8).expect("8"),
             request_timeout: Duration::from_secs(10),
+            slow_at_once: 2,
+            hosts: Vec::new(),
         }
     }
 }
@@ -89,13 +96,25 @@ impl Answer {
     }
 }
 
-/// Answers a GET or HEAD of `path`. It runs on the listener's one thread, so it must not
-/// block.
-pub type Route = dyn Fn(&str) -> Answer + Send + Sync;
+/// What the listener answers: `route`, for a GET or HEAD of a path. The `quick` paths are
+/// answered at once on the listener's thread; the others on a thread for blocking work, at most
+/// [`Limits::slow_at_once`] at a time, so that a costly page asked for again and again never
+/// keeps a quick one (a liveness probe's) waiting.
+pub struct Routes {
+    pub quick: &'static [&'static str],
+    pub route: Box<dyn Fn(&str) -> Answer + Send + Sync>,
+}
+
+/// What every connection's service reads.
+struct Service {
+    routes: Routes,
+    slow: Semaphore,
+    hosts: Vec<String>,
+}
 
 /// Binds `addr` and answers requests with `route` on a thread of its own; returns the bound
 /// address (port 0 picks one). Fails only before it listens.
-pub fn serve(addr: SocketAddr, route: Arc<Route>, limits: Limits) -> anyhow::Result<SocketAddr> {
+pub fn serve(addr: SocketAddr, routes: Routes, limits: Limits) -> anyhow::Result<SocketAddr> {
     let fail = || format!("cannot listen for metrics on {addr}");
     // Bound as the poem port is, with its long listen backlog, for the clients that wait
     // while every place is taken.
@@ -116,14 +135,19 @@ pub fn serve(addr: SocketAddr, route: Arc<Route>, limits: Limits) -> anyhow::Res
     };
     thread::Builder::new()
         .name("metrics".into())
-        .spawn(move || runtime.block_on(accept_loop(listener, route, limits)))
+        .spawn(move || runtime.block_on(accept_loop(listener, routes, limits)))
         .context("cannot start the metrics thread")?;
     Ok(local)
 }
 
 /// Accepts connections for ever, each served by a task of its own while a place is free.
-async fn accept_loop(listener: TcpListener, route: Arc<Route>, limits: Limits) {
+async fn accept_loop(listener: TcpListener, routes: Routes, limits: Limits) {
     let places = Arc::new(Semaphore::new(limits.connections));
+    let service = Arc::new(Service {
+        routes,
+        slow: Semaphore::new(limits.slow_at_once),
+        hosts: limits.hosts.clone(),
+    });
     let sources = Arc::new(Limit::new(Some(limits.per_source)));
     loop {
         // A place first, then the connection: past the bound, clients wait in the kernel's
@@ -144,9 +168,9 @@ async fn accept_loop(listener: TcpListener, route: Arc<Route>, limits: Limits) {
             debug!(%peer, "metrics: this source holds too many connections; closing a new one");
             continue; // `stream` and `place` are dropped here
         };
-        let route = Arc::clone(&route);
+        let (service, request_timeout) = (Arc::clone(&service), limits.request_timeout);
         tokio::spawn(async move {
-            connection(stream, &route, limits.request_timeout).await;
+            connection(stream, service, request_timeout).await;
             drop((held, place));
         });
         // Let the connections accepted so far run before the next accept: a burst of clients
@@ -157,11 +181,10 @@ async fn accept_loop(listener: TcpListener, route: Arc<Route>, limits: Limits) {
 
 /// Serves one connection until the client closes it, breaks a bound, or outlives twice
 /// `request_timeout`.
-async fn connection(stream: TcpStream, route: &Arc<Route>, request_timeout: Duration) {
-    let route = Arc::clone(route);
+async fn connection(stream: TcpStream, service: Arc<Service>, request_timeout: Duration) {
     let service = service_fn(move |request| {
-        let answer = respond(&request, &*route);
-        async move { Ok::<_, Infallible>(answer) }
+        let service = Arc::clone(&service);
+        async move { Ok::<_, Infallible>(respond(request, service).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -188,10 +211,20 @@ async fn connection(stream: TcpStream, route: &Arc<Route>, request_timeout: Dura
 
 /// The answer to one request. Its body is never read: whatever length it announces, hyper
 /// closes the connection after the answer rather than read it.
-fn respond(request: &Request<Incoming>, route: &Route) -> Response<Full<Bytes>> {
-    let answer = match *request.method() {
-        Method::GET | Method::HEAD => route(request.uri().path()),
-        _ => Answer::text(405, "only GET and HEAD\n"),
+async fn respond(request: Request<Incoming>, service: Arc<Service>) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_string();
+    let answer = if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        Answer::text(405, "only GET and HEAD\n")
+    } else if service.routes.quick.contains(&path.as_str()) {
+        (service.routes.route)(&path)
+    } else if !host_allowed(&request, &service.hosts) {
+        Answer::text(421, "this Host is not one this listener answers to (see --metrics-host)\n")
+    } else {
+        // The semaphore is never closed; the blocking task panics only if the route does.
+        let _slot = service.slow.acquire().await;
+        let service = Arc::clone(&service);
+        let answer = tokio::task::spawn_blocking(move || (service.routes.route)(&path)).await;
+        answer.unwrap_or_else(|_| Answer::text(500, "cannot make the page\n"))
     };
     let mut response = Response::new(Full::new(answer.body));
     // Every status a route gives is a valid one; a bad one would be a bug, shown as 500.
@@ -199,6 +232,28 @@ fn respond(request: &Request<Incoming>, route: &Route) -> Response<Full<Bytes>> 
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
     response
+}
+
+/// Whether the request's Host names this listener: an IP address, `localhost`, or one of the
+/// `hosts` allowed. A web page that a browser on this machine loads from another name, and
+/// whose name is then made to resolve to this listener's address (DNS rebinding), sends its own
+/// name, and is refused: it cannot read client addresses and poem paths. A request without a
+/// Host (HTTP/1.0) names nothing, and is answered.
+fn host_allowed(request: &Request<Incoming>, hosts: &[String]) -> bool {
+    let Some(host) = request.headers().get(hyper::header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    // `name`, `name:port`, `[v6]` or `[v6]:port`.
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || hosts.iter().any(|allowed| allowed.eq_ignore_ascii_case(name))
 }
 
 /// Asks the listener at `addr` for `/healthz`, as a container's health check does: succeeds on

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
@@ -16,7 +16,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::http::{self, Answer, Limits};
+use super::http::{self, Answer, Limits, Routes};
 use super::{logging, status};
 use crate::counters::{Counters, Histogram};
 use crate::outcome::Outcome;
@@ -28,6 +28,7 @@ pub fn serve(addr: SocketAddr, handle: Handle, limits: Limits) -> anyhow::Result
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Figures(handle.clone())));
     let recent = Recent::default();
+    let stopping = handle.clone();
     let route = move |path: &str| match path {
         // Fresh at every scrape: small whatever the load, and a script reads it straight after
         // what it counts.
@@ -47,11 +48,12 @@ pub fn serve(addr: SocketAddr, handle: Handle, limits: Limits) -> anyhow::Result
         }
         "/healthz" => Answer::text(200, "ok\n"),
         // Not ready once stopping: a balancer should stop sending new clients.
-        "/readyz" if handle.is_stopping() => Answer::text(503, "shutting down\n"),
+        "/readyz" if stopping.is_stopping() => Answer::text(503, "shutting down\n"),
         "/readyz" => Answer::text(200, "ready\n"),
         _ => Answer::text(404, "not found\n"),
     };
-    http::serve(addr, Arc::new(route), limits)
+    let routes = Routes { quick: &["/healthz", "/readyz"], route: Box::new(route) };
+    http::serve(addr, routes, limits)
 }
 
 /// How long a status page once made is given again as it is. A page of 10,000 connections

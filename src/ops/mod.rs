@@ -19,6 +19,9 @@ mod systemd;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tracing::info;
@@ -31,7 +34,11 @@ use crate::server::{Handle, Server};
 /// Every check that can fail on bad input (the poems, the addresses, the thread limits)
 /// happens before the listening lines; then one line per bound address goes to stdout, and
 /// one for the metrics, if served.
-pub fn run(mut config: Config, metrics: Option<SocketAddr>) -> anyhow::Result<()> {
+pub fn run(
+    mut config: Config,
+    metrics: Option<SocketAddr>,
+    hosts: Vec<String>,
+) -> anyhow::Result<()> {
     if metrics.is_some() {
         // Every place of the metrics listener, and the runtime's own descriptors.
         config.reserved_descriptors += http::Limits::default().connections as u64 + 8;
@@ -49,7 +56,10 @@ pub fn run(mut config: Config, metrics: Option<SocketAddr>) -> anyhow::Result<()
     };
     let handle = server.handle();
     let metrics = match metrics {
-        Some(addr) => Some(metrics::serve(addr, handle.clone(), http::Limits::default())?),
+        Some(addr) => {
+            let limits = http::Limits { hosts, ..http::Limits::default() };
+            Some(metrics::serve(addr, handle.clone(), limits)?)
+        }
         None => None,
     };
     signals.watch(handle.clone()).context("cannot start the signal thread")?;
@@ -57,9 +67,35 @@ pub fn run(mut config: Config, metrics: Option<SocketAddr>) -> anyhow::Result<()
     announce(server.local_addrs(), metrics);
     log_serving(&handle);
     systemd::ready(&systemd::status(&handle));
+    let summaries = summarize(handle.clone())?;
     server.wait();
+    // The last summaries, once every connection has ended.
+    summaries.lock().unwrap_or_else(PoisonError::into_inner).write(&handle);
     stats::log(&handle, true);
     Ok(())
+}
+
+/// Writes the summaries on a thread of their own while the server runs: within a second of
+/// the first event of a burst, then at most once every [`stats::SUMMARY_EVERY`]. Returns them,
+/// for the last.
+fn summarize(handle: Handle) -> anyhow::Result<Arc<Mutex<stats::Summaries>>> {
+    let summaries = Arc::new(Mutex::new(stats::Summaries::default()));
+    let written = Arc::clone(&summaries);
+    let mut last = Instant::now() - stats::SUMMARY_EVERY;
+    thread::Builder::new()
+        .name("summaries".into())
+        .spawn(move || {
+            while !handle.is_stopping() {
+                thread::sleep(Duration::from_secs(1));
+                if last.elapsed() >= stats::SUMMARY_EVERY
+                    && written.lock().unwrap_or_else(PoisonError::into_inner).write(&handle)
+                {
+                    last = Instant::now();
+                }
+            }
+        })
+        .context("cannot start the summaries' thread")?;
+    Ok(summaries)
 }
 
 /// Prints the lines on stdout that scripts wait for, with the real bound addresses.

@@ -1,7 +1,8 @@
 //! The stats line: the counters in one log event, on SIGUSR1 and when the server stops,
-//! written whatever `RUST_LOG` says because it is asked for.
+//! written whatever `RUST_LOG` says because it is asked for; and the summaries of what is too
+//! frequent to log one line each.
 
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::faults::Fault;
 use crate::ops::logging;
@@ -46,4 +47,40 @@ pub fn log(handle: &Handle, last: bool) {
         log_lines_dropped = logging::dropped(),
         "stats"
     );
+}
+
+/// How often the summaries are written, at most.
+pub const SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What the last summaries reported: connections rejected by the per-source limit, bad PROXY
+/// headers, and log lines dropped.
+#[derive(Default)]
+pub struct Summaries([u64; 3]);
+
+impl Summaries {
+    /// Writes a warning for each count that grew since the last call, and says whether it
+    /// wrote any: a flood of rejected connections or bad headers costs a line per
+    /// [`SUMMARY_EVERY`], not one each, and every one of them is in some line (call it once
+    /// more when the server has stopped).
+    pub fn write(&mut self, handle: &Handle) -> bool {
+        let counters = handle.counters();
+        let tally = counters.tally();
+        let now =
+            [tally.ended(Outcome::Rejected), tally.ended(Outcome::BadHeader), logging::dropped()];
+        let [rejected, bad_header, dropped] = std::array::from_fn(|at| now[at] - self.0[at]);
+        self.0 = now;
+        if rejected > 0 {
+            let latest = counters.latest(Outcome::Rejected);
+            let max = handle.config().max_per_source.map_or(0, |max| max.get());
+            warn!(rejected, latest, max, "connections over --max-per-source closed unserved");
+        }
+        if bad_header > 0 {
+            let latest = counters.latest(Outcome::BadHeader);
+            warn!(bad_header, latest, "connections closed for a missing or bad PROXY header");
+        }
+        if dropped > 0 {
+            warn!(dropped, "log lines dropped: standard error too slow, or failing");
+        }
+        rejected + bad_header + dropped > 0
+    }
 }

@@ -352,3 +352,21 @@ fn workers_beyond_the_open_file_limit() {
     let files = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or_default();
     assert!(files.split_whitespace().filter(|w| *w == "1000").count() == 2, "{files}");
 }
+
+/// A worker count the address space limit (`ulimit -v`) cannot hold gets one line naming the
+/// limit and exit status 1, not an abort halfway through starting threads.
+#[test]
+fn workers_beyond_the_address_space_limit() {
+    let poem = science();
+    let refused = run_command(
+        Command::new("sh").args(["-c", "ulimit -v 204800 && exec \"$0\" \"$@\"", BIN]).args([
+            "--port",
+            "0",
+            "--workers",
+            "2000",
+            &poem,
+        ]),
+    );
+    assert_one_line(&refused, &["--workers 2000 does not fit", "address space limit"]);
+    assert_code(&refused, 1);
+}

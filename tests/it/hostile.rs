@@ -376,3 +376,205 @@ fn a_sequential_client_is_never_refused_by_its_own_last_connection() {
         assert_eq!(fetched.bytes, b"a short poem\n", "round {round}\n{}", server.story());
     }
 }
+
+/// What a page costs is bounded whatever the number of connections: with more being served
+/// than a page lists, `/status.json` lists the first ones and counts the rest, and `/` is of
+/// the same bounded size.
+#[test]
+fn the_status_page_lists_a_bounded_number_of_connections() {
+    const CLIENTS: usize = 230;
+    let poem = BinaryPoem::new(10_000); // a minute and more at 10 bytes every 0.7 s
+    let mut config = InProcess::config(poem.path());
+    config.workers = std::num::NonZeroUsize::new(CLIENTS).unwrap();
+    let server = InProcess::start(config);
+    let any_port = "127.0.0.1:0".parse().unwrap();
+    let metrics =
+        poetry_serve::ops::metrics::serve(any_port, server.handle.clone(), Limits::default())
+            .unwrap();
+    let clients: Vec<_> = (0..CLIENTS).map(|_| server.start_streaming(10)).collect();
+    let (_, json) = get(metrics, "/status.json");
+    let status: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    let listed = status["connections"].as_array().map(Vec::len);
+    assert_eq!((listed, status["more_connections"].as_u64()), (Some(200), Some(30)), "{status}");
+    let (_, page) = get(metrics, "/");
+    assert_eq!(page.matches("<progress").count(), 200);
+    assert!(page.contains("and 30 more, not listed"));
+    assert!(page.len() < 128 << 10, "a page of {} bytes", page.len());
+    drop(clients);
+}
+
+/// Every snapshot of the counters balances, however fast connections come and go: accepted =
+/// queued + busy + ended, in every read.
+#[test]
+fn the_counters_balance_in_every_snapshot() {
+    let poem = poem_file(b"a short poem\n");
+    let mut config = InProcess::config(poem.path());
+    config.pacing.delay = Duration::ZERO;
+    let server = InProcess::start(config);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    server.fetch();
+                }
+            });
+        }
+        // Until a few hundred connections have come and gone, every snapshot on the way.
+        eventually(
+            "300 connections",
+            || server.story(),
+            || {
+                let t = server.tally();
+                let ended: u64 = t.ended.iter().sum();
+                assert_eq!(t.accepted, t.queued + t.busy + ended, "{t:?}");
+                (t.accepted >= 300).then_some(())
+            },
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}
+
+/// A costly page being made does not hold up a liveness probe: while one answer of the
+/// listener is stuck in the making, /healthz is answered.
+#[test]
+fn a_slow_page_holds_up_no_health_check() {
+    use poetry_serve::ops::http::{self, Answer, Routes};
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (making, made) = std::sync::mpsc::channel::<()>();
+    let channels = std::sync::Mutex::new((held, making));
+    let route = move |path: &str| match path {
+        "/healthz" => Answer::text(200, "ok\n"),
+        _ => {
+            let (held, making) = &*channels.lock().unwrap();
+            making.send(()).unwrap();
+            let _ = held.recv_timeout(LIMIT);
+            Answer::text(200, "made at last\n")
+        }
+    };
+    let routes = Routes { quick: &["/healthz"], route: Box::new(route) };
+    let addr = http::serve("127.0.0.1:0".parse().unwrap(), routes, Limits::default()).unwrap();
+    let slow = thread::spawn(move || get(addr, "/metrics"));
+    made.recv_timeout(LIMIT).expect("the slow page is being made");
+    assert_eq!(get(addr, "/healthz"), (200, "ok\n".into()));
+    assert!(!slow.is_finished(), "the slow page was made meanwhile");
+    release.send(()).unwrap();
+    assert_eq!(slow.join().unwrap(), (200, "made at last\n".into()));
+}
+
+/// The metrics port answers only requests whose Host names it: an IP address, localhost, or a
+/// name given with --metrics-host. A page whose name was made to resolve here (DNS rebinding)
+/// gets 421 for the pages, while health checks answer whatever the Host.
+#[test]
+fn a_foreign_host_is_refused() {
+    let poem = poem_file(b"a poem\n");
+    let server = Binary::launch(poem.path())
+        .args(&["--metrics", "127.0.0.1:0", "--metrics-host", "poems.example"])
+        .start();
+    let metrics = server.metrics_addr();
+    let asking = |host: &str, path: &str| {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        crate::common::http(metrics, request.as_bytes()).0
+    };
+    let port = metrics.port();
+    for path in ["/", "/status.json", "/metrics"] {
+        assert_eq!(asking(&format!("rebound.example:{port}"), path), 421, "{path}");
+        assert_eq!(asking(&format!("127.0.0.1:{port}"), path), 200, "{path}");
+        assert_eq!(asking(&format!("localhost:{port}"), path), 200, "{path}");
+        assert_eq!(asking("[::1]", path), 200, "{path}");
+        assert_eq!(asking("POEMS.example", path), 200, "{path}");
+    }
+    assert_eq!(asking("rebound.example", "/healthz"), 200);
+}
+
+/// Behind --proxy-protocol, one peer may hold only so many connections waiting for their
+/// header; one more is closed at once, and another peer's client is served meanwhile.
+#[test]
+fn one_peer_cannot_hold_every_worker_without_headers() {
+    let poem = BinaryPoem::new(100);
+    let server = Binary::launch(poem.path())
+        .args(&["--delay", "0", "--proxy-protocol", "--proxy-max-waiting", "2"])
+        .args(&["--workers", "8", "--log-format", "json", "--metrics", "127.0.0.1:0"])
+        .start();
+    let metrics = server.metrics_addr();
+    let waiting: Vec<TcpStream> = (0..2).map(|_| server.connect()).collect();
+    eventually(
+        "two connections waiting for a header",
+        || server.stderr(),
+        || {
+            let page = get(metrics, "/metrics").1;
+            (sample(&page, "poetry_workers_busy") == 2.0).then_some(())
+        },
+    );
+    let mut over = server.connect();
+    over.set_read_timeout(Some(LIMIT)).unwrap();
+    let closed = over.read(&mut [0u8; 16]);
+    assert!(matches!(closed, Ok(0)) || closed.is_err(), "{closed:?}");
+    let mut other = server.connect_from([127, 0, 0, 2].into());
+    other.write_all(b"PROXY TCP4 203.0.113.9 127.0.0.1 51000 10000\r\n").unwrap();
+    let fetch = crate::common::read_to_end(other, Instant::now());
+    server.assert_bytes(&fetch.bytes, &poem.bytes);
+    drop(waiting);
+}
+
+/// A burst of rejected connections is summed up on a timer, and what the last summary has not
+/// told yet is told when the server stops: the summaries add up to every rejection.
+#[test]
+fn every_rejection_is_in_a_summary() {
+    let poem = BinaryPoem::new(1000); // 100 chunks at 0.1 s: the place stays taken
+    let mut server = Binary::launch(poem.path())
+        .args(&["--num-bytes", "10", "--delay", "0.1", "--max-per-source", "1"])
+        .args(&["--log-format", "json", "--shutdown-grace", "0"])
+        .start();
+    let _held = server.start_streaming(10);
+    for _ in 0..300 {
+        let mut rejected = server.connect();
+        let _ = rejected.read(&mut [0u8; 1]); // closed unserved at once
+    }
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit().code(), Some(0), "{}", server.stderr());
+    let summed: u64 = (server.events().iter())
+        .filter_map(|event| event["rejected"].as_u64().filter(|_| event["level"] == "WARN"))
+        .sum();
+    assert_eq!(summed, 300, "{}", server.stderr());
+    assert_eq!(server.last_stats()["rejected"], 300);
+}
+
+/// Behind --proxy-protocol, a stop ends at once the connections still waiting for their
+/// header (they have no poem in flight), logged as `shutdown`, while the poems in flight finish:
+/// every connection accepted gets its line.
+#[test]
+fn a_stop_behind_a_balancer_accounts_for_every_connection() {
+    let poem = BinaryPoem::new(100);
+    let mut server = Binary::launch(poem.path())
+        .args(&["--num-bytes", "10", "--delay", "0.1", "--proxy-protocol", "--workers", "6"])
+        .args(&["--proxy-timeout", "1h", "--log-format", "json", "--metrics", "127.0.0.1:0"])
+        .start();
+    let metrics = server.metrics_addr();
+    let streaming: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = server.connect();
+            stream.write_all(b"PROXY TCP4 203.0.113.9 127.0.0.1 51000 10000\r\n").unwrap();
+            stream
+        })
+        .collect();
+    let waiting: Vec<TcpStream> = (0..3).map(|_| server.connect()).collect();
+    eventually(
+        "five connections taken",
+        || server.stderr(),
+        || {
+            let page = get(metrics, "/metrics").1;
+            (sample(&page, "poetry_workers_busy") == 5.0).then_some(())
+        },
+    );
+    server.signal(libc::SIGTERM);
+    for stream in streaming {
+        server.assert_bytes(&crate::common::read_to_end(stream, Instant::now()).bytes, &poem.bytes);
+    }
+    assert_eq!(server.wait_exit().code(), Some(0), "{}", server.stderr());
+    let mut outcomes = server.outcomes();
+    outcomes.sort();
+    assert_eq!(outcomes, ["complete", "complete", "shutdown", "shutdown", "shutdown"]);
+    assert_eq!(server.last_stats()["accepted"], 5);
+    drop(waiting);
+}

@@ -32,13 +32,11 @@ fn one_source_cannot_take_every_worker() {
     assert_eq!(first, poem.bytes[..10], "{}", server.stderr());
     eprintln!("other source's first chunk after {:?}", started.elapsed());
     server.wait_for_stats(|stats| stats["rejected"] == 36);
-    let warned = server.events().into_iter().any(|event| {
-        event["level"] == "WARN"
-            && event["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("over --max-per-source closed unserved"))
-    });
-    assert!(warned, "no warning of the rejections:\n{}", server.stderr());
+    let summary = |event: &serde_json::Value| {
+        let message = event["message"].as_str().unwrap_or_default();
+        event["level"] == "WARN" && message.contains("over --max-per-source closed unserved")
+    };
+    server.wait_for_events_where("summing up the rejections", 1, summary);
     // A rejected connection was closed without a byte of poem; an admitted one is streaming.
     let rejected = flood
         .into_iter()
@@ -132,14 +130,15 @@ fn proxy_v2_names_the_client() {
     );
 }
 
-/// A missing, malformed or slow header ends that connection only, with a log line saying
-/// why; the next client with a good header is served.
+/// A missing, malformed or slow header ends that connection only, with a debug line saying
+/// why and a summary naming the latest; the next client with a good header is served.
 #[test]
 fn bad_proxy_headers_end_only_their_connection() {
     let poem = BinaryPoem::new(100);
     let server = Binary::launch(poem.path())
         .args(&["--delay", "0", "--proxy-protocol", "--workers", "2"])
         .args(&["--proxy-timeout", "300ms", "--log-format", "json"])
+        .env("RUST_LOG", "debug")
         .start();
     let mut slow = server.connect();
     slow.write_all(b"PROXY TCP4 203.0.113.9").unwrap(); // and nothing more
@@ -158,6 +157,11 @@ fn bad_proxy_headers_end_only_their_connection() {
     // The slow one is closed once its time is up.
     assert_eq!(read_to_end(slow, Instant::now()).bytes, b"");
     let bad = server.wait_for_outcome("bad_header", 5);
+    assert!(bad.iter().all(|event| event["level"] == "DEBUG"), "{bad:?}");
+    let summary =
+        |event: &serde_json::Value| event["level"] == "WARN" && event["bad_header"].is_u64();
+    let summaries = server.wait_for_events_where("summing up the bad headers", 1, summary);
+    assert!(summaries[0]["latest"].as_str().is_some_and(|l| l.contains("PROXY")), "{summaries:?}");
     for reason in
         ["bad PROXY", "closed before any PROXY header", "no complete PROXY header within 300ms"]
     {
@@ -197,13 +201,14 @@ fn proxy_headers_sent_a_byte_at_a_time_are_read_whole() {
     assert!(ended.iter().all(|event| event["outcome"] == "complete"), "{}", server.stderr());
 }
 
-/// A malformed PROXY header is logged with what was wrong with it: a v2 header's version,
-/// command, address family or length, a v1 line ending in LF alone.
+/// A malformed PROXY header is logged (at debug level) with what was wrong with it: a v2
+/// header's version, command, address family or length, a v1 line ending in LF alone.
 #[test]
 fn bad_proxy_headers_are_logged_with_what_was_wrong() {
     let poem = poem_file(b"never sent");
     let server = Binary::launch(poem.path())
         .args(&["--delay", "0", "--proxy-protocol", "--log-format", "json"])
+        .env("RUST_LOG", "debug")
         .start();
     let good = proxy_v2("198.51.100.20:40000".parse().unwrap());
     let altered = |at: usize, value: u8| {
@@ -266,22 +271,27 @@ fn the_limit_applies_to_the_client_a_proxy_header_names() {
     assert_eq!(warned[0]["latest"], "198.51.100.1", "{}", warned[0]);
 }
 
-/// With its stderr pipe closed (a stopped `… | tee log`), every log line fails, yet the
-/// server serves every client byte for byte with its pool full, survives SIGUSR1, and stops
-/// on SIGTERM with status 0.
+/// With its stderr pipe closed (a stopped `… | tee log`), every log line fails, and is counted
+/// as dropped, yet the server serves every client byte for byte with its pool full, survives
+/// SIGUSR1, and stops on SIGTERM with status 0.
 #[test]
 fn a_broken_log_pipe_stops_nothing() {
     let poem = BinaryPoem::new(100);
     let mut server = Binary::launch(poem.path())
         .args(&["--workers", "2", "--num-bytes", "10", "--delay", "0.01"])
+        .args(&["--metrics", "127.0.0.1:0"])
         .stderr_closed()
         .start();
+    let metrics = server.metrics_addr();
     for _ in 0..3 {
         for fetch in server.fetch_many(6) {
             server.assert_bytes(&fetch.bytes, &poem.bytes);
         }
         server.signal(libc::SIGUSR1);
     }
+    // Every line was lost, and counted.
+    let page = crate::common::get(metrics, "/metrics").1;
+    assert!(crate::common::sample(&page, "poetry_log_lines_dropped_total") >= 18.0, "{page}");
     server.signal(libc::SIGTERM);
     assert_eq!(server.wait_exit().code(), Some(0));
 }

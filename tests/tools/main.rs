@@ -37,6 +37,11 @@ fn main() {
             "a_vanished_client_frees_its_worker_within_the_write_timeout",
             a_vanished_client_frees_its_worker_within_the_write_timeout,
         ),
+        needs(
+            &["16000 descriptors"],
+            "several_addresses_find_a_port_free_on_each",
+            several_addresses_find_a_port_free_on_each,
+        ),
         // Run only by the test above, inside the namespace it makes.
         Trial::test("vanished_client_inside_a_namespace", || {
             vanished_client_inside_a_namespace();
@@ -67,11 +72,14 @@ fn needs(tools: &[&str], name: &str, test: fn()) -> Trial {
 }
 
 /// Whether `tool` is on PATH; "root" is whether the tests run as root (a network namespace
-/// needs it).
+/// needs it), and "16000 descriptors" whether the open-file limit can be raised that far.
 fn available(tool: &str) -> bool {
     if tool == "root" {
         // SAFETY: geteuid has no preconditions.
         return unsafe { libc::geteuid() } == 0;
+    }
+    if tool == "16000 descriptors" {
+        return raise_open_files() >= 16_000;
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
@@ -273,4 +281,46 @@ fn vanished_client_inside_a_namespace() {
     // The only worker is free: the next client's poem starts.
     let next = server.start_streaming(10);
     drop(next);
+}
+
+/// Raises this process's open-file limit to its hard limit, and returns it.
+fn raise_open_files() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit are given a valid, exclusively borrowed rlimit.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    limit.rlim_cur
+}
+
+/// With several addresses and port 0, the port picked for one is free on every other: with
+/// every odd port of the ephemeral range held on ::1 (the kernel picks odd ports for a bind to
+/// port 0), a server on 127.0.0.1 and ::1 still starts, on one port for both.
+fn several_addresses_find_a_port_free_on_each() {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let mut bounds = range.split_whitespace().map(|n| n.parse::<u16>().unwrap());
+    let (low, high) = (bounds.next().unwrap(), bounds.next().unwrap());
+    let held: Vec<socket2::Socket> = (low..=high)
+        .filter(|port| port % 2 == 1)
+        .filter_map(|port| {
+            let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None);
+            let socket = socket.expect("a socket");
+            let addr = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+            socket.bind(&addr.into()).ok().map(|()| socket)
+        })
+        .collect();
+    assert!(held.len() > 1000, "only {} odd ports held", held.len());
+    for _ in 0..5 {
+        let poem = BinaryPoem::new(10);
+        let mut config = poetry_serve::Config::new(poem.path());
+        config.listen = vec!["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
+        let server = poetry_serve::Server::start(config).expect("a port free on both addresses");
+        let addrs = server.local_addrs().to_vec();
+        assert_eq!(addrs[0].port(), addrs[1].port(), "{addrs:?}");
+        for addr in addrs {
+            assert_eq!(common::fetch_at(addr).bytes, poem.bytes);
+        }
+    }
 }
