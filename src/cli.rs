@@ -22,9 +22,11 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use clap_mangen::roff::{Roff, bold, italic, roman};
 
 use crate::collection::Order;
-use crate::config::{Config, Invalid, WRITE_TIMEOUTS, YEAR};
+use crate::config::{Config, Invalid, WRITE_TIMEOUTS, any_duration, duration};
 use crate::faults::{FaultFlags, Faults};
+use crate::ops;
 use crate::pacing::Pacing;
+use crate::script::Script;
 
 /// Serve a poem slowly over TCP, a few bytes at a time, to every client.
 ///
@@ -211,6 +213,38 @@ pub struct Chance {
     /// chunk sizes and fault in every run with this seed.
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = sourced(clap::value_parser!(u64)))]
     pub seed: Option<u64>,
+
+    /// Faults by connection number, from a file
+    ///
+    /// The faults (and pacing) each connection gets, by its number in accept order: the
+    /// first N reset, every third stalled, the rest served... Read and checked at start-up,
+    /// each mistake a line. The schema: docs/testing.md.
+    #[arg(id = "faults", long = "faults", value_name = "FILE", conflicts_with_all = ["fault", "fault_rate", "close_delay", "accept_delay"], value_parser = sourced(script))]
+    pub script: Option<(PathBuf, Script)>,
+
+    /// Wait this long before each accept
+    ///
+    /// Every connection waits this long in the listen backlog before it is accepted: the
+    /// client's connect succeeds at once (the kernel completes the handshake), and its first
+    /// byte comes no sooner than this. Connections are accepted in turn, so each waits its own
+    /// time.
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = sourced(any_duration))]
+    pub accept_delay: Duration,
+
+    /// Accept nothing: connects time out
+    ///
+    /// Listen with the smallest backlog and never accept: once the backlog is full (after
+    /// the first connect, on Linux), further connects get no answer, and a client's connect
+    /// times out. The fault a proxy cannot make, since the kernel accepts for it.
+    #[arg(long, value_parser = sourced(BoolishValueParser::new()))]
+    pub blackhole: bool,
+
+    /// Hold each close this long
+    ///
+    /// After the last byte (of the poem, or where --close-after stops it), wait this long
+    /// before the close: a slow close.
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = sourced(any_duration))]
+    pub close_delay: Duration,
 }
 
 /// Running it as a service.
@@ -228,13 +262,32 @@ pub struct Operations {
     #[arg(long, value_name = "ADDR:PORT", value_parser = sourced(host_and_port))]
     pub metrics: Option<SocketAddr>,
 
-    /// A host name the metrics port answers to
+    /// A host name the HTTP ports answer to
     ///
     /// Beside IP addresses and localhost, a name the status page and /metrics may be asked
     /// for by (the Host of a request); repeat it for several. Other names get 421: a web page
     /// whose name is made to resolve to this address (DNS rebinding) cannot read the page.
     #[arg(long, value_name = "NAME", value_delimiter = ',', value_parser = sourced(host_name))]
     pub metrics_host: Vec<String>,
+
+    /// Serve the control API (loopback only)
+    ///
+    /// Answer a JSON API on this address and port (127.0.0.1:9200, say; port 0 picks a free
+    /// one, and a line on stdout names it) that reads the faults and pacing in force (GET
+    /// /faults), replaces them at once for every connection accepted from then on (PUT
+    /// /faults, with a script as --faults takes, in JSON), and goes back to the start-up ones
+    /// (DELETE /faults). Off by default. It has no authentication: whoever reaches it changes
+    /// what every client gets, so it listens on loopback only, unless --control-anywhere.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = sourced(host_and_port))]
+    pub control: Option<SocketAddr>,
+
+    /// Let --control listen beyond loopback (DANGER)
+    ///
+    /// Let --control take an address that is not loopback. Anyone who can reach it can then
+    /// stall, reset or refuse every client of this server, with no password: use it only on a
+    /// network where every host is yours (a test rig's private network, say).
+    #[arg(long, requires = "control", value_parser = sourced(BoolishValueParser::new()))]
+    pub control_anywhere: bool,
 
     /// Log as text or json
     ///
@@ -362,7 +415,7 @@ impl Cli {
             }
         }
         let chunk = self.pacing.num_bytes;
-        let config = Config {
+        let mut config = Config {
             poems: self.poems,
             order: self.pacing.order,
             listen,
@@ -381,14 +434,53 @@ impl Cli {
             header_timeout: self.listening.proxy_timeout,
             proxy_max_waiting: NonZeroU32::new(self.listening.proxy_max_waiting),
             faults: Faults {
-                fault: self.faults.fault(),
+                fault: self.faults.faults().first().copied(),
                 rate: self.chance.fault_rate,
                 seed: self.chance.seed,
+                close_delay: self.chance.close_delay,
+                accept_delay: self.chance.accept_delay,
+                rules: Vec::new(),
             },
+            blackhole: self.chance.blackhole,
             ..Config::new(PathBuf::new())
         };
+        if let Some((path, script)) = &self.chance.script {
+            let shown = crate::poem::shown(path);
+            let lines = |mistakes: Vec<String>| {
+                mistakes
+                    .iter()
+                    .map(|line| format!("{shown}: {line}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            let behaviour = script.behaviour(config.pacing).map_err(lines)?;
+            config.pacing = behaviour.pacing;
+            config.faults =
+                Faults { seed: behaviour.faults.seed.or(config.faults.seed), ..behaviour.faults };
+        }
         config.check().map_err(word)?;
         Ok(config)
+    }
+}
+
+impl Cli {
+    /// The listeners beside the poem port, or why one of them is refused.
+    pub fn options(&self) -> Result<ops::Options, String> {
+        let operations = &self.operations;
+        if let Some(addr) = operations.control
+            && !addr.ip().is_loopback()
+            && !operations.control_anywhere
+        {
+            return Err(format!(
+                "invalid value '{addr}' for '--control <ADDR:PORT>': not a loopback address; \
+                 whoever reaches it can fault every client (add --control-anywhere to allow it)"
+            ));
+        }
+        Ok(ops::Options {
+            metrics: operations.metrics,
+            hosts: operations.metrics_host.clone(),
+            control: operations.control,
+        })
     }
 }
 
@@ -437,41 +529,6 @@ pub fn refusal(err: &clap::Error) -> Option<String> {
     })
 }
 
-/// Turns a duration typed by the user into a [`Duration`]: bare seconds as in the tutorial
-/// (0.7), or a number with a unit (500ms, 2m). A value outside `min..=max` (or 0, where `zero`
-/// allows it) is refused, one too small to keep (under a nanosecond) included, rather than
-/// silently made zero or cut; `range` words what is allowed.
-fn duration(
-    text: &str,
-    zero: bool,
-    (min, max): (Duration, Duration),
-    range: &str,
-) -> Result<Duration, String> {
-    let refuse = || format!("must be {range}, such as 0.7, 500ms, 30s or 2m");
-    let parsed = match text.trim().parse::<f64>() {
-        Ok(secs) if secs.is_finite() && (0.0..=max.as_secs_f64()).contains(&secs) => {
-            let kept = Duration::from_secs_f64(secs);
-            // A positive number that rounds to zero would silently turn pacing off.
-            if secs > 0.0 && kept.is_zero() {
-                return Err(refuse());
-            }
-            kept
-        }
-        Ok(_) => return Err(refuse()),
-        Err(_) => humantime::parse_duration(text.trim()).map_err(|_| refuse())?,
-    };
-    let allowed = match parsed.is_zero() {
-        true => zero,
-        false => (min..=max).contains(&parsed),
-    };
-    allowed.then_some(parsed).ok_or_else(refuse)
-}
-
-/// clap's parser for most duration options: 0, or from 1ns to a year.
-fn any_duration(text: &str) -> Result<Duration, String> {
-    duration(text, true, (Duration::from_nanos(1), YEAR), "0 or from 1ns to 1 year")
-}
-
 /// clap's parser for `--write-timeout`.
 fn write_timeout(text: &str) -> Result<Duration, String> {
     duration(text, false, WRITE_TIMEOUTS, "from 1ms to 24 days")
@@ -486,6 +543,12 @@ fn at_least_one() -> impl TypedValueParser<Value = NonZeroUsize> {
 }
 
 /// clap's parser for `--fault-rate`.
+/// The script in the file at `path`, read and parsed (its values are checked with the rest).
+fn script(path: &str) -> Result<(PathBuf, Script), String> {
+    let path = PathBuf::from(path);
+    Script::read(&path).map(|script| (path, script))
+}
+
 fn share(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),

@@ -47,6 +47,9 @@ pub struct Config {
     pub proxy_max_waiting: Option<NonZeroU32>,
     /// The fault played on purpose, if any, and the seed of every random draw.
     pub faults: Faults,
+    /// Accept nothing, with the smallest backlog: once it is full, further connects get no
+    /// answer, and a client's connect times out.
+    pub blackhole: bool,
     /// Descriptors kept free for what the server does besides its clients (the listeners, a
     /// reload, the logs, and whatever a program adds: the metrics listener, say), checked with
     /// the workers against the open-file limit at start-up.
@@ -100,11 +103,38 @@ impl Config {
             header_timeout: Duration::from_secs(5),
             proxy_max_waiting: NonZeroU32::new(32),
             faults: Faults::default(),
+            blackhole: false,
             reserved_descriptors: 64,
         }
     }
 
     /// Checks the values against each other and against what the kernel can hold.
+    pub fn check(&self) -> Result<(), Invalid> {
+        let refuse =
+            |option, value: String, why: &str| Err(Invalid { option, value, why: why.to_string() });
+        Behaviour { pacing: self.pacing, faults: self.faults.clone() }.check()?;
+        let (min, max) = WRITE_TIMEOUTS;
+        if !(min..=max).contains(&self.write_timeout) {
+            let shown = humantime::format_duration(self.write_timeout).to_string();
+            return refuse("write-timeout", shown, "must be from 1ms to 24 days");
+        }
+        if self.listen.is_empty() {
+            return refuse("iface", String::new(), "at least one address is needed");
+        }
+        Ok(())
+    }
+}
+
+/// What connections get that can change while the server runs: the pacing and the faults.
+/// A connection keeps what was in force when it was accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Behaviour {
+    pub pacing: Pacing,
+    pub faults: Faults,
+}
+
+impl Behaviour {
+    /// Checks the pacing's values against each other, and the faults'.
     pub fn check(&self) -> Result<(), Invalid> {
         let Pacing { chunk, delay, jitter, chunk_max } = self.pacing;
         let refuse = |option, value: String, why: String| Err(Invalid { option, value, why });
@@ -132,18 +162,45 @@ impl Config {
             let why = "must be at most a year".to_string();
             return refuse("delay", humantime::format_duration(delay).to_string(), why);
         }
-        let (min, max) = WRITE_TIMEOUTS;
-        if !(min..=max).contains(&self.write_timeout) {
-            let shown = humantime::format_duration(self.write_timeout).to_string();
-            return refuse("write-timeout", shown, "must be from 1ms to 24 days".into());
-        }
         if !(0.0..=1.0).contains(&self.faults.rate) {
             let why = "must be a share from 0 to 1, such as 0.25".to_string();
             return refuse("fault-rate", self.faults.rate.to_string(), why);
         }
-        if self.listen.is_empty() {
-            return refuse("iface", String::new(), "at least one address is needed".into());
-        }
         Ok(())
     }
+}
+
+/// Turns a duration typed by the user into a [`Duration`]: bare seconds as in the tutorial
+/// (0.7), or a number with a unit (500ms, 2m). A value outside `min..=max` (or 0, where `zero`
+/// allows it) is refused, one too small to keep (under a nanosecond) included, rather than
+/// silently made zero or cut; `range` words what is allowed.
+pub fn duration(
+    text: &str,
+    zero: bool,
+    (min, max): (Duration, Duration),
+    range: &str,
+) -> Result<Duration, String> {
+    let refuse = || format!("must be {range}, such as 0.7, 500ms, 30s or 2m");
+    let parsed = match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=max.as_secs_f64()).contains(&secs) => {
+            let kept = Duration::from_secs_f64(secs);
+            // A positive number that rounds to zero would silently turn pacing off.
+            if secs > 0.0 && kept.is_zero() {
+                return Err(refuse());
+            }
+            kept
+        }
+        Ok(_) => return Err(refuse()),
+        Err(_) => humantime::parse_duration(text.trim()).map_err(|_| refuse())?,
+    };
+    let allowed = match parsed.is_zero() {
+        true => zero,
+        false => (min..=max).contains(&parsed),
+    };
+    allowed.then_some(parsed).ok_or_else(refuse)
+}
+
+/// A duration most options take: 0, or from 1ns to a year.
+pub fn any_duration(text: &str) -> Result<Duration, String> {
+    duration(text, true, (Duration::from_nanos(1), YEAR), "0 or from 1ns to 1 year")
 }

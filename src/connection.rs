@@ -16,10 +16,11 @@ use socket2::SockRef;
 use tracing::{debug, info};
 
 use crate::close;
+use crate::config::Behaviour;
 use crate::faults::Fault;
 use crate::limit::Source;
 use crate::outcome::Outcome;
-use crate::pacing::Schedule;
+use crate::pacing::{Pacing, Schedule};
 use crate::poem::{Opened, Poem};
 use crate::proxy;
 use crate::shared::Shared;
@@ -29,18 +30,28 @@ use crate::sys;
 pub struct Accepted {
     /// Its number in accept order, from 0.
     pub id: u64,
+    /// Its number in accept order since what it gets came in force, from 0: what a script's
+    /// rules name (from 1).
+    pub number: u64,
     pub stream: TcpStream,
     pub peer: SocketAddr,
     pub at: Instant,
+    /// How long it waited in the listen backlog, as the system says, and held by
+    /// `--accept-delay`.
+    pub waited: Duration,
+    /// The pacing and faults in force when it was accepted.
+    pub behaviour: Arc<Behaviour>,
 }
 
 /// One client connection, from the moment a worker takes it to its close.
 pub struct Connection {
     id: u64,
+    number: u64,
     worker: usize,
     accepted: Instant,
-    /// How long it waited in the listen backlog before it was accepted, if the system says.
-    waited: Option<Duration>,
+    /// How long it waited in the listen backlog before it was accepted.
+    waited: Duration,
+    behaviour: Arc<Behaviour>,
     stream: TcpStream,
     /// The worker's thread, woken by the cut-off from a sleep between chunks.
     thread: Thread,
@@ -59,6 +70,8 @@ struct Who {
     via: Option<SocketAddr>,
     /// The poem, once picked, with its size then.
     poem: Option<(Arc<Poem>, u64)>,
+    /// How long its close is held (`--close-delay`).
+    close_delay: Duration,
 }
 
 /// A connection as it is at one moment, for a report.
@@ -83,8 +96,8 @@ pub struct View {
     pub unsent: Option<u64>,
     /// When it was accepted.
     pub accepted: Instant,
-    /// How long it waited in the listen backlog before that, if the system says.
-    pub waited: Option<Duration>,
+    /// How long it waited in the listen backlog before that.
+    pub waited: Duration,
 }
 
 impl Connection {
@@ -204,15 +217,17 @@ impl Drop for Entered<'_> {
 /// connection, and counts and logs how it ended.
 pub fn serve(shared: &Shared, worker: usize, accepted: Accepted) {
     shared.counters.taken();
-    let Accepted { id, stream, peer, at } = accepted;
+    let Accepted { id, number, stream, peer, at, waited, behaviour } = accepted;
     let connection = Arc::new(Connection {
         id,
+        number,
         worker,
         accepted: at,
-        waited: sys::backlog_wait(&stream),
+        waited,
+        behaviour,
         stream,
         thread: thread::current(),
-        who: Mutex::new(Who { peer, via: None, poem: None }),
+        who: Mutex::new(Who { peer, via: None, poem: None, close_delay: Duration::ZERO }),
         bytes: AtomicU64::new(0),
         chunks: AtomicU64::new(0),
         streaming: AtomicBool::new(false),
@@ -230,12 +245,15 @@ pub fn serve(shared: &Shared, worker: usize, accepted: Accepted) {
     macro_rules! ended {
         ($level:ident) => {
             tracing::$level!(
+                number = connection.number + 1,
                 peer = %who.peer,
                 via = who.via.map(tracing::field::display),
                 poem = who.poem.as_ref().map(|(poem, _)| tracing::field::display(poem.shown())),
                 bytes = connection.bytes.load(Ordering::Relaxed),
                 chunks = connection.chunks.load(Ordering::Relaxed),
                 duration_ms = took.as_millis() as u64,
+                waited_ms = millis(connection.waited),
+                close_delay_ms = millis(who.close_delay),
                 outcome = outcome.label(),
                 error,
                 "connection ended"
@@ -257,11 +275,13 @@ impl Connection {
     /// Serves the client, up to the close, and says how it ended.
     fn serve(&self, shared: &Shared) -> (Outcome, Option<String>) {
         let config = &shared.config;
-        if let Err(err) = set_options(&self.stream, shared) {
+        if let Err(err) = set_options(&self.stream, config.write_timeout, &self.behaviour.pacing) {
             return (Outcome::of_error(&err), Some(err.to_string()));
         }
-        let chance = config.faults.chance(self.id, config.pacing.varies());
-        if let Some((Fault::Refuse, _)) = chance.fault {
+        let pacing = self.behaviour.pacing;
+        let plan = self.behaviour.faults.plan(self.number, pacing.varies());
+        self.who().close_delay = plan.close_delay;
+        if let Some((Fault::Refuse, _)) = plan.fault {
             Fault::Refuse.play(&self.stream, config.write_timeout);
             return (Outcome::Fault(Fault::Refuse), None);
         }
@@ -295,20 +315,20 @@ impl Connection {
         self.streaming.store(true, Ordering::Release);
         let started = Instant::now();
         let poem = shared.poems.pick(self.id);
-        let mut schedule = Schedule::new(config.pacing, started, chance.rng);
-        let (mut outcome, stopped) =
-            match self.stream_poem(shared, poem, &mut schedule, chance.fault) {
-                Ok(stopped) => (Outcome::Complete, stopped),
-                Err(err) => {
-                    let outcome = Outcome::of_error(&err);
-                    let error = (outcome == Outcome::Error).then(|| err.to_string());
-                    if shared.registry.is_cut_off() {
-                        // Whatever error the cut-off caused, the cut-off is why it ended.
-                        return (Outcome::Shutdown, None);
-                    }
-                    return (outcome, error);
+        let mut schedule = Schedule::new(pacing, started, plan.rng);
+        let (mut outcome, stopped) = match self.stream_poem(shared, poem, &mut schedule, plan.fault)
+        {
+            Ok(stopped) => (Outcome::Complete, stopped),
+            Err(err) => {
+                let outcome = Outcome::of_error(&err);
+                let error = (outcome == Outcome::Error).then(|| err.to_string());
+                if shared.registry.is_cut_off() {
+                    // Whatever error the cut-off caused, the cut-off is why it ended.
+                    return (Outcome::Shutdown, None);
                 }
-            };
+                return (outcome, error);
+            }
+        };
         if let Some((fault, _)) = stopped {
             fault.play(&self.stream, config.write_timeout);
             outcome = Outcome::Fault(fault);
@@ -317,6 +337,11 @@ impl Connection {
         // byte; if that fails, the client is already gone. Whether anything is still in flight
         // is asked first: the FIN the shutdown queues would count as unacknowledged.
         let closes_cleanly = matches!(outcome, Outcome::Complete | Outcome::Fault(Fault::Close));
+        // --close-delay: the last byte is out, and the close waits (a stop ends the wait).
+        if closes_cleanly && !plan.close_delay.is_zero() {
+            shared.counters.close_delayed();
+            shared.registry.sleep_until(Instant::now() + plan.close_delay);
+        }
         let delivered = closes_cleanly && close::nothing_in_flight(&self.stream);
         // The source's place is given back before the client can see the end, so that a client
         // that reconnects as soon as it reads EOF is never refused for the one it just finished.
@@ -346,7 +371,7 @@ impl Connection {
         self.who().poem = Some((Arc::clone(&poem), 0));
         let opened = self.open(shared, &poem)?;
         let size = opened.size()?;
-        let pacing = &shared.config.pacing;
+        let pacing = &self.behaviour.pacing;
         let mut buffer =
             vec![0; pacing.max_step().min(usize::try_from(size).unwrap_or(usize::MAX)).max(1)];
         self.who().poem = Some((Arc::clone(&poem), size));
@@ -409,13 +434,17 @@ impl Connection {
     }
 }
 
+/// A time worth logging in whole milliseconds, or `None` (no field) below one.
+fn millis(time: Duration) -> Option<u64> {
+    Some(time.as_millis() as u64).filter(|&ms| ms > 0)
+}
+
 /// Out of descriptors, how long to wait before trying to open a poem again.
 const OPEN_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Sets the socket options a connection streams with.
-fn set_options(stream: &TcpStream, shared: &Shared) -> io::Result<()> {
+fn set_options(stream: &TcpStream, timeout: Duration, pacing: &Pacing) -> io::Result<()> {
     let socket = SockRef::from(stream);
-    let timeout = shared.config.write_timeout;
     socket.set_write_timeout(Some(timeout))?;
     // A client that vanishes without a reset (cable pulled, NAT entry dropped) leaves paced
     // chunks unacknowledged while they still fit the socket buffer, so the write timeout never
@@ -425,7 +454,7 @@ fn set_options(stream: &TcpStream, shared: &Shared) -> io::Result<()> {
     socket.set_tcp_user_timeout(Some(timeout))?;
     // Nagle's algorithm would hold a small chunk back until the previous one is acknowledged;
     // a paced chunk must leave when it is due, as its own segment.
-    if shared.config.pacing.is_paced() {
+    if pacing.is_paced() {
         socket.set_tcp_nodelay(true)?;
     }
     Ok(())

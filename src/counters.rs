@@ -23,6 +23,11 @@ pub const DURATION_BUCKETS: [f64; 14] =
 pub const LATENESS_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// Upper bounds, in seconds, of the buckets backlog waits are counted in: from a connection
+/// accepted at once to one held for minutes by `--accept-delay` or a full pool.
+pub const WAIT_BUCKETS: [f64; 12] =
+    [0.001, 0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
 /// Totals since the server started.
 #[derive(Debug)]
 pub struct Counters {
@@ -35,6 +40,11 @@ pub struct Counters {
     pub durations: Histogram,
     /// How long after its deadline each paced chunk was handed to the kernel.
     pub lateness: Histogram,
+    /// How long each connection waited in the listen backlog (held there by `--accept-delay`,
+    /// or waiting for a free worker) before it was accepted.
+    pub backlog_waits: Histogram,
+    /// Closes held by `--close-delay`.
+    closes_delayed: AtomicU64,
     /// The latest detail of each outcome that is reported in summaries (which source was
     /// rejected, what was wrong with a header), by [`Outcome::index`].
     latest: Mutex<Vec<Option<String>>>,
@@ -76,6 +86,8 @@ impl Counters {
             reloads: Default::default(),
             durations: Histogram::new(&DURATION_BUCKETS),
             lateness: Histogram::new(&LATENESS_BUCKETS),
+            backlog_waits: Histogram::new(&WAIT_BUCKETS),
+            closes_delayed: AtomicU64::new(0),
             latest: Mutex::new(vec![None; Outcome::COUNT]),
         }
     }
@@ -93,6 +105,11 @@ impl Counters {
     /// Poem bytes handed to the kernel so far.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Relaxed)
+    }
+
+    /// Closes held by `--close-delay` so far.
+    pub fn closes_delayed(&self) -> u64 {
+        self.closes_delayed.load(Relaxed)
     }
 
     /// Reloads so far: (worked, failed).
@@ -137,6 +154,10 @@ impl Counters {
 
     pub(crate) fn sent(&self, bytes: usize) {
         self.bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    pub(crate) fn close_delayed(&self) {
+        self.closes_delayed.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn reloaded(&self, worked: bool) {

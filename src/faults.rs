@@ -10,6 +10,8 @@
 use std::net::TcpStream;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::close;
 use crate::sourced::sourced;
 
@@ -41,6 +43,16 @@ impl Fault {
         }
     }
 
+    /// The key that names the fault, in a script as on the command line (without `--`).
+    pub fn flag(self) -> &'static str {
+        match self {
+            Fault::Stall => "stall-after",
+            Fault::Close => "close-after",
+            Fault::Reset => "reset-after",
+            Fault::Refuse => "refuse",
+        }
+    }
+
     /// Plays the fault on `stream`, whose poem has stopped at the fault's byte count. After a
     /// reset the stream must be dropped as it is: closing it sends the reset.
     pub fn play(self, stream: &TcpStream, write_timeout: Duration) {
@@ -60,16 +72,19 @@ impl Fault {
     }
 }
 
-/// The fault flags: at most one fault, and the byte count it waits for.
-#[derive(Debug, Clone, Default, clap::Args)]
+/// The fault flags: at most one fault, and the byte count it waits for. A script (see
+/// [`crate::script`]) names a fault with the same words: `fault = { reset-after = 100 }`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, Deserialize, Serialize)]
 #[group(id = "fault", multiple = false)]
 #[command(next_help_heading = "Faults")]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct FaultFlags {
     /// Fault: send nothing after this many bytes
     ///
     /// After this many bytes of the poem, send nothing more: hold the connection until the
     /// client gives up or --write-timeout passes (outcome stalled).
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = sourced(clap::value_parser!(u64)))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stall_after: Option<u64>,
 
     /// Fault: close cleanly after this many bytes
@@ -77,35 +92,57 @@ pub struct FaultFlags {
     /// After this many bytes, close the connection cleanly, as if the poem ended there
     /// (outcome cut_short).
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = sourced(clap::value_parser!(u64)))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub close_after: Option<u64>,
 
     /// Fault: reset after this many bytes
     ///
     /// Once the client has this many bytes, reset the connection (RST; outcome reset).
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = sourced(clap::value_parser!(u64)))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reset_after: Option<u64>,
 
     /// Fault: reset every connection at once
     ///
     /// Reset each connection as soon as it is accepted, sending nothing (outcome refused).
     #[arg(long, value_parser = sourced(clap::builder::BoolishValueParser::new()))]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub refuse: bool,
 }
 
 impl FaultFlags {
-    /// The fault asked for, with its byte count; clap lets at most one through.
-    pub fn fault(&self) -> Option<(Fault, u64)> {
+    /// Every fault asked for, with its byte count (clap lets at most one through; a script is
+    /// checked for it).
+    pub fn faults(&self) -> Vec<(Fault, u64)> {
         let after = |fault, n: Option<u64>| n.map(|n| (fault, n));
-        after(Fault::Stall, self.stall_after)
-            .or(after(Fault::Close, self.close_after))
-            .or(after(Fault::Reset, self.reset_after))
-            .or(self.refuse.then_some((Fault::Refuse, 0)))
+        [
+            after(Fault::Stall, self.stall_after),
+            after(Fault::Close, self.close_after),
+            after(Fault::Reset, self.reset_after),
+            self.refuse.then_some((Fault::Refuse, 0)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// The flags that ask for `fault`.
+    pub fn of(fault: Option<(Fault, u64)>) -> FaultFlags {
+        let mut flags = FaultFlags::default();
+        match fault {
+            Some((Fault::Stall, n)) => flags.stall_after = Some(n),
+            Some((Fault::Close, n)) => flags.close_after = Some(n),
+            Some((Fault::Reset, n)) => flags.reset_after = Some(n),
+            Some((Fault::Refuse, _)) => flags.refuse = true,
+            None => {}
+        }
+        flags
     }
 }
 
-/// Which fault, after how many bytes, for which share of connections, and the seed of every
-/// connection's generator.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Which fault, after how many bytes, for which share of connections, what each connection
+/// named by a rule gets instead, and the seed of every connection's generator.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Faults {
     /// The fault chosen and its byte count, if any.
     pub fault: Option<(Fault, u64)>,
@@ -113,35 +150,88 @@ pub struct Faults {
     pub rate: f64,
     /// Where every connection's random numbers start; `None` for a fresh seed each run.
     pub seed: Option<u64>,
+    /// After the last byte, how long a connection is held before its close (a slow close).
+    pub close_delay: Duration,
+    /// How long each connection waits in the listen backlog before it is accepted (its
+    /// client's connect succeeds at once, as the kernel completes the handshake).
+    pub accept_delay: Duration,
+    /// Connections named by their number, each with what it gets; the first rule that names a
+    /// connection decides for it, and the rest follow the fields above.
+    pub rules: Vec<Rule>,
+}
+
+/// What the connections a rule names get.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub numbers: Numbers,
+    pub fault: Option<(Fault, u64)>,
+    pub close_delay: Duration,
+}
+
+/// Connection numbers, counted from 1 in accept order: from `first` to `last` (or on), one in
+/// `every`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Numbers {
+    pub first: u64,
+    pub last: Option<u64>,
+    pub every: u64,
+}
+
+impl Numbers {
+    /// Whether connection number `n` is one of these.
+    pub fn has(&self, n: u64) -> bool {
+        n >= self.first
+            && self.last.is_none_or(|last| n <= last)
+            && (n - self.first).is_multiple_of(self.every.max(1))
+    }
 }
 
 impl Default for Faults {
     fn default() -> Faults {
-        Faults { fault: None, rate: 1.0, seed: None }
+        Faults {
+            fault: None,
+            rate: 1.0,
+            seed: None,
+            close_delay: Duration::ZERO,
+            accept_delay: Duration::ZERO,
+            rules: Vec::new(),
+        }
     }
 }
 
-/// What chance decided for one connection: the generator its pacing is drawn from, and its
-/// fault. Empty when nothing is random.
+/// What one connection gets: the generator its pacing is drawn from (when something is
+/// random), its fault, and how long its close is held.
 #[derive(Default)]
-pub struct Chance {
+pub struct Plan {
     pub rng: Option<fastrand::Rng>,
     pub fault: Option<(Fault, u64)>,
+    pub close_delay: Duration,
 }
 
 impl Faults {
-    /// Draws what chance decides for connection number `id`. Costs nothing when no fault is
-    /// asked for and the pacing does not `vary`.
-    pub fn chance(&self, id: u64, varies: bool) -> Chance {
-        if self.fault.is_none() && !varies {
-            return Chance::default();
-        }
-        let mut rng = match self.seed {
-            Some(seed) => seeded(seed, id),
+    /// What connection `number` (from 0, in accept order since these faults came in force)
+    /// gets. Costs nothing when no fault is asked for and the pacing does not `vary`.
+    pub fn plan(&self, number: u64, varies: bool) -> Plan {
+        let rng = || match self.seed {
+            Some(seed) => seeded(seed, number),
             None => fastrand::Rng::new(),
         };
+        if let Some(rule) = self.rules.iter().find(|rule| rule.numbers.has(number + 1)) {
+            let rng = varies.then(rng);
+            return Plan { rng, fault: rule.fault, close_delay: rule.close_delay };
+        }
+        let close_delay = self.close_delay;
+        if self.fault.is_none() && !varies {
+            return Plan { close_delay, ..Plan::default() };
+        }
+        let mut rng = rng();
         let fault = self.fault.filter(|_| self.rate >= 1.0 || rng.f64() < self.rate);
-        Chance { rng: Some(rng), fault }
+        Plan { rng: Some(rng), fault, close_delay }
+    }
+
+    /// Whether any connection may get a fault.
+    pub fn any(&self) -> bool {
+        self.fault.is_some() || self.rules.iter().any(|rule| rule.fault.is_some())
     }
 }
 

@@ -32,7 +32,7 @@
 //! - [`config`]: the [`Config`] and the checks across its values.
 //! - [`counters`]: the one set of counters every report reads.
 //! - [`outcome`], [`faults`], [`limit`], [`proxy`]: how a connection ends, faults on purpose,
-//!   the per-source limit, the PROXY protocol.
+//!   the per-source limit, the PROXY protocol; [`script`]: faults scripted per connection.
 //! - [`capacity`] and [`sys`]: the system's limits on threads, and every `unsafe` call.
 //!
 //! Around it, [`cli`] reads the command line into a [`Config`] (its value parsers name the
@@ -59,16 +59,17 @@ mod pacing;
 mod poem;
 mod pool;
 mod proxy;
+pub mod script;
 mod server;
 mod shared;
 mod sourced;
 mod sys;
 
 pub use collection::Order;
-pub use config::{Config, Invalid};
+pub use config::{Behaviour, Config, Invalid};
 pub use connection::View;
 pub use counters::{Counters, Histogram, Tally};
-pub use faults::{Fault, Faults};
+pub use faults::{Fault, FaultFlags, Faults, Numbers, Rule};
 pub use outcome::Outcome;
 pub use pacing::Pacing;
 pub use server::{Handle, Server, Stopped};
@@ -77,3 +78,8 @@ pub use server::{Handle, Server, Stopped};
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The Rust test in docs/testing.md, compiled and run as a doctest.
+#[doc = include_str!("../docs/testing.md")]
+#[cfg(doctest)]
+pub struct TestingDoctests;

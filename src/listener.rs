@@ -158,10 +158,16 @@ impl Listeners {
             }
             let mut fds = vec![self.woken.as_fd()];
             fds.extend(self.sockets.iter().map(|socket| socket.as_fd()));
-            if sys::wait_readable(&fds)?[0] {
+            if sys::wait_readable(&fds, None)?[0] {
                 return Ok(None);
             }
         }
+    }
+
+    /// Sleeps for `time` (or until woken, with `None`); returns false if woken first.
+    pub fn sleep(&self, time: Option<std::time::Duration>) -> bool {
+        let woken = sys::wait_readable(&[self.woken.as_fd()], time);
+        !woken.is_ok_and(|ready| ready[0])
     }
 
     /// Accepts a connection waiting on any socket, without waiting for one.

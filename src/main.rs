@@ -25,12 +25,15 @@ fn main() -> ExitCode {
         return healthy.map_or_else(|err| fail(&err, 1, false), |()| ExitCode::SUCCESS);
     }
     logging::init(cli.operations.log_format);
-    let (metrics, hosts) = (cli.operations.metrics, cli.operations.metrics_host.clone());
+    let options = match cli.options() {
+        Ok(options) => options,
+        Err(line) => return fail(&anyhow::anyhow!(line), 2, json),
+    };
     let config = match cli.config(&matches) {
         Ok(config) => config,
         Err(line) => return fail(&anyhow::anyhow!(line), 2, json),
     };
-    match ops::run(config, metrics, hosts) {
+    match ops::run(config, options) {
         Ok(()) => {
             logging::flush();
             ExitCode::SUCCESS
@@ -49,8 +52,11 @@ fn fail(err: &anyhow::Error, code: u8, json: bool) -> ExitCode {
     }
     logging::flush();
     if !json {
-        // A closed stderr leaves nowhere to say it; the exit status still tells.
-        let _ = writeln!(std::io::stderr(), "poetry-serve: error: {err:#}");
+        // A closed stderr leaves nowhere to say it; the exit status still tells. Each mistake of
+        // several is a line.
+        for line in format!("{err:#}").lines() {
+            let _ = writeln!(std::io::stderr(), "poetry-serve: error: {line}");
+        }
     }
     ExitCode::from(code)
 }

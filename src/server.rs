@@ -10,7 +10,7 @@
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -19,11 +19,13 @@ use tracing::{debug, info, warn};
 
 use crate::capacity;
 use crate::collection::Collection;
-use crate::config::Config;
+use crate::config::{Behaviour, Config, Invalid};
 use crate::connection::{self, Accepted, CUT_OFF_WAIT, Registry, View};
 use crate::counters::Counters;
+use crate::faults::Fault;
 use crate::limit::Limit;
 use crate::listener::{self, BACKLOG, Listeners};
+use crate::outcome::Outcome;
 use crate::pool::Pool;
 use crate::shared::Shared;
 use crate::sys;
@@ -55,7 +57,9 @@ impl Server {
     /// Checks `config`, opens the poems, binds every address and starts serving.
     pub fn start(config: Config) -> anyhow::Result<Server> {
         config.check()?;
-        let sockets = listener::bind(&config.listen, config.reuse_port, BACKLOG)?;
+        // A black hole's backlog is the smallest: once it is full, connects get no answer.
+        let backlog = if config.blackhole { 0 } else { BACKLOG };
+        let sockets = listener::bind(&config.listen, config.reuse_port, backlog)?;
         Server::start_on(config, sockets)
     }
 
@@ -63,6 +67,12 @@ impl Server {
     /// `config.listen`.
     pub fn start_on(config: Config, sockets: Vec<TcpListener>) -> anyhow::Result<Server> {
         config.check()?;
+        if config.blackhole {
+            // Listening again with another backlog is allowed, on sockets handed over too.
+            for socket in &sockets {
+                socket2::SockRef::from(socket).listen(0).context("cannot shrink the backlog")?;
+            }
+        }
         anyhow::ensure!(!sockets.is_empty(), "no socket to listen on");
         let poems = Collection::open(&config.poems, config.order, config.faults.seed)?;
         let listeners = Listeners::new(sockets).context("cannot use the listening sockets")?;
@@ -76,7 +86,12 @@ impl Server {
             false => count.min(config.workers.get()),
         } as u64;
         capacity::check(config.workers.get(), config.reserved_descriptors + poems_open)?;
+        let behaviour = RwLock::new(Arc::new(Behaviour {
+            pacing: config.pacing,
+            faults: config.faults.clone(),
+        }));
         let shared = Arc::new(Shared {
+            behaviour,
             limit: Arc::new(Limit::new(config.max_per_source)),
             waiting: Arc::new(Limit::new(config.proxy_max_waiting)),
             counters: Counters::new(),
@@ -209,6 +224,34 @@ impl Handle {
         Some(each.iter().fold((0, 0), |(n, max), b| (n + u64::from(b.0), max + u64::from(b.1))))
     }
 
+    /// The pacing and faults in force: what a connection accepted now gets.
+    pub fn behaviour(&self) -> Arc<Behaviour> {
+        self.0.behaviour()
+    }
+
+    /// Changes the pacing and faults, at once for every connection accepted from now on;
+    /// connections in flight keep theirs. Refused, changing nothing, if it does not check.
+    pub fn change(&self, behaviour: Behaviour) -> Result<(), Invalid> {
+        behaviour.check()?;
+        *self.0.behaviour.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(behaviour);
+        Ok(())
+    }
+
+    /// Whether faults are part of the story: one may be played now, or one has been. Reports
+    /// show the faults' outcomes only then, and from then on.
+    pub fn plays_faults(&self) -> bool {
+        let tally = self.0.counters.tally();
+        self.behaviour().faults.any()
+            || Fault::ALL.iter().any(|&fault| tally.ended(Outcome::Fault(fault)) > 0)
+    }
+
+    /// Goes back to the pacing and faults the server started with.
+    pub fn restore(&self) {
+        let config = &self.0.config;
+        let started = Behaviour { pacing: config.pacing, faults: config.faults.clone() };
+        *self.0.behaviour.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(started);
+    }
+
     /// The poems served now.
     pub fn poems(&self) -> Vec<std::path::PathBuf> {
         (self.0.poems.current().iter()).map(|poem| poem.path().to_owned()).collect()
@@ -225,7 +268,15 @@ impl Handle {
 
 /// Accepts connections, each when a worker is free for it, until the server stops.
 fn accept_loop(shared: &Shared, listeners: &Listeners, pool: &Pool<Accepted>) {
+    if shared.config.blackhole {
+        warn!("a black hole: nothing is accepted, and connects past the backlog get no answer");
+        listeners.sleep(None);
+        return;
+    }
     let mut id = 0;
+    // Connections are numbered from 1 again whenever what they get changes, so that a script
+    // put in force through --control says "the next two" as "1-2".
+    let (mut in_force, mut counted_from) = (shared.behaviour(), 0);
     while let Some(permit) = pool.permit() {
         let (stream, peer) = match listeners.accept() {
             Ok(Some(accepted)) => accepted,
@@ -237,9 +288,23 @@ fn accept_loop(shared: &Shared, listeners: &Listeners, pool: &Pool<Accepted>) {
         };
         // An IPv4 client of a dual-stack listener shows up as ::ffff:a.b.c.d; it is a.b.c.d.
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        shared.counters.accepted();
         let at = Instant::now();
-        permit.hand(Accepted { id, stream, peer, at });
+        let waited = sys::backlog_wait(&stream).unwrap_or_default();
+        // --accept-delay: a connection that has not waited long enough waits the rest here,
+        // unserved, holding back those behind it in the backlog as the kernel's queue would.
+        let behaviour = shared.behaviour();
+        if !Arc::ptr_eq(&behaviour, &in_force) {
+            (in_force, counted_from) = (Arc::clone(&behaviour), id);
+        }
+        let hold = behaviour.faults.accept_delay.saturating_sub(waited);
+        if !hold.is_zero() && !listeners.sleep(Some(hold)) {
+            connection::closed_unserved(shared, peer);
+            return;
+        }
+        shared.counters.accepted();
+        let (waited, number) = (waited + hold, id - counted_from);
+        shared.counters.backlog_waits.observe(waited);
+        permit.hand(Accepted { id, number, stream, peer, at, waited, behaviour });
         id += 1;
     }
 }

@@ -3,10 +3,10 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 
 use crate::collection::Collection;
-use crate::config::Config;
+use crate::config::{Behaviour, Config};
 use crate::connection::Registry;
 use crate::counters::Counters;
 use crate::limit::Limit;
@@ -16,6 +16,8 @@ use crate::pool::Closer;
 /// What every thread of a running server shares.
 pub(crate) struct Shared {
     pub config: Config,
+    /// The pacing and faults in force; a change swaps it whole.
+    pub behaviour: RwLock<Arc<Behaviour>>,
     pub poems: Collection,
     pub limit: Arc<Limit>,
     /// With `--proxy-protocol`, the connections each peer holds waiting for their header.
@@ -31,6 +33,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The pacing and faults in force now.
+    pub fn behaviour(&self) -> Arc<Behaviour> {
+        // Held for one statement; nothing panics while it is held.
+        Arc::clone(&self.behaviour.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
     pub fn sockets(&self) -> MutexGuard<'_, Vec<TcpListener>> {
         // Nothing panics while it is held.
         self.sockets.lock().unwrap_or_else(PoisonError::into_inner)

@@ -72,14 +72,18 @@ pub fn backlog(listener: &impl AsFd) -> Option<(u32, u32)> {
 }
 
 /// Waits until at least one of `sockets` is readable (a connection to accept, or a wake-up),
-/// and returns the readiness of each, in order.
-pub fn wait_readable(sockets: &[BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
+/// or `timeout` passes, and returns the readiness of each, in order.
+pub fn wait_readable(
+    sockets: &[BorrowedFd<'_>],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<bool>> {
+    let timeout = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as libc::c_int);
     let mut fds: Vec<libc::pollfd> = (sockets.iter())
         .map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 })
         .collect();
     // SAFETY: `fds` is a valid array of `fds.len()` pollfds for the duration of the call, and
     // every descriptor in it is open for the borrows.
-    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
     if ready < 0 {
         return Err(io::Error::last_os_error());
     }

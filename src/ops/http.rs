@@ -11,7 +11,9 @@
 //!   bytes;
 //! - a connection answers one request and closes: kept alive, a client that asks again and
 //!   again would hold its place for as long as it liked;
-//! - bodies are never read, so no length a client announces is ever allocated;
+//! - a body is read only where [`Limits::max_body`] allows one, and only up to it, within the
+//!   request timeout; a larger one is refused unread, so no length a client announces is ever
+//!   allocated;
 //! - a connection lives at most twice the request timeout, however it behaves, then is told to
 //!   close;
 //! - a failed accept (out of descriptors, say) pauses the loop for [`ACCEPT_BACKOFF`], then it
@@ -27,7 +29,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
@@ -58,6 +60,8 @@ pub struct Limits {
     /// Host names, beside IP addresses and `localhost`, that a request may name (see
     /// [`host_allowed`]).
     pub hosts: Vec<String>,
+    /// The largest body read; 0 answers only GET and HEAD, and reads no body at all.
+    pub max_body: usize,
 }
 
 impl Default for Limits {
@@ -68,6 +72,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             slow_at_once: 2,
             hosts: Vec::new(),
+            max_body: 0,
         }
     }
 }
@@ -96,13 +101,21 @@ impl Answer {
     }
 }
 
-/// What the listener answers: `route`, for a GET or HEAD of a path. The `quick` paths are
-/// answered at once on the listener's thread; the others on a thread for blocking work, at most
-/// [`Limits::slow_at_once`] at a time, so that a costly page asked for again and again never
-/// keeps a quick one (a liveness probe's) waiting.
+/// A request, as a route sees it: its body is whole, and no longer than
+/// [`Limits::max_body`].
+pub struct Asked {
+    pub method: Method,
+    pub path: String,
+    pub body: Bytes,
+}
+
+/// What the listener answers: `route`, for a request. The `quick` paths, asked for with GET or
+/// HEAD, are answered at once on the listener's thread; the others on a thread for blocking
+/// work, at most [`Limits::slow_at_once`] at a time, so that a costly page asked for again and
+/// again never keeps a quick one (a liveness probe's) waiting.
 pub struct Routes {
     pub quick: &'static [&'static str],
-    pub route: Box<dyn Fn(&str) -> Answer + Send + Sync>,
+    pub route: Box<dyn Fn(&Asked) -> Answer + Send + Sync>,
 }
 
 /// What every connection's service reads.
@@ -110,6 +123,8 @@ struct Service {
     routes: Routes,
     slow: Semaphore,
     hosts: Vec<String>,
+    max_body: usize,
+    request_timeout: Duration,
 }
 
 /// Binds `addr` and answers requests with `route` on a thread of its own; returns the bound
@@ -147,6 +162,8 @@ async fn accept_loop(listener: TcpListener, routes: Routes, limits: Limits) {
         routes,
         slow: Semaphore::new(limits.slow_at_once),
         hosts: limits.hosts.clone(),
+        max_body: limits.max_body,
+        request_timeout: limits.request_timeout,
     });
     let sources = Arc::new(Limit::new(Some(limits.per_source)));
     loop {
@@ -209,22 +226,32 @@ async fn connection(stream: TcpStream, service: Arc<Service>, request_timeout: D
     }
 }
 
-/// The answer to one request. Its body is never read: whatever length it announces, hyper
-/// closes the connection after the answer rather than read it.
+/// The answer to one request. A body is read only if the listener takes bodies, and only up to
+/// its bound: past it, or announced past it, the answer is 413 and hyper closes the connection
+/// rather than read the rest.
 async fn respond(request: Request<Incoming>, service: Arc<Service>) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_string();
-    let answer = if !matches!(*request.method(), Method::GET | Method::HEAD) {
+    let method = request.method().clone();
+    let answer = if service.max_body == 0 && !matches!(method, Method::GET | Method::HEAD) {
         Answer::text(405, "only GET and HEAD\n")
-    } else if service.routes.quick.contains(&path.as_str()) {
-        (service.routes.route)(&path)
+    } else if matches!(method, Method::GET | Method::HEAD)
+        && service.routes.quick.contains(&path.as_str())
+    {
+        (service.routes.route)(&Asked { method, path, body: Bytes::new() })
     } else if !host_allowed(&request, &service.hosts) {
-        Answer::text(421, "this Host is not one this listener answers to (see --metrics-host)\n")
+        Answer::text(421, "this Host is not one this listener answers to\n")
     } else {
-        // The semaphore is never closed; the blocking task panics only if the route does.
-        let _slot = service.slow.acquire().await;
-        let service = Arc::clone(&service);
-        let answer = tokio::task::spawn_blocking(move || (service.routes.route)(&path)).await;
-        answer.unwrap_or_else(|_| Answer::text(500, "cannot make the page\n"))
+        match body(request, &service).await {
+            Ok(body) => {
+                // The semaphore is never closed; the blocking task panics only if the route does.
+                let _slot = service.slow.acquire().await;
+                let service = Arc::clone(&service);
+                let asked = Asked { method, path, body };
+                let answer = tokio::task::spawn_blocking(move || (service.routes.route)(&asked));
+                answer.await.unwrap_or_else(|_| Answer::text(500, "cannot make the page\n"))
+            }
+            Err(refused) => refused,
+        }
     };
     let mut response = Response::new(Full::new(answer.body));
     // Every status a route gives is a valid one; a bad one would be a bug, shown as 500.
@@ -232,6 +259,27 @@ async fn respond(request: Request<Incoming>, service: Arc<Service>) -> Response<
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
     response
+}
+
+/// The request's whole body, read up to the listener's bound and within its request timeout;
+/// or the answer that refuses it.
+async fn body(request: Request<Incoming>, service: &Service) -> Result<Bytes, Answer> {
+    if service.max_body == 0 {
+        return Ok(Bytes::new());
+    }
+    let too_large = || Answer::text(413, format!("a body is at most {} bytes\n", service.max_body));
+    let announced = request.headers().get(hyper::header::CONTENT_LENGTH);
+    let announced = announced.and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > service.max_body as u64) {
+        return Err(too_large());
+    }
+    let limited = Limited::new(request.into_body(), service.max_body);
+    match tokio::time::timeout(service.request_timeout, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(err)) if err.is::<LengthLimitError>() => Err(too_large()),
+        Ok(Err(_)) => Err(Answer::text(400, "the body did not arrive whole\n")),
+        Err(_) => Err(Answer::text(408, "the body took too long\n")),
+    }
 }
 
 /// Whether the request's Host names this listener: an IP address, `localhost`, or one of the

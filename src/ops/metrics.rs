@@ -16,7 +16,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::http::{self, Answer, Limits, Routes};
+use super::http::{self, Answer, Asked, Limits, Routes};
 use super::{logging, status};
 use crate::counters::{Counters, Histogram};
 use crate::outcome::Outcome;
@@ -29,7 +29,7 @@ pub fn serve(addr: SocketAddr, handle: Handle, limits: Limits) -> anyhow::Result
     registry.register_collector(Box::new(Figures(handle.clone())));
     let recent = Recent::default();
     let stopping = handle.clone();
-    let route = move |path: &str| match path {
+    let route = move |asked: &Asked| match asked.path.as_str() {
         // Fresh at every scrape: small whatever the load, and a script reads it straight after
         // what it counts.
         "/metrics" => {
@@ -43,7 +43,7 @@ pub fn serve(addr: SocketAddr, handle: Handle, limits: Limits) -> anyhow::Result
                 Err(_) => Answer::text(500, "cannot encode the metrics\n"),
             }
         }
-        "/" | "/status.json" => {
+        path @ ("/" | "/status.json") => {
             recent.get_or(path, Instant::now(), || status::answer(path, &handle))
         }
         "/healthz" => Answer::text(200, "ok\n"),
@@ -103,7 +103,7 @@ impl Collector for Figures {
             let mut family =
                 e.encode_descriptor("poetry_connections_ended", help, None, MetricType::Counter)?;
             // The faults' outcomes only when a fault is played, as in the stats line.
-            let played = handle.config().faults.fault.is_some();
+            let played = handle.plays_faults();
             for outcome in Outcome::all().filter(|o| played || !matches!(o, Outcome::Fault(_))) {
                 let labels = [("outcome", outcome.label())];
                 let mut metric = family.encode_family(&labels)?;
@@ -140,6 +140,12 @@ impl Collector for Figures {
         histogram(e, "poetry_connection_duration_seconds", help, &counters.durations)?;
         let help = "How long after its deadline each paced chunk was handed to the kernel.";
         histogram(e, "poetry_chunk_lateness_seconds", help, &counters.lateness)?;
+        let help = "How long connections waited in the listen backlog before their accept.";
+        histogram(e, "poetry_backlog_wait_seconds", help, &counters.backlog_waits)?;
+        let help = "Closes held by --close-delay.";
+        counter(e, "poetry_closes_delayed", help, counters.closes_delayed())?;
+        let help = "1 while nothing is accepted (--blackhole), else 0.";
+        gauge(e, "poetry_blackhole", help, u64::from(handle.config().blackhole))?;
         let help = "Log lines dropped: standard error too slow, or failing.";
         counter(e, "poetry_log_lines_dropped", help, logging::dropped())?;
         {

@@ -6,9 +6,12 @@
 //! - [`stats`]: the stats line.
 //! - [`metrics`]: `/metrics`, `/healthz`, `/readyz`, and the routes of the status page
 //!   ([`status`]), served by [`http`], the listener bounded against hostile clients.
+//! - [`control`]: `--control`, the JSON API that changes the faults and pacing while the server
+//!   runs, on the same listener.
 //! - [`systemd`]: readiness notification and socket activation.
 //! - [`signals`]: SIGINT and SIGTERM (stop), SIGUSR1 (stats line), SIGHUP (reload).
 
+pub mod control;
 pub mod http;
 pub mod logging;
 pub mod metrics;
@@ -29,19 +32,29 @@ use tracing::info;
 use crate::config::Config;
 use crate::server::{Handle, Server};
 
+/// The listeners beside the poem port, each off unless asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Where to serve metrics, health and the status page.
+    pub metrics: Option<SocketAddr>,
+    /// Host names, beside IP addresses and `localhost`, that those listeners answer to.
+    pub hosts: Vec<String>,
+    /// Where to serve the control API.
+    pub control: Option<SocketAddr>,
+}
+
 /// Runs the server as a daemon until SIGINT or SIGTERM, then drains it and returns.
 ///
 /// Every check that can fail on bad input (the poems, the addresses, the thread limits)
 /// happens before the listening lines; then one line per bound address goes to stdout, and
-/// one for the metrics, if served.
-pub fn run(
-    mut config: Config,
-    metrics: Option<SocketAddr>,
-    hosts: Vec<String>,
-) -> anyhow::Result<()> {
-    if metrics.is_some() {
-        // Every place of the metrics listener, and the runtime's own descriptors.
+/// one for the metrics and the control API, if served.
+pub fn run(mut config: Config, options: Options) -> anyhow::Result<()> {
+    // Every place of each HTTP listener, and its runtime's own descriptors.
+    if options.metrics.is_some() {
         config.reserved_descriptors += http::Limits::default().connections as u64 + 8;
+    }
+    if options.control.is_some() {
+        config.reserved_descriptors += 16 + 8;
     }
     let signals = signals::Signals::register().context("cannot install signal handlers")?;
     let server = match systemd::inherited_listeners()? {
@@ -55,19 +68,24 @@ pub fn run(
         None => Server::start(config)?,
     };
     let handle = server.handle();
-    let metrics = match metrics {
+    let metrics = match options.metrics {
         Some(addr) => {
-            let limits = http::Limits { hosts, ..http::Limits::default() };
+            let limits = http::Limits { hosts: options.hosts.clone(), ..http::Limits::default() };
             Some(metrics::serve(addr, handle.clone(), limits)?)
         }
         None => None,
     };
+    let control = match options.control {
+        Some(addr) => Some(control::serve(addr, handle.clone(), options.hosts)?),
+        None => None,
+    };
     signals.watch(handle.clone()).context("cannot start the signal thread")?;
     systemd::keep_status(handle.clone())?;
-    announce(server.local_addrs(), metrics);
+    // Every thread is up before the lines that say the server is ready.
+    let summaries = summarize(handle.clone())?;
+    announce(server.local_addrs(), metrics, control);
     log_serving(&handle);
     systemd::ready(&systemd::status(&handle));
-    let summaries = summarize(handle.clone())?;
     server.wait();
     // The last summaries, once every connection has ended.
     summaries.lock().unwrap_or_else(PoisonError::into_inner).write(&handle);
@@ -99,7 +117,7 @@ fn summarize(handle: Handle) -> anyhow::Result<Arc<Mutex<stats::Summaries>>> {
 }
 
 /// Prints the lines on stdout that scripts wait for, with the real bound addresses.
-fn announce(local: &[SocketAddr], metrics: Option<SocketAddr>) {
+fn announce(local: &[SocketAddr], metrics: Option<SocketAddr>, control: Option<SocketAddr>) {
     let mut stdout = std::io::stdout().lock();
     // If nobody reads stdout, the lines have nowhere to go and the server carries on.
     for addr in local {
@@ -107,6 +125,9 @@ fn announce(local: &[SocketAddr], metrics: Option<SocketAddr>) {
     }
     if let Some(addr) = metrics {
         let _ = writeln!(stdout, "poetry-serve metrics on http://{addr}/metrics");
+    }
+    if let Some(addr) = control {
+        let _ = writeln!(stdout, "poetry-serve control on http://{addr}/faults");
     }
     let _ = stdout.flush();
 }

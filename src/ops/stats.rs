@@ -18,7 +18,7 @@ pub fn log(handle: &Handle, last: bool) {
     let counters = handle.counters();
     let tally = counters.tally();
     let ended = |outcome: Outcome| tally.ended(outcome);
-    let played = handle.config().faults.fault.is_some();
+    let played = handle.plays_faults();
     let fault = |fault| played.then(|| ended(Outcome::Fault(fault)));
     let (aborted, busy, queued) = match last {
         true => (tally.accepted - ended(Outcome::Complete), 0, 0),

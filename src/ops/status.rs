@@ -114,9 +114,9 @@ impl Status {
         let config = handle.config();
         let counters = handle.counters();
         let tally = counters.tally();
-        let played = config.faults.fault.is_some();
+        let played = handle.plays_faults();
         let views = handle.connections();
-        let pacing = config.pacing;
+        let pacing = handle.behaviour().pacing;
         Status {
             version: env!("CARGO_PKG_VERSION"),
             uptime_s: secs(counters.uptime()),

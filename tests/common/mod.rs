@@ -212,6 +212,19 @@ pub trait Target {
         read_to_end(self.connect(), started)
     }
 
+    /// Fetches on a new connection whose connect may fail: a server that resets at once may
+    /// have the reset arrive as the connect returns. The failure is the fetch's end.
+    fn try_fetch(&self) -> Fetch {
+        let started = Instant::now();
+        match TcpStream::connect_timeout(&self.addr(), LIMIT) {
+            Ok(stream) => {
+                stream.set_read_timeout(Some(LIMIT)).unwrap();
+                read_to_end(stream, started)
+            }
+            Err(err) => Fetch::failed(err.kind()),
+        }
+    }
+
     /// Fetches and checks that the poem arrived byte for byte, ending cleanly.
     fn fetch_exact(&self, expected: &[u8]) -> Fetch {
         let fetch = self.fetch();
@@ -493,6 +506,16 @@ impl Binary {
             .unwrap_or_else(|| panic!("odd metrics line {line:?}"))
     }
 
+    /// Reads the control line (the next line on stdout, after the listening and metrics
+    /// lines) and returns the control listener's address.
+    pub fn control_addr(&self) -> SocketAddr {
+        let line = self.stdout_line();
+        line.strip_prefix("poetry-serve control on http://")
+            .and_then(|rest| rest.strip_suffix("/faults"))
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("odd control line {line:?}"))
+    }
+
     /// Lowers the server's open-file limit to `n` while it runs, as `prlimit` does (from
     /// util-linux).
     pub fn limit_open_files(&self, n: u32) {
@@ -661,9 +684,34 @@ pub fn http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     (status, body)
 }
 
+/// GETs `path` from `addr` until an answer comes: a listener that has not yet seen a source's
+/// earlier connections close may close a new one unanswered.
+pub fn get_eventually(addr: SocketAddr, path: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    eventually(&format!("an answer to GET {path}"), String::new, || {
+        let mut stream = TcpStream::connect_timeout(&addr, LIMIT).ok()?;
+        stream.set_read_timeout(Some(LIMIT)).ok()?;
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        let status = answer.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string()))
+    })
+}
+
 /// GETs `path` from `addr` on a connection of its own; returns the status code and the body.
 pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    http(addr, request.as_bytes())
+}
+
+/// Sends `method path` with `body` (JSON) to `addr`; returns the status code and the body.
+pub fn send(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     http(addr, request.as_bytes())
 }
 

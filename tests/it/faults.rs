@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use poetry_serve::{Config, Fault, Faults, Outcome, Pacing};
 
-use crate::common::{Binary, BinaryPoem, Fetch, InProcess, Target, ms, poem_file, read_to_end};
+use crate::common::{Binary, BinaryPoem, InProcess, Target, ms, poem_file};
 
 /// `poem` served unpaced with `fault` after its byte count, to `rate` of the connections.
 fn faulted(poem: &std::path::Path, fault: (Fault, u64), rate: f64, seed: u64) -> Config {
     let mut config = Config::new(poem);
     config.pacing.delay = Duration::ZERO;
-    config.faults = Faults { fault: Some(fault), rate, seed: Some(seed) };
+    config.faults = Faults { fault: Some(fault), rate, seed: Some(seed), ..Faults::default() };
     config
 }
 
@@ -115,10 +115,7 @@ fn refuse_resets_at_once() {
     let poem = poem_file(b"never sent\n");
     let server = InProcess::start(faulted(poem.path(), (Fault::Refuse, 0), 1.0, 1));
     for _ in 0..20 {
-        let fetch = match std::net::TcpStream::connect(server.addr()) {
-            Ok(stream) => read_to_end(stream, std::time::Instant::now()),
-            Err(err) => Fetch::failed(err.kind()),
-        };
+        let fetch = server.try_fetch();
         assert!(fetch.bytes.is_empty(), "{} bytes sent", fetch.bytes.len());
         assert_eq!(fetch.ended, Err(ErrorKind::ConnectionReset), "{}", server.story());
     }

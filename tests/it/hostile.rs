@@ -126,7 +126,7 @@ fn idle_metrics_connections_are_bounded() {
     let grown = count(pid, "fd") - fds;
     assert!(grown <= PER_SOURCE + 2, "{grown} more descriptors for 150 idle connections");
     drop(idle);
-    assert_eq!(get(metrics, "/healthz"), (200, "ok\n".into()));
+    assert_eq!(crate::common::get_eventually(metrics, "/healthz"), (200, "ok\n".into()));
 }
 
 /// An idle connection to the metrics port is closed after the request timeout, and a scrape
@@ -439,11 +439,11 @@ fn the_counters_balance_in_every_snapshot() {
 /// listener is stuck in the making, /healthz is answered.
 #[test]
 fn a_slow_page_holds_up_no_health_check() {
-    use poetry_serve::ops::http::{self, Answer, Routes};
+    use poetry_serve::ops::http::{self, Answer, Asked, Routes};
     let (release, held) = std::sync::mpsc::channel::<()>();
     let (making, made) = std::sync::mpsc::channel::<()>();
     let channels = std::sync::Mutex::new((held, making));
-    let route = move |path: &str| match path {
+    let route = move |asked: &Asked| match asked.path.as_str() {
         "/healthz" => Answer::text(200, "ok\n"),
         _ => {
             let (held, making) = &*channels.lock().unwrap();

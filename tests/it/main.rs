@@ -8,6 +8,8 @@ mod common;
 mod bad_input;
 mod clients;
 mod command_line;
+mod connect_faults;
+mod control;
 mod environment;
 mod faults;
 mod hostile;

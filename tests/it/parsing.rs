@@ -147,16 +147,21 @@ fn every_outcome_has_its_own_place_and_label() {
 /// another seed faults others.
 #[test]
 fn the_rate_picks_a_repeatable_share_of_connections() {
-    let faults = |seed| Faults { fault: Some((Fault::Refuse, 0)), rate: 0.3, seed: Some(seed) };
+    let faults = |seed| Faults {
+        fault: Some((Fault::Refuse, 0)),
+        rate: 0.3,
+        seed: Some(seed),
+        ..Faults::default()
+    };
     let picked = |seed| -> Vec<bool> {
-        (0..1000).map(|id| faults(seed).chance(id, false).fault.is_some()).collect()
+        (0..1000).map(|id| faults(seed).plan(id, false).fault.is_some()).collect()
     };
     let first = picked(1);
     let count = first.iter().filter(|&&p| p).count();
     assert!((250..350).contains(&count), "{count} of 1000");
     assert_eq!(first, picked(1));
     assert_ne!(first, picked(2));
-    assert!(Faults::default().chance(7, true).fault.is_none());
+    assert!(Faults::default().plan(7, true).fault.is_none());
 }
 
 /// The completion scripts and the man page come from the same definition, and name the flags.

@@ -42,6 +42,21 @@ fn main() {
             "several_addresses_find_a_port_free_on_each",
             several_addresses_find_a_port_free_on_each,
         ),
+        needs(
+            &["python3"],
+            "python_connect_times_out_on_a_black_hole",
+            python_connect_times_out_on_a_black_hole,
+        ),
+        needs(
+            &["nc", "curl"],
+            "nc_and_curl_time_out_on_a_black_hole",
+            nc_and_curl_time_out_on_a_black_hole,
+        ),
+        needs(
+            &["pytest"],
+            "the_documented_pytest_suite_passes",
+            the_documented_pytest_suite_passes,
+        ),
         // Run only by the test above, inside the namespace it makes.
         Trial::test("vanished_client_inside_a_namespace", || {
             vanished_client_inside_a_namespace();
@@ -323,4 +338,74 @@ fn several_addresses_find_a_port_free_on_each() {
             assert_eq!(common::fetch_at(addr).bytes, poem.bytes);
         }
     }
+}
+
+/// A server with --blackhole on a free port, and the one connection that fills its backlog.
+fn black_hole() -> (Binary, TcpStream) {
+    let poem = BinaryPoem::new(100);
+    let server = Binary::launch(poem.path()).args(&["--blackhole"]).start();
+    let first = TcpStream::connect_timeout(&server.addr(), LIMIT).expect("the first connects");
+    (server, first)
+}
+
+/// Python's `socket.create_connection(..., timeout=1)` raises `TimeoutError` against
+/// --blackhole, once the one connection the backlog holds is taken, and at every try after.
+fn python_connect_times_out_on_a_black_hole() {
+    let (server, _first) = black_hole();
+    let script = r#"
+import socket, sys, time
+address = ("127.0.0.1", int(sys.argv[1]))
+for attempt in range(2):
+    started = time.monotonic()
+    try:
+        socket.create_connection(address, timeout=1)
+        print("connected")
+    except TimeoutError:
+        print("timed out after %.1f s" % (time.monotonic() - started))
+"#;
+    let port = server.addr().port().to_string();
+    let output = run_command(Command::new("python3").args(["-c", script, &port]));
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(said, "timed out after 1.0 s\ntimed out after 1.0 s\n", "{output:?}");
+}
+
+/// `nc -w 1` and `curl --connect-timeout 1 telnet://` (raw TCP) give up on the connect
+/// against --blackhole: nc with status 1, curl with 28 (operation timed out).
+fn nc_and_curl_time_out_on_a_black_hole() {
+    let (server, _first) = black_hole();
+    let port = server.addr().port().to_string();
+    let started = Instant::now();
+    let nc = run_command(Command::new("nc").args(["-w", "1", "127.0.0.1", &port]));
+    assert_eq!(nc.status.code(), Some(1), "{nc:?}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "nc gave up at once: {nc:?}");
+    let url = format!("telnet://127.0.0.1:{port}");
+    let curl = run_command(Command::new("curl").args(["-sS", "--connect-timeout", "1", &url]));
+    assert_eq!(curl.status.code(), Some(28), "{curl:?}");
+    assert!(String::from_utf8_lossy(&curl.stderr).contains("Timeout was reached"), "{curl:?}");
+}
+
+/// The pytest suite in docs/testing.md, run as it is written, beside the script and the poem
+/// it names: its three tests pass against the binary.
+fn the_documented_pytest_suite_passes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = std::fs::read_to_string(root.join("docs/testing.md")).expect("docs/testing.md");
+    let block = |fence: &str| -> String {
+        let after = docs.split(fence).nth(1).unwrap_or_else(|| panic!("no {fence} block"));
+        after.split("```").next().unwrap().to_string()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("test_client.py"), block("```python\n")).unwrap();
+    std::fs::write(dir.path().join("first-two.toml"), block("```toml\n")).unwrap();
+    std::fs::create_dir(dir.path().join("poems")).unwrap();
+    std::fs::copy(root.join("poems/science.txt"), dir.path().join("poems/science.txt")).unwrap();
+    let output = run_command(
+        Command::new("pytest")
+            .args(["-q", "-p", "no:cacheprovider", "test_client.py"])
+            .current_dir(dir.path())
+            .env("POETRY_SERVE", BIN),
+    );
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{said}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(said.contains("3 passed"), "{said}");
 }
