@@ -5,11 +5,13 @@
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::collection::Order;
 use crate::faults::Faults;
 use crate::pacing::Pacing;
+use crate::watch::Watch;
 
 /// Everything a server needs to know. [`Config::new`] gives the defaults, each field can be set,
 /// and [`crate::Server::start`] checks the whole with [`Config::check`].
@@ -50,6 +52,9 @@ pub struct Config {
     /// Accept nothing, with the smallest backlog: once it is full, further connects get no
     /// answer, and a client's connect times out.
     pub blackhole: bool,
+    /// Who watches every connection's life as it happens (see [`crate::watch`]); none by
+    /// default, and then nothing is recorded.
+    pub watchers: Vec<Arc<dyn Watch>>,
     /// Descriptors kept free for what the server does besides its clients (the listeners, a
     /// reload, the logs, and whatever a program adds: the metrics listener, say), checked with
     /// the workers against the open-file limit at start-up.
@@ -105,6 +110,7 @@ impl Config {
             faults: Faults::default(),
             blackhole: false,
             reserved_descriptors: 64,
+            watchers: Vec::new(),
         }
     }
 

@@ -25,6 +25,7 @@ use crate::poem::{Opened, Poem};
 use crate::proxy;
 use crate::shared::Shared;
 use crate::sys;
+use crate::watch::{self, Event};
 
 /// A connection the accept loop hands to a worker.
 pub struct Accepted {
@@ -217,6 +218,7 @@ impl Drop for Entered<'_> {
 /// connection, and counts and logs how it ended.
 pub fn serve(shared: &Shared, worker: usize, accepted: Accepted) {
     shared.counters.taken();
+    watch::tell(&shared.config.watchers, accepted.id, || Event::Taken { worker });
     let Accepted { id, number, stream, peer, at, waited, behaviour } = accepted;
     let connection = Arc::new(Connection {
         id,
@@ -241,6 +243,8 @@ pub fn serve(shared: &Shared, worker: usize, accepted: Accepted) {
     let took = connection.accepted.elapsed();
     shared.counters.durations.observe(took);
     shared.counters.ended(outcome);
+    let bytes = connection.bytes.load(Ordering::Relaxed);
+    watch::tell(&shared.config.watchers, id, || Event::Ended { outcome, bytes });
     let who = connection.who();
     macro_rules! ended {
         ($level:ident) => {
@@ -249,7 +253,7 @@ pub fn serve(shared: &Shared, worker: usize, accepted: Accepted) {
                 peer = %who.peer,
                 via = who.via.map(tracing::field::display),
                 poem = who.poem.as_ref().map(|(poem, _)| tracing::field::display(poem.shown())),
-                bytes = connection.bytes.load(Ordering::Relaxed),
+                bytes,
                 chunks = connection.chunks.load(Ordering::Relaxed),
                 duration_ms = took.as_millis() as u64,
                 waited_ms = millis(connection.waited),
@@ -384,7 +388,7 @@ impl Connection {
             if !shared.registry.sleep_until(due) {
                 return Err(io::Error::other("cut off"));
             }
-            let end = len.min(offset + step as u64);
+            let (start, end) = (offset, len.min(offset + step as u64));
             while offset < end {
                 // `end - offset` is at most one step, which is a usize.
                 let want = (end - offset) as usize;
@@ -406,10 +410,12 @@ impl Connection {
                 }
             }
             self.chunks.fetch_add(1, Ordering::Relaxed);
+            let late = || Instant::now().saturating_duration_since(due);
             if pacing.is_paced() {
-                let late = Instant::now().saturating_duration_since(due);
-                shared.counters.lateness.observe(late);
+                shared.counters.lateness.observe(late());
             }
+            let bytes = (offset - start) as usize; // at most one step
+            watch::tell(&shared.config.watchers, self.id, || Event::Chunk { bytes, late: late() });
         }
         Ok(stopped)
     }

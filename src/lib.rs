@@ -33,6 +33,8 @@
 //! - [`counters`]: the one set of counters every report reads.
 //! - [`outcome`], [`faults`], [`limit`], [`proxy`]: how a connection ends, faults on purpose,
 //!   the per-source limit, the PROXY protocol; [`script`]: faults scripted per connection.
+//! - [`watch`]: the hook through which a connection's every moment (accepted, taken, each
+//!   chunk, the end) reaches whoever watches.
 //! - [`capacity`] and [`sys`]: the system's limits on threads, and every `unsafe` call.
 //!
 //! Around it, [`cli`] reads the command line into a [`Config`] (its value parsers name the
@@ -64,6 +66,7 @@ mod server;
 mod shared;
 mod sourced;
 mod sys;
+pub mod watch;
 
 pub use collection::Order;
 pub use config::{Behaviour, Config, Invalid};

@@ -29,6 +29,7 @@ use crate::outcome::Outcome;
 use crate::pool::Pool;
 use crate::shared::Shared;
 use crate::sys;
+use crate::watch::{self, Event};
 
 /// A running server. Dropping it stops it at once, with no grace; [`Server::stop`] drains it.
 pub struct Server {
@@ -304,6 +305,7 @@ fn accept_loop(shared: &Shared, listeners: &Listeners, pool: &Pool<Accepted>) {
         shared.counters.accepted();
         let (waited, number) = (waited + hold, id - counted_from);
         shared.counters.backlog_waits.observe(waited);
+        watch::tell(&shared.config.watchers, id, || Event::Accepted { peer, waited });
         permit.hand(Accepted { id, number, stream, peer, at, waited, behaviour });
         id += 1;
     }

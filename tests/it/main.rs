@@ -21,3 +21,4 @@ mod service;
 mod shutdown;
 mod status;
 mod streaming;
+mod watch;

@@ -1,0 +1,43 @@
+//! What happens to each connection, as it happens, for whoever watches: the hook that the
+//! status page's timeline and the `--trace` file hang on (see [`crate::ops`]).
+//!
+//! A watcher is called on the thread where the event happens (the accept loop, or the worker
+//! serving the connection), so it must return at once: it records what it needs and leaves
+//! any slow work (a file, a page) to a thread of its own. With no watcher, nothing here runs,
+//! not even a clock read.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::outcome::Outcome;
+
+/// One moment of a connection's life.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Event {
+    /// Taken from the listen backlog by the accept loop, after waiting there `waited` (held by
+    /// `--accept-delay`, or waiting for a free worker).
+    Accepted { peer: SocketAddr, waited: Duration },
+    /// Taken by a worker, which serves it from now on.
+    Taken { worker: usize },
+    /// A chunk of `bytes` handed to the kernel, `late` after its deadline.
+    Chunk { bytes: usize, late: Duration },
+    /// The end, with the poem bytes handed to the kernel in all.
+    Ended { outcome: Outcome, bytes: u64 },
+}
+
+/// Something that watches every connection. `id` is the connection's number in accept order,
+/// from 0 (as in [`crate::View::id`]); `at` is when the event happened.
+pub trait Watch: std::fmt::Debug + Send + Sync {
+    fn event(&self, id: u64, at: Instant, event: Event);
+}
+
+/// Tells every watcher in `watchers` of `event`, stamped now; nothing at all without one.
+pub(crate) fn tell(watchers: &[std::sync::Arc<dyn Watch>], id: u64, event: impl FnOnce() -> Event) {
+    if watchers.is_empty() {
+        return;
+    }
+    let (at, event) = (Instant::now(), event());
+    for watcher in watchers {
+        watcher.event(id, at, event);
+    }
+}
