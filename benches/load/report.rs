@@ -17,6 +17,14 @@ pub struct Goal {
 }
 
 impl Goal {
+    /// A target in words and whether it was met.
+    pub fn new(text: &str, pass: bool) -> Goal {
+        Goal {
+            text: text.into(),
+            pass,
+        }
+    }
+
     /// `value` must be at least `bound`; `unit` follows the bound in the text (`×`, say).
     pub fn at_least(value: f64, bound: f64, unit: &str) -> Goal {
         Goal {
@@ -105,7 +113,10 @@ pub fn table(rows: &[Row]) -> String {
     for row in rows {
         let (other, ratio) = row.versus.clone().unwrap_or_default();
         let (target, result) = match &row.goal {
-            Some(goal) => (goal.text.as_str(), if goal.pass { "pass" } else { "FAIL" }),
+            Some(goal) => (
+                goal.text.as_str(),
+                if goal.pass { "met" } else { "not met" },
+            ),
             None => ("report", "-"),
         };
         out += &format!(

@@ -29,7 +29,7 @@ impl Bench {
                 self.say(&format!("lesson: {}, {n} clients", model.label()));
                 let server = model.start(&path, &pace, n, &self.log("lesson"));
                 let before = server.cpu_exact();
-                let crowd = clients::crowd(server.addr, n, poem.len(), None);
+                let crowd = clients::crowd(server.addr, n, &poem, None);
                 let cpu = (server.cpu_exact() - before).as_secs_f64() * 1e6 / (n * CHUNKS) as f64;
                 let usage = server.usage();
                 let last = crowd.slowest.as_secs_f64();
