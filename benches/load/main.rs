@@ -191,10 +191,15 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "\npoetry-serve benchmark, {}: {}, {cores} cores, Linux {}, loopback, median of {runs} \
-         runs; load average {load_before} at the start, {} at the end",
+         runs{}; load average {load_before} at the start, {} at the end",
         today(),
         procs::cpu_model(),
         procs::kernel(),
+        if named("lesson") {
+            " (the lesson: one run per point)"
+        } else {
+            ""
+        },
         procs::load_average(),
     );
     for binary in &binaries {

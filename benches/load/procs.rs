@@ -60,6 +60,16 @@ pub fn binaries() -> Vec<Binary> {
     }
 }
 
+/// Cargo's target directory, where the benchmark writes what it makes (the lesson's figures):
+/// two levels above the binary cargo built.
+pub fn target_dir() -> PathBuf {
+    Path::new(BUILT)
+        .ancestors()
+        .nth(2)
+        .expect("the binary is in target/PROFILE/")
+        .to_path_buf()
+}
+
 /// The binary under test (the first of [`binaries`]), for the scenarios that measure one.
 pub fn binary() -> PathBuf {
     binaries().swap_remove(0).path
