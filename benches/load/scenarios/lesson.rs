@@ -29,8 +29,9 @@ impl Bench {
             for &n in model.clients() {
                 self.say(&format!("lesson: {}, {n} clients", model.label()));
                 let server = model.start(&path, &pace, n, &self.log("lesson"));
-                let before = server.cpu_exact();
+                let (before, overflows) = (server.cpu_exact(), procs::tcp_ext("ListenOverflows"));
                 let crowd = clients::crowd(server.addr, n, &poem, None);
+                let dropped = procs::tcp_ext("ListenOverflows") - overflows;
                 let cpu = (server.cpu_exact() - before).as_secs_f64() * 1e6 / (n * CHUNKS) as f64;
                 let usage = server.usage();
                 let last = crowd.slowest.as_secs_f64();
@@ -45,6 +46,7 @@ impl Bench {
                     rss: mib(server.peak_rss()),
                     threads: usage.threads,
                     failed: crowd.failed,
+                    dropped,
                 };
                 self.rows.push(
                     Row::new(
@@ -63,6 +65,13 @@ impl Bench {
                         model.label()
                     ),
                     format!("{cpu:.1}, {:.1}, {}", point.rss, point.threads),
+                ));
+                self.rows.push(Row::new(
+                    &format!(
+                        "8. lesson: {}, {n} clients: connects dropped by a full backlog",
+                        model.label()
+                    ),
+                    format!("{}", point.dropped),
                 ));
                 points.push(point);
             }
@@ -161,6 +170,9 @@ struct Point {
     rss: f64,
     threads: usize,
     failed: usize,
+    /// Connects the kernel dropped because the listen backlog was full (machine-wide
+    /// ListenOverflows over the point): each such client waited for its SYN to be retried.
+    dropped: u64,
 }
 
 /// The lesson's two tables, as docs/lesson.md shows them, from the points of one run.
@@ -175,6 +187,12 @@ fn tables_markdown(machine: &str, points: &[Point], ideal: f64) -> String {
         for model in Model::ALL {
             out += &match find(model, n) {
                 Some(p) if p.failed > 0 => format!(" {:.2} s, {} failed |", p.last, p.failed),
+                Some(p) if p.dropped > 0 => format!(
+                    " {:.2} s ({:.2}×; {} connects dropped) |",
+                    p.last,
+                    p.last / ideal,
+                    group(p.dropped as usize)
+                ),
                 Some(p) => format!(" {:.2} s ({:.2}×) |", p.last, p.last / ideal),
                 None => format!(
                     " not run (≈ {} s) |",
