@@ -191,7 +191,7 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "\npoetry-serve benchmark, {}: {}, {cores} cores, Linux {}, loopback, median of {runs} \
-         runs{}; load average {load_before} at the start, {} at the end",
+         runs{}; load average {load_before} when it started",
         today(),
         procs::cpu_model(),
         procs::kernel(),
@@ -200,7 +200,6 @@ fn main() {
         } else {
             ""
         },
-        procs::load_average(),
     );
     for binary in &binaries {
         println!("{}: {}", binary.label, binary.path.display());

@@ -513,7 +513,9 @@ impl Kernel {
     }
 }
 
-/// The load average over the last minute, as /proc/loadavg gives it.
+/// The load average over the last minute, as /proc/loadavg gives it: read before a run, it
+/// says how busy others kept the machine (read after, it counts the benchmark's own
+/// thousands of threads).
 pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()

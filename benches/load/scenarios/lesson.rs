@@ -77,12 +77,11 @@ impl Bench {
             }
         }
         let machine = format!(
-            "benches/run lesson, {}, {}, {} cores, Linux {}, loopback, load average {load} to {}",
+            "benches/run lesson, {}, {}, {} cores, Linux {}, loopback, load average {load} when it started",
             crate::today(),
             procs::cpu_model(),
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             procs::kernel(),
-            procs::load_average(),
         );
         self.draw_lesson(
             &machine,
