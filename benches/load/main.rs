@@ -150,7 +150,7 @@ fn main() {
         rows: vec![],
         binaries: binaries.clone(),
     };
-    let load_before = procs::load_average();
+    let busy = procs::cpu_busy();
     if wants("rate") {
         bench.connection_rate();
     }
@@ -191,7 +191,7 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "\npoetry-serve benchmark, {}: {}, {cores} cores, Linux {}, loopback, median of {runs} \
-         runs{}; load average {load_before} when it started",
+         runs{}; {busy} it started",
         today(),
         procs::cpu_model(),
         procs::kernel(),

@@ -513,14 +513,37 @@ impl Kernel {
     }
 }
 
-/// The load average over the last minute, as /proc/loadavg gives it: read before a run, it
-/// says how busy others kept the machine (read after, it counts the benchmark's own
-/// thousands of threads).
-pub fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "unknown".into())
+/// How busy the machine's CPUs were over the second before this call, in words ("7% of 2
+/// CPUs busy"): what others running on it leave to a run that starts now. (The load average
+/// would not do: after a run it counts the benchmark's own thousands of threads for minutes.)
+pub fn cpu_busy() -> String {
+    // The aggregate line of /proc/stat: user nice system idle iowait irq softirq steal ...
+    let ticks = || -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let idle = fields.get(3)? + fields.get(4)?;
+        Some((fields.iter().sum(), idle))
+    };
+    let Some((total, idle)) = ticks() else {
+        return "CPU use unknown".into();
+    };
+    thread::sleep(Duration::from_secs(1));
+    let Some((total_after, idle_after)) = ticks() else {
+        return "CPU use unknown".into();
+    };
+    let busy = 1.0 - (idle_after - idle) as f64 / (total_after - total).max(1) as f64;
+    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "{:.0}% of {cpus} CPUs busy in the second before",
+        busy * 100.0
+    )
 }
 
 /// The largest crowd the machine lets both ends hold: one descriptor per client in the

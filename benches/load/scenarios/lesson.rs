@@ -21,7 +21,7 @@ impl Bench {
         let poem: Vec<u8> = (0..50).map(|i| b"a poem\n"[i % 7]).collect();
         let path = self.file("lesson.txt", &poem);
         let pace = ["--num-bytes", "10", "--delay", "0.1"];
-        let load = procs::load_average();
+        let busy = procs::cpu_busy();
         // For the figures: each model's ten clients, and its time to the last byte by count.
         let mut ten: Vec<(Model, Vec<Timeline>)> = vec![];
         let mut points: Vec<Point> = vec![];
@@ -77,7 +77,7 @@ impl Bench {
             }
         }
         let machine = format!(
-            "benches/run lesson, {}, {}, {} cores, Linux {}, loopback, load average {load} when it started",
+            "benches/run lesson, {}, {}, {} cores, Linux {}, loopback, {busy} it started",
             crate::today(),
             procs::cpu_model(),
             std::thread::available_parallelism().map_or(0, |n| n.get()),
