@@ -8,6 +8,7 @@ use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use crate::clients::Timeline;
+use crate::report::thousands;
 
 /// One colour per model, in the order the lesson runs them.
 const COLOURS: [RGBColor; 3] = [
@@ -143,7 +144,7 @@ pub fn scaling(
         .configure_mesh()
         .x_desc("clients connecting at once")
         .y_desc("seconds to the last byte")
-        .x_label_formatter(&|x| thousands(x.round() as u64))
+        .x_label_formatter(&|x| thousands(x.round() as usize))
         .y_label_formatter(&|y| seconds(*y))
         .label_style(("sans-serif", 14))
         .draw()?;
@@ -228,19 +229,6 @@ pub fn scaling(
 /// How far each model's points are moved along the client axis (a factor, the axis being
 /// logarithmic), so that equal times sit side by side rather than on top of each other.
 const SHIFT: [f64; 3] = [0.87, 1.0, 1.15];
-
-/// A count as people write it: 10,000.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (k, c) in digits.chars().enumerate() {
-        if k > 0 && (digits.len() - k) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
 
 /// Seconds with as many decimals as they need: 0.4, 4, 40.
 fn seconds(s: f64) -> String {

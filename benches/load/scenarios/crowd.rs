@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::Bench;
 use crate::clients::{self, Crowd};
 use crate::procs::{Binary, Kernel, Served, free_port, installed, largest_crowd, tcp_ext};
-use crate::report::{Goal, Row, median};
+use crate::report::{Goal, Row, median, thousands};
 
 /// Bytes a chunk, chunks a poem, and the delay between chunks: ideally 4.5 s a client.
 const CHUNK: usize = 10;
@@ -92,8 +92,11 @@ impl Bench {
             Some(n) => (n, format!("set by {MAX_CLIENTS_VARIABLE}")),
             None => largest_crowd(),
         };
-        self.say(&format!("the largest crowd: {clients} clients ({why})"));
-        self.crowd_of(&format!("3b. {clients} clients"), clients);
+        self.say(&format!(
+            "the largest crowd: {} clients ({why})",
+            thousands(clients)
+        ));
+        self.crowd_of(&format!("3b. {} clients", thousands(clients)), clients);
     }
 
     /// `clients` clients of a 100-byte poem in 10-byte chunks 0.5 s apart, all connecting at
@@ -128,7 +131,8 @@ impl Bench {
                     continue;
                 }
                 self.say(&format!(
-                    "{clients} slow clients, {}, run {}",
+                    "{} slow clients, {}, run {}",
+                    thousands(clients),
                     who.label(),
                     run + 1
                 ));
@@ -316,6 +320,26 @@ impl Bench {
         self.rows.push(Row::new(
             &format!("{name}: fewest clients held at once, any run"),
             held.join(", "),
+        ));
+        let floor_median = |f: fn(&Figures) -> f64| median(pick(f)(floor));
+        let dropped: u64 = floor.iter().map(|f| f.overflows).sum();
+        self.rows.push(Row::new(
+            &format!(
+                "{name}, floor: resident / kernel stacks + page tables / socket slab per held \
+                 client (KiB); CPU per chunk (µs); lateness p50 / p99 (ms); connects dropped"
+            ),
+            format!(
+                "{:.1} / {:.1} / {}; {:.1}; {:.1} / {:.1}; {dropped}",
+                floor_median(|f| f.rss),
+                floor_median(|f| f.stacks),
+                match floor.iter().all(|f| f.slab.is_some()) {
+                    true => format!("{:.1}", floor_median(|f| f.slab.unwrap_or(f64::NAN))),
+                    false => "unread".into(),
+                },
+                floor_median(|f| f.cpu),
+                floor_median(|f| f.p50),
+                floor_median(|f| f.p99),
+            ),
         ));
         for (who, ours) in contenders.iter().zip(figures).skip(1) {
             let label = who.label();

@@ -7,7 +7,7 @@ use crate::Bench;
 use crate::clients::{self, Timeline};
 use crate::figures;
 use crate::procs::{self, Served};
-use crate::report::{Goal, Row, mib};
+use crate::report::{Goal, Row, mib, thousands};
 
 impl Bench {
     /// Scenario 8, the tutorial's lesson: the blocking model (poetry-serve with one worker),
@@ -182,7 +182,7 @@ fn tables_markdown(machine: &str, points: &[Point], ideal: f64) -> String {
         "{machine}\n\n| clients | blocking: last done | threaded: last done | async: last done |\n| ---: | ---: | ---: | ---: |\n"
     );
     for n in counts {
-        out += &format!("| {} |", group(n));
+        out += &format!("| {} |", thousands(n));
         for model in Model::ALL {
             out += &match find(model, n) {
                 Some(p) if p.failed > 0 => format!(" {:.2} s, {} failed |", p.last, p.failed),
@@ -190,12 +190,12 @@ fn tables_markdown(machine: &str, points: &[Point], ideal: f64) -> String {
                     " {:.2} s ({:.2}×; {} connects dropped) |",
                     p.last,
                     p.last / ideal,
-                    group(p.dropped as usize)
+                    thousands(p.dropped as usize)
                 ),
                 Some(p) => format!(" {:.2} s ({:.2}×) |", p.last, p.last / ideal),
                 None => format!(
                     " not run (≈ {} s) |",
-                    group((n as f64 * ideal).round() as usize)
+                    thousands((n as f64 * ideal).round() as usize)
                 ),
             };
         }
@@ -203,27 +203,19 @@ fn tables_markdown(machine: &str, points: &[Point], ideal: f64) -> String {
     }
     out += "\n| clients | blocking: CPU per chunk, RSS, threads | threaded: CPU per chunk, RSS, threads | async: CPU per chunk, RSS, threads |\n| ---: | --- | --- | --- |\n";
     for n in counts {
-        out += &format!("| {} |", group(n));
+        out += &format!("| {} |", thousands(n));
         for model in Model::ALL {
             out += &match find(model, n) {
-                Some(p) => format!(" {:.1} µs, {:.1} MiB, {} |", p.cpu, p.rss, group(p.threads)),
+                Some(p) => format!(
+                    " {:.1} µs, {:.1} MiB, {} |",
+                    p.cpu,
+                    p.rss,
+                    thousands(p.threads)
+                ),
                 None => " |".to_string(),
             };
         }
         out += "\n";
-    }
-    out
-}
-
-/// A count with thousands separated: 10,000.
-fn group(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (k, c) in digits.chars().enumerate() {
-        if k > 0 && (digits.len() - k) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
     }
     out
 }
