@@ -129,9 +129,9 @@ impl Crowd {
             .collect()
     }
 
-    /// Each `chunk`-byte chunk's lateness, client-side: its arrival minus (the client's
-    /// connect + k × `delay`) for chunk k = 0, 1, ..., over the clients served in full, as
-    /// (k, lateness).
+    /// Each `chunk`-byte chunk's lateness, client-side: its arrival (when the client's
+    /// kernel received it) minus (the client's connect + k × `delay`) for chunk k = 0, 1,
+    /// ..., over the clients served in full, as (k, lateness).
     pub fn lateness(&self, chunk: usize, delay: Duration) -> Vec<(usize, Duration)> {
         let mut late = Vec::new();
         for client in self.timelines.iter().filter(|t| t.served) {
@@ -153,9 +153,11 @@ impl Crowd {
 #[derive(Debug, Clone, Default)]
 pub struct Timeline {
     pub connect: Duration,
-    /// (arrival, bytes received so far) for each read that brought bytes.
+    /// (arrival, bytes received so far) for each read that brought bytes; the arrival is the
+    /// time the kernel received the segment, not the later time the client got to read it.
     pub reads: Vec<(Duration, usize)>,
-    /// When it ended: EOF, an error, or its line quota.
+    /// When it ended: when its kernel received the FIN (or, without the kernel's time, when
+    /// the client read EOF), an error, or its line quota.
     pub end: Option<Duration>,
     /// Whether it got what it should have (the poem byte for byte and EOF, or its lines).
     pub served: bool,
@@ -172,7 +174,8 @@ const PER_SOURCE: usize = 5_000;
 
 /// A non-blocking connect to `addr` from the loopback address `source`, the port left for
 /// connect() to choose (IP_BIND_ADDRESS_NO_PORT), so that it is unique per source and
-/// destination rather than reserved for the source alone.
+/// destination rather than reserved for the source alone; the socket asks the kernel for the
+/// time each segment arrived (SO_TIMESTAMPNS), for [`recv_stamped`].
 fn connect_from(addr: SocketAddr, source: std::net::Ipv4Addr) -> std::io::Result<MioStream> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
     socket.set_nonblocking(true)?;
@@ -190,6 +193,19 @@ fn connect_from(addr: SocketAddr, source: std::net::Ipv4Addr) -> std::io::Result
     if set != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    // SAFETY: as above.
+    let stamped = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if stamped != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     socket.bind(&SocketAddr::new(source.into(), 0).into())?;
     match socket.connect(&addr.into()) {
         Ok(()) => {}
@@ -197,6 +213,48 @@ fn connect_from(addr: SocketAddr, source: std::net::Ipv4Addr) -> std::io::Result
         Err(err) => return Err(err),
     }
     Ok(MioStream::from_std(socket.into()))
+}
+
+/// Reads what `stream` holds into `buf`, with the time the kernel received the last segment
+/// read (SO_TIMESTAMPNS: the wall clock), when it gives one. A crowd's one client thread may
+/// come to a socket many milliseconds after its bytes arrived; the kernel's time is when they
+/// did.
+fn recv_stamped(
+    stream: &MioStream,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, Option<std::time::SystemTime>)> {
+    // Room for one control message holding a timespec, aligned as cmsghdr wants.
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header, filled in below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: every pointer in msg refers to a live buffer of the length given.
+    let n = unsafe { libc::recvmsg(std::os::fd::AsRawFd::as_raw_fd(stream), &mut msg, 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut stamp = None;
+    // SAFETY: the CMSG macros walk the control buffer recvmsg filled in, within its length.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SO_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::timespec);
+                stamp = Some(
+                    std::time::UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32),
+                );
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((n as usize, stamp))
 }
 
 /// Opens `count` connections at once from one thread (non-blocking, epoll), from one loopback
@@ -228,7 +286,14 @@ pub fn crowd_watched(
     let (mut lines, mut open) = (0, 0);
     let mut first_byte = Duration::ZERO;
     let mut buf = vec![0u8; 4096];
-    let begun = Instant::now();
+    let (begun, begun_wall) = (Instant::now(), std::time::SystemTime::now());
+    // When the kernel says a read's bytes arrived, as time since `begun`; the reading
+    // thread's own clock when it does not say.
+    let arrived = |stamp: Option<std::time::SystemTime>| {
+        stamp
+            .and_then(|s| s.duration_since(begun_wall).ok())
+            .unwrap_or_else(|| begun.elapsed())
+    };
     let mut timelines = Vec::with_capacity(count);
     let deadline = begun + LIMIT;
     let sources = count.div_ceil(PER_SOURCE).max(1);
@@ -276,15 +341,16 @@ pub fn crowd_watched(
             };
             let timeline = &mut timelines[i];
             let done = loop {
-                match client.stream.read(&mut buf) {
-                    Ok(0) => {
+                match recv_stamped(&client.stream, &mut buf) {
+                    Ok((0, stamp)) => {
+                        timeline.end = Some(arrived(stamp));
                         break Some(match quota_lines {
                             Some(quota) => client.lines >= quota,
                             None => client.exact && client.bytes == expect.len(),
                         });
                     }
-                    Ok(n) => {
-                        let at = begun.elapsed();
+                    Ok((n, stamp)) => {
+                        let at = arrived(stamp);
                         if client.bytes == 0 {
                             first_byte = first_byte.max(at - timeline.connect);
                             held.fetch_add(1, Ordering::Relaxed);
@@ -306,7 +372,7 @@ pub fn crowd_watched(
                 }
             };
             if let Some(good) = done {
-                timeline.end = Some(begun.elapsed());
+                timeline.end.get_or_insert_with(|| begun.elapsed());
                 timeline.served = good;
                 lines += client.lines;
                 if client.bytes > 0 {

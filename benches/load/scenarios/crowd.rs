@@ -62,7 +62,8 @@ struct Figures {
     slab: Option<f64>,
     /// Server CPU per chunk written (per line, for endlessh), in µs.
     cpu: f64,
-    /// Chunk lateness, client-side (ms).
+    /// Chunk lateness (ms): when the client's kernel received it, against the client's
+    /// connect + k × the delay.
     p50: f64,
     p99: f64,
     /// The first chunk's lateness alone (ms): the time taking the burst, before pacing.
@@ -432,7 +433,7 @@ impl Bench {
             let p99 = Compared::new(&pick(|f| f.p99)(ours), &pick(|f| f.p99)(floor));
             self.rows.push(
                 Row::new(
-                    &row("chunk lateness p50 / p99, client-side (ms)"),
+                    &row("chunk lateness p50 / p99, on arrival at the client (ms)"),
                     format!("{:.1} / {}", p50.ours_median, p99.ours(1)),
                 )
                 .versus(
