@@ -103,7 +103,8 @@ pub fn bulk(addr: SocketAddr) -> (usize, Duration) {
 /// What many slow clients saw.
 #[derive(Debug)]
 pub struct Crowd {
-    /// Clients that did not get `expect` bytes and EOF (or, with a line quota, that many lines).
+    /// Clients that did not get `expect` byte for byte and then EOF (or, with a line quota,
+    /// that many lines).
     pub failed: usize,
     /// The slowest client, from its connect to its end.
     pub slowest: Duration,
@@ -112,60 +113,204 @@ pub struct Crowd {
     pub first_byte: Duration,
     /// Newline characters received in all (endlessh sends one line per write).
     pub lines: usize,
-    /// For each client, in the order they connected: when it connected and, for every read
-    /// that brought bytes, when it came and the bytes received so far; times are from the
-    /// crowd's first connect.
+    /// For each client, in the order they connected: when it connected, when each read
+    /// brought bytes and the bytes so far, and when it ended; times are from the crowd's
+    /// first connect.
     pub timelines: Vec<Timeline>,
+}
+
+impl Crowd {
+    /// Each client's time from its connect to its end, for those served in full.
+    pub fn times(&self) -> Vec<Duration> {
+        self.timelines
+            .iter()
+            .filter(|t| t.served)
+            .filter_map(|t| Some(t.end? - t.connect))
+            .collect()
+    }
+
+    /// Each `chunk`-byte chunk's lateness, client-side: its arrival (when the client's
+    /// kernel received it) minus (the client's connect + k × `delay`) for chunk k = 0, 1,
+    /// ..., over the clients served in full, as (k, lateness).
+    pub fn lateness(&self, chunk: usize, delay: Duration) -> Vec<(usize, Duration)> {
+        let mut late = Vec::new();
+        for client in self.timelines.iter().filter(|t| t.served) {
+            let mut before = 0;
+            for &(at, bytes) in &client.reads {
+                // A read may complete several chunks: each arrived now.
+                for k in before / chunk..bytes / chunk {
+                    let due = client.connect + delay * k as u32;
+                    late.push((k, at.saturating_sub(due)));
+                }
+                before = bytes;
+            }
+        }
+        late
+    }
 }
 
 /// What one client of a [`crowd`] saw, in time from the crowd's first connect.
 #[derive(Debug, Clone, Default)]
 pub struct Timeline {
     pub connect: Duration,
-    /// (arrival, bytes received so far) for each read that brought bytes.
+    /// (arrival, bytes received so far) for each read that brought bytes; the arrival is the
+    /// time the kernel received the segment, not the later time the client got to read it.
     pub reads: Vec<(Duration, usize)>,
+    /// When it ended: when its kernel received the FIN (or, without the kernel's time, when
+    /// the client read EOF), an error, or its line quota.
+    pub end: Option<Duration>,
+    /// Whether it got what it should have (the poem byte for byte and EOF, or its lines).
+    pub served: bool,
 }
 
 /// How many connects [`crowd`] issues between two looks at the sockets that are ready.
 const CONNECT_BATCH: usize = 100;
 
-/// Opens `count` connections at once from one thread (non-blocking, epoll) and reads each to
-/// its end: EOF after `expect` bytes, or, when `quota_lines` is set, until that many lines have
-/// come (for a peer that never ends its stream), and then closes.
-pub fn crowd(addr: SocketAddr, count: usize, expect: usize, quota_lines: Option<usize>) -> Crowd {
+/// Clients of a [`crowd`] per loopback source address (127.0.0.1, then .2, ...). Linux looks
+/// for a free ephemeral port for each connect among the even ports of its range first (about
+/// 14,000 here), and past that searches longer and longer: 19,000 connects from one address
+/// took 5 s to issue instead of a fraction of a second. A few sources keep every search short.
+const PER_SOURCE: usize = 5_000;
+
+/// A non-blocking connect to `addr` from the loopback address `source`, the port left for
+/// connect() to choose (IP_BIND_ADDRESS_NO_PORT), so that it is unique per source and
+/// destination rather than reserved for the source alone; the socket asks the kernel for the
+/// time each segment arrived (SO_TIMESTAMPNS), for [`recv_stamped`].
+fn connect_from(addr: SocketAddr, source: std::net::Ipv4Addr) -> std::io::Result<MioStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt reads an int from a valid pointer for the length given.
+    let set = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    let stamped = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if stamped != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    socket.bind(&SocketAddr::new(source.into(), 0).into())?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(err) => return Err(err),
+    }
+    Ok(MioStream::from_std(socket.into()))
+}
+
+/// Reads what `stream` holds into `buf`, with the time the kernel received the last segment
+/// read (SO_TIMESTAMPNS: the wall clock), when it gives one. A crowd's one client thread may
+/// come to a socket many milliseconds after its bytes arrived; the kernel's time is when they
+/// did.
+fn recv_stamped(
+    stream: &MioStream,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, Option<std::time::SystemTime>)> {
+    // Room for one control message holding a timespec, aligned as cmsghdr wants.
+    let mut control = [0u64; 8];
+    let mut iov =
+        libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header, filled in below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: every pointer in msg refers to a live buffer of the length given.
+    let n = unsafe { libc::recvmsg(std::os::fd::AsRawFd::as_raw_fd(stream), &mut msg, 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut stamp = None;
+    // SAFETY: the CMSG macros walk the control buffer recvmsg filled in, within its length.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SO_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::timespec);
+                stamp = Some(
+                    std::time::UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32),
+                );
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((n as usize, stamp))
+}
+
+/// Opens `count` connections at once from one thread (non-blocking, epoll), from one loopback
+/// source address per 5,000 clients, and reads each to its end: EOF after exactly `expect`,
+/// byte for byte, or, when `quota_lines` is set, until that many lines have come (for a peer
+/// that never ends its stream), and then closes.
+pub fn crowd(addr: SocketAddr, count: usize, expect: &[u8], quota_lines: Option<usize>) -> Crowd {
+    crowd_watched(addr, count, expect, quota_lines, &AtomicUsize::new(0))
+}
+
+/// [`crowd`], keeping `held` at the number of clients that have had a first byte and not yet
+/// ended, for a thread that samples what the server holds meanwhile.
+pub fn crowd_watched(
+    addr: SocketAddr,
+    count: usize,
+    expect: &[u8],
+    quota_lines: Option<usize>,
+    held: &AtomicUsize,
+) -> Crowd {
     let mut poll = Poll::new().expect("epoll");
     let mut events = Events::with_capacity(4096);
     struct Client {
         stream: MioStream,
-        started: Instant,
         bytes: usize,
         lines: usize,
+        exact: bool,
     }
     let mut clients: Vec<Option<Client>> = Vec::with_capacity(count);
-    let (mut failed, mut lines, mut open) = (0, 0, 0);
-    let (mut slowest, mut first_byte) = (Duration::ZERO, Duration::ZERO);
+    let (mut lines, mut open) = (0, 0);
+    let mut first_byte = Duration::ZERO;
     let mut buf = vec![0u8; 4096];
-    let begun = Instant::now();
+    let (begun, begun_wall) = (Instant::now(), std::time::SystemTime::now());
+    // When the kernel says a read's bytes arrived, as time since `begun`; the reading
+    // thread's own clock when it does not say.
+    let arrived = |stamp: Option<std::time::SystemTime>| {
+        stamp.and_then(|s| s.duration_since(begun_wall).ok()).unwrap_or_else(|| begun.elapsed())
+    };
     let mut timelines = Vec::with_capacity(count);
     let deadline = begun + LIMIT;
+    let sources = count.div_ceil(PER_SOURCE).max(1);
     // Connects go out in small batches with a look at ready sockets in between, so that every
     // byte is read (and timed) when it arrives, as 10,000 separate clients would, not after
     // the last connect.
     while (clients.len() < count || open > 0) && Instant::now() < deadline {
         let batch = clients.len()..count.min(clients.len() + CONNECT_BATCH);
         for i in batch {
-            let started = Instant::now();
-            timelines.push(Timeline { connect: started - begun, reads: Vec::new() });
-            match MioStream::connect(addr) {
+            timelines.push(Timeline { connect: begun.elapsed(), ..Timeline::default() });
+            let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % sources) as u8);
+            match connect_from(addr, source) {
                 Ok(mut stream) => {
                     poll.registry()
                         .register(&mut stream, Token(i), Interest::READABLE)
                         .expect("register");
-                    clients.push(Some(Client { stream, started, bytes: 0, lines: 0 }));
+                    clients.push(Some(Client { stream, bytes: 0, lines: 0, exact: true }));
                     open += 1;
                 }
                 Err(_) => {
-                    failed += 1;
+                    timelines[i].end = Some(begun.elapsed());
                     clients.push(None);
                 }
             }
@@ -173,25 +318,33 @@ pub fn crowd(addr: SocketAddr, count: usize, expect: usize, quota_lines: Option<
         let wait = if clients.len() < count { Duration::ZERO } else { Duration::from_millis(100) };
         poll.poll(&mut events, Some(wait)).expect("poll");
         for event in events.iter() {
-            let slot = &mut clients[event.token().0];
+            let i = event.token().0;
+            let slot = &mut clients[i];
             let Some(client) = slot.as_mut() else {
                 continue;
             };
+            let timeline = &mut timelines[i];
             let done = loop {
-                match client.stream.read(&mut buf) {
-                    Ok(0) => {
+                match recv_stamped(&client.stream, &mut buf) {
+                    Ok((0, stamp)) => {
+                        timeline.end = Some(arrived(stamp));
                         break Some(match quota_lines {
                             Some(quota) => client.lines >= quota,
-                            None => client.bytes == expect,
+                            None => client.exact && client.bytes == expect.len(),
                         });
                     }
-                    Ok(n) => {
+                    Ok((n, stamp)) => {
+                        let at = arrived(stamp);
                         if client.bytes == 0 {
-                            first_byte = first_byte.max(client.started.elapsed());
+                            first_byte = first_byte.max(at - timeline.connect);
+                            held.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if quota_lines.is_none() {
+                            let want = expect.get(client.bytes..client.bytes + n);
+                            client.exact &= want == Some(&buf[..n]);
                         }
                         client.bytes += n;
-                        let at = begun.elapsed();
-                        timelines[event.token().0].reads.push((at, client.bytes));
+                        timeline.reads.push((at, client.bytes));
                         client.lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
                         if quota_lines.is_some_and(|q| client.lines >= q) {
                             break Some(true);
@@ -203,10 +356,11 @@ pub fn crowd(addr: SocketAddr, count: usize, expect: usize, quota_lines: Option<
                 }
             };
             if let Some(good) = done {
-                slowest = slowest.max(client.started.elapsed());
+                timeline.end.get_or_insert_with(|| begun.elapsed());
+                timeline.served = good;
                 lines += client.lines;
-                if !good {
-                    failed += 1;
+                if client.bytes > 0 {
+                    held.fetch_sub(1, Ordering::Relaxed);
                 }
                 let mut client = slot.take().expect("checked above");
                 let _ = poll.registry().deregister(&mut client.stream);
@@ -214,7 +368,9 @@ pub fn crowd(addr: SocketAddr, count: usize, expect: usize, quota_lines: Option<
             }
         }
     }
-    Crowd { first_byte, failed: failed + open, slowest, lines, timelines }
+    let slowest = timelines.iter().filter_map(|t| Some(t.end? - t.connect)).max().unwrap_or(LIMIT);
+    let failed = timelines.iter().filter(|t| !t.served).count();
+    Crowd { first_byte, failed, slowest: if open > 0 { LIMIT } else { slowest }, lines, timelines }
 }
 
 /// `clients` threads each fetch a paced poem of `chunks` chunks of `chunk` bytes, `delay`

@@ -4,9 +4,11 @@
 
 use std::path::Path;
 
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use crate::clients::Timeline;
+use crate::report::thousands;
 
 /// One colour per model, in the order the lesson runs them.
 const COLOURS: [RGBColor; 3] =
@@ -18,14 +20,15 @@ type Drawn = Result<(), Box<dyn std::error::Error>>;
 /// byte, a mark where each `chunk`-byte chunk arrived, all on the same time axis.
 pub fn timelines(
     path: &Path,
-    caption: &str,
+    caption: &[String],
     panels: &[(&str, &[Timeline])],
     chunk: usize,
 ) -> Drawn {
-    let height = 40 + 200 * panels.len() as u32;
+    let foot_height = 18 * caption.len() as u32 + 8;
+    let height = foot_height + 200 * panels.len() as u32;
     let root = SVGBackend::new(path, (900, height)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (plots, foot) = root.split_vertically(height - 40);
+    let (plots, foot) = root.split_vertically(height - foot_height);
     let end = panels
         .iter()
         .flat_map(|(_, clients)| clients.iter())
@@ -72,64 +75,134 @@ pub fn timelines(
             }))?;
         }
     }
-    foot.draw(&Text::new(caption, (10, 12), ("sans-serif", 13)))?;
+    for (k, line) in caption.iter().enumerate() {
+        foot.draw(&Text::new(line.as_str(), (10, 6 + 18 * k as i32), ("sans-serif", 13)))?;
+    }
     root.present()?;
     Ok(())
 }
 
 /// Time to the last byte against the number of clients, a line per model, both axes
-/// logarithmic, with the ideal (one poem's time) for scale.
+/// logarithmic, with the ideal (one poem's time) for scale. Each model has its own marker and
+/// line (solid, dashed, dotted), and its points are shifted sideways a little (`SHIFT`), so
+/// that where two models measured the same time neither hides the other.
 pub fn scaling(
     path: &Path,
-    caption: &str,
+    caption: &[String],
     ideal: f64,
     series: &[(&str, Vec<(usize, f64)>)],
 ) -> Drawn {
-    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    let foot_height = 18 * caption.len() as u32 + 8;
+    let root = SVGBackend::new(path, (900, 560 + foot_height)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (plot, foot) = root.split_vertically(520);
+    let (plot, foot) = root.split_vertically(560);
     let most =
         series.iter().flat_map(|(_, points)| points.iter().map(|p| p.0)).max().unwrap_or(1) as f64;
     let longest =
         series.iter().flat_map(|(_, points)| points.iter().map(|p| p.1)).fold(ideal, f64::max);
+    let (low, high) = (ideal * 0.7, longest * 1.4);
+    // Ticks at 1, 2 and 4 of every power of ten, so that 0.4 s and 40 s can be read.
+    let mut ticks: Vec<f64> = (-2..4)
+        .flat_map(|e| [1.0, 2.0, 4.0].map(|m| m * 10f64.powi(e)))
+        .chain([ideal])
+        .filter(|t| (low..=high).contains(t))
+        .collect();
+    ticks.sort_by(f64::total_cmp);
+    ticks.dedup_by(|a, b| (*a / *b - 1.0).abs() < 1e-6);
+    let counts: Vec<f64> = (0..6).map(|e| 10f64.powi(e)).filter(|&n| n <= most * 1.01).collect();
     let mut chart = ChartBuilder::on(&plot)
         .caption("Time until the last client has the whole poem", ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(
-            (0.8..most * 1.25).log_scale(),
-            (ideal * 0.8..longest * 1.25).log_scale(),
+            (0.6..most * 1.6).log_scale().with_key_points(counts),
+            (low..high).log_scale().with_key_points(ticks),
         )?;
     chart
         .configure_mesh()
         .x_desc("clients connecting at once")
         .y_desc("seconds to the last byte")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{y}"))
+        .x_label_formatter(&|x| thousands(x.round() as usize))
+        .y_label_formatter(&|y| seconds(*y))
+        .label_style(("sans-serif", 14))
         .draw()?;
+    let dashed = |colour: RGBColor| ShapeStyle::from(colour).stroke_width(2);
     chart
-        .draw_series(LineSeries::new([(0.8, ideal), (most * 1.25, ideal)], BLACK.mix(0.3)))?
-        .label(format!("ideal: one poem, {ideal} s"))
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.3)));
+        .draw_series(DashedLineSeries::new(
+            [(0.6, ideal), (most * 1.6, ideal)],
+            8,
+            6,
+            ShapeStyle::from(BLACK.mix(0.6)).stroke_width(2),
+        ))?
+        .label(format!("ideal: one poem, {} s", seconds(ideal)))
+        .legend(|(x, y)| {
+            DashedPathElement::new([(x, y), (x + 24, y)], 5, 3, BLACK.mix(0.6).stroke_width(2))
+        });
     for (i, (name, points)) in series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        let points: Vec<(f64, f64)> = points.iter().map(|&(n, t)| (n as f64, t)).collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
-            .label(*name)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
-        // Smaller dots for later models, so that where lines overlap every dot still shows.
-        let radius = 6 - 2 * (i % 3) as i32;
-        chart.draw_series(points.into_iter().map(|p| Circle::new(p, radius, colour.filled())))?;
+        let shift = SHIFT[i % SHIFT.len()];
+        let points: Vec<(f64, f64)> = points.iter().map(|&(n, t)| (n as f64 * shift, t)).collect();
+        let style = dashed(colour);
+        // Solid, dashed, dotted, with a circle, a triangle, a cross: a line stays told apart
+        // where another runs over it.
+        let drawn = match i % 3 {
+            0 => chart.draw_series(LineSeries::new(points.clone(), style))?,
+            1 => chart.draw_series(DashedLineSeries::new(points.clone(), 10, 5, style))?,
+            _ => chart.draw_series(DashedLineSeries::new(points.clone(), 2, 5, style))?,
+        };
+        let drawn = drawn.label(*name);
+        match i % 3 {
+            0 => {
+                drawn.legend(move |(x, y)| {
+                    EmptyElement::at((x, y))
+                        + PathElement::new([(0, 0), (24, 0)], style)
+                        + Circle::new((12, 0), 5, colour.filled())
+                });
+                chart.draw_series(points.iter().map(|&p| Circle::new(p, 5, colour.filled())))?;
+            }
+            1 => {
+                drawn.legend(move |(x, y)| {
+                    EmptyElement::at((x, y))
+                        + DashedPathElement::new([(0, 0), (24, 0)], 6, 3, style)
+                        + TriangleMarker::new((12, 0), 7, colour.filled())
+                });
+                chart.draw_series(
+                    points.iter().map(|&p| TriangleMarker::new(p, 7, colour.filled())),
+                )?;
+            }
+            _ => {
+                drawn.legend(move |(x, y)| {
+                    EmptyElement::at((x, y))
+                        + DashedPathElement::new([(0, 0), (24, 0)], 2, 4, style)
+                        + Cross::new((12, 0), 6, colour.stroke_width(3))
+                });
+                chart.draw_series(
+                    points.iter().map(|&p| Cross::new(p, 6, colour.stroke_width(3))),
+                )?;
+            }
+        }
     }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
+        .label_font(("sans-serif", 14))
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK.mix(0.4))
         .draw()?;
-    foot.draw(&Text::new(caption, (10, 12), ("sans-serif", 13)))?;
+    for (k, line) in caption.iter().enumerate() {
+        foot.draw(&Text::new(line.as_str(), (10, 6 + 18 * k as i32), ("sans-serif", 13)))?;
+    }
     root.present()?;
     Ok(())
+}
+
+/// How far each model's points are moved along the client axis (a factor, the axis being
+/// logarithmic), so that equal times sit side by side rather than on top of each other.
+const SHIFT: [f64; 3] = [0.87, 1.0, 1.15];
+
+/// Seconds with as many decimals as they need: 0.4, 4, 40.
+fn seconds(s: f64) -> String {
+    let text = format!("{s:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }

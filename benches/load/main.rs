@@ -2,15 +2,19 @@
 //! user would pick instead, in one run, as ratios.
 //!
 //! Run with `benches/run` (which installs the peers if missing) or, with those installed,
-//! `cargo bench --bench load`. Every scenario runs `BENCH_RUNS` times (default 3) and the
-//! median is reported. Loopback only; every wait is bounded. `benches/profile` uses the
-//! `drive` mode: the rate scenario's clients alone, against a server it started itself.
+//! `cargo bench --bench load -- [SCENARIO...]`. Every scenario runs `BENCH_RUNS` times
+//! (default 3) and the median is reported. `POETRY_SERVE_BIN` names the binary to measure
+//! instead of the one cargo built; `BENCH_BEFORE` a second one that the crowd, pacing and soak
+//! scenarios measure in turns with it. Loopback only; every wait is bounded. Two more modes:
+//! `drive` (the rate scenario's clients alone, against a server `benches/profile` started)
+//! and `pacer` (the floor for the slow job, a process the crowd scenarios start).
 //!
 //! # Layout
 //! - `scenarios/`: one file per scenario, each a method of [`Bench`] adding rows to the table.
 //! - `clients.rs`: the load generators, loopback clients that time what they receive.
 //! - `figures.rs`: the lesson's SVG figures, from the arrival times its clients measured.
-//! - `floor.rs`: the simplest server that could do the job, run in this process.
+//! - `floor.rs`: the simplest servers that could do the job: one for connections, run in this
+//!   process, and the thread-per-client pacer, run as a process of its own.
 //! - `peers.rs`: the servers a user would compare it with (nginx, Python, Twisted, socat).
 //! - `procs.rs`: the servers under test as processes, and what /proc says about them.
 //! - `report.rs`: the results table, its rows and targets.
@@ -26,7 +30,6 @@ mod scenarios;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use procs::installed;
 use report::Row;
 
 /// The run: where its files go, how many runs each scenario makes, and the rows so far.
@@ -34,6 +37,9 @@ struct Bench {
     runs: usize,
     dir: tempfile::TempDir,
     rows: Vec<Row>,
+    /// The poetry-serve binaries under test ([`procs::binaries`]): one, or "after" and
+    /// "before" for the scenarios that compare two.
+    binaries: Vec<procs::Binary>,
 }
 
 impl Bench {
@@ -87,26 +93,51 @@ fn drive(addr: &str, poem: &str, count: &str) {
     );
 }
 
+/// The scenarios, in the order a run takes them; with no names, all but the last two (a
+/// minute or more each), which run only when named.
+const SCENARIOS: [&str; 9] =
+    ["rate", "bulk", "startup", "crowd", "maxcrowd", "pacing", "flood", "soak", "lesson"];
+
 fn main() {
-    // `cargo bench` passes `--bench`; a filter word picks scenarios.
+    // `cargo bench` passes `--bench`; the other words name scenarios.
     let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let wants = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
     START.get_or_init(Instant::now);
     raise_fd_limit();
-    if only.first().is_some_and(|word| word == "drive") {
-        let [_, addr, poem, count] = &only[..] else {
-            panic!("usage: drive ADDR POEM COUNT");
-        };
-        drive(addr, poem, count);
-        return;
-    }
-    let runs = std::env::var("BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
-    let mut bench = Bench { runs, dir: tempfile::tempdir().expect("temp dir"), rows: vec![] };
-    for peer in ["socat", "endlessh"] {
-        if !installed(peer) {
-            bench.say(&format!("{peer} is not installed; benches/run installs it"));
+    match only.first().map(String::as_str) {
+        Some("drive") => {
+            let [_, addr, poem, count] = &only[..] else {
+                panic!("usage: drive ADDR POEM COUNT");
+            };
+            drive(addr, poem, count);
+            return;
         }
+        // The floor's pacer takes poetry-serve's flags, which start with `--`.
+        Some("pacer") => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            floor::pacer(&args);
+            return;
+        }
+        _ => {}
     }
+    for word in &only {
+        assert!(
+            SCENARIOS.contains(&word.as_str()),
+            "no scenario {word:?}; the scenarios are: {}",
+            SCENARIOS.join(" ")
+        );
+    }
+    let named = |name: &str| only.iter().any(|o| o == name);
+    // Every scenario but the soak and the lesson when none is named.
+    let wants = |name: &str| only.is_empty() || named(name);
+    let runs = std::env::var("BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let binaries = procs::binaries();
+    let mut bench = Bench {
+        runs,
+        dir: tempfile::tempdir().expect("temp dir"),
+        rows: vec![],
+        binaries: binaries.clone(),
+    };
+    let busy = procs::cpu_busy();
     if wants("rate") {
         bench.connection_rate();
     }
@@ -127,7 +158,10 @@ fn main() {
         }
     }
     if wants("crowd") {
-        bench.crowd(wants("endlessh"));
+        bench.crowd();
+    }
+    if wants("maxcrowd") {
+        bench.max_crowd();
     }
     if wants("pacing") {
         bench.pacing();
@@ -135,20 +169,36 @@ fn main() {
     if wants("flood") {
         bench.flood();
     }
-    // A minute or more each, so only when asked for by name.
-    if only.iter().any(|o| o == "soak") {
+    if named("soak") {
         bench.soak();
     }
-    if only.iter().any(|o| o == "lesson") {
+    if named("lesson") {
         bench.lesson();
     }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "\npoetry-serve benchmark: {}, {cores} cores, Linux {}, loopback, median of {runs} runs\n",
+        "\npoetry-serve benchmark, {}: {}, {cores} cores, Linux {}, loopback, median of {runs} \
+         runs{}; {busy} it started",
+        today(),
         procs::cpu_model(),
-        procs::kernel()
+        procs::kernel(),
+        if named("lesson") { " (the lesson: one run per point)" } else { "" },
     );
+    for binary in &binaries {
+        println!("{}: {}", binary.label, binary.path.display());
+    }
+    println!();
     print!("{}", report::table(&bench.rows));
     let failed = report::missed(&bench.rows);
-    println!("\n{failed} target(s) missed; took {:.0?}", START.get().unwrap().elapsed());
+    println!("\n{failed} target(s) not met; took {:.0?}", START.get().unwrap().elapsed());
+}
+
+/// Today's date and time (UTC), as the report and the figures' captions give it.
+pub fn today() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map_or_else(|| "date unknown".into(), |d| d.trim().to_string())
 }

@@ -2,13 +2,59 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 /// The release binary `cargo bench` built.
-pub const BIN: &str = env!("CARGO_BIN_EXE_poetry-serve");
+const BUILT: &str = env!("CARGO_BIN_EXE_poetry-serve");
+
+/// The environment variable naming another poetry-serve binary to measure instead of
+/// [`BUILT`]: an older build, a build with other features, a script that execs one.
+pub const BIN_VARIABLE: &str = "POETRY_SERVE_BIN";
+
+/// The environment variable naming a second binary ("before") that the crowd, pacing and soak
+/// scenarios measure in turns with the one under test, in the same run.
+pub const BEFORE_VARIABLE: &str = "BENCH_BEFORE";
+
+/// A poetry-serve binary under test and the name the table gives it.
+#[derive(Debug, Clone)]
+pub struct Binary {
+    pub label: String,
+    pub path: PathBuf,
+}
+
+/// The binaries under test: `POETRY_SERVE_BIN` (or the one cargo built) and, when
+/// `BENCH_BEFORE` names one, that one too, labelled "after" and "before".
+pub fn binaries() -> Vec<Binary> {
+    let named = |variable: &str| {
+        std::env::var_os(variable).filter(|v| !v.is_empty()).map(|v| {
+            let path = PathBuf::from(v);
+            assert!(path.is_file(), "{variable}={} is not a file", path.display());
+            std::fs::canonicalize(&path).unwrap_or(path)
+        })
+    };
+    let main = named(BIN_VARIABLE).unwrap_or_else(|| PathBuf::from(BUILT));
+    match named(BEFORE_VARIABLE) {
+        None => vec![Binary { label: "poetry-serve".into(), path: main }],
+        Some(before) => vec![
+            Binary { label: "after".into(), path: main },
+            Binary { label: "before".into(), path: before },
+        ],
+    }
+}
+
+/// Cargo's target directory, where the benchmark writes what it makes (the lesson's figures):
+/// two levels above the binary cargo built.
+pub fn target_dir() -> PathBuf {
+    Path::new(BUILT).ancestors().nth(2).expect("the binary is in target/PROFILE/").to_path_buf()
+}
+
+/// The binary under test (the first of [`binaries`]), for the scenarios that measure one.
+pub fn binary() -> PathBuf {
+    binaries().swap_remove(0).path
+}
 
 /// A process serving on loopback, killed when dropped.
 pub struct Served {
@@ -31,42 +77,84 @@ impl Served {
 
     /// Like [`Served::poetry`], and also returns the time from spawn to the listening line.
     pub fn poetry_timed(poem: &Path, args: &[&str], log: &Path) -> (Served, Duration) {
-        Served::program(Path::new(BIN), poem, args, log, &log_level())
+        Served::program(&binary(), &[], poem, args, log, &log_level())
+    }
+
+    /// Like [`Served::poetry`], with the binary `bin`.
+    pub fn poetry_bin(bin: &Path, poem: &Path, args: &[&str], log: &Path) -> Served {
+        Served::try_poetry_bin(bin, poem, args, log).unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// Like [`Served::poetry_bin`], or what the binary said when it did not start (a number
+    /// of workers it refuses, say).
+    pub fn try_poetry_bin(
+        bin: &Path,
+        poem: &Path,
+        args: &[&str],
+        log: &Path,
+    ) -> Result<Served, String> {
+        Served::try_program(bin, &[], poem, args, log, &log_level()).map(|(served, _)| served)
+    }
+
+    /// The floor's pacer ([`crate::floor::pacer`]): this benchmark's own executable started
+    /// as `pacer` with poetry-serve's flags, waiting for its listening line.
+    pub fn pacer(poem: &Path, args: &[&str], log: &Path) -> Result<Served, String> {
+        let me = std::env::current_exe().expect("the benchmark's own path");
+        Served::try_program(&me, &["pacer"], poem, args, log, "off").map(|(served, _)| served)
     }
 
     /// Like [`Served::poetry`], with logging off (`RUST_LOG=off`).
     pub fn poetry_quiet(poem: &Path, args: &[&str], log: &Path) -> Served {
-        Served::program(Path::new(BIN), poem, args, log, "off").0
+        Served::program(&binary(), &[], poem, args, log, "off").0
     }
 
     /// The asynchronous twin (`examples/async_twin.rs`, which `benches/run` builds), started
     /// as [`Served::poetry`] starts poetry-serve.
     pub fn twin(poem: &Path, args: &[&str], log: &Path) -> Served {
-        let twin = Path::new(BIN)
+        let twin = Path::new(BUILT)
             .parent()
             .expect("the binary is in a directory")
             .join("examples/async_twin");
         assert!(twin.exists(), "{} is not built: run benches/run", twin.display());
-        Served::program(&twin, poem, args, log, &log_level()).0
+        Served::program(&twin, &[], poem, args, log, &log_level()).0
     }
 
-    /// Starts `program` (poetry-serve or a twin that prints the same listening line) on
-    /// 127.0.0.1, port 0, with `args`, `poem` and `RUST_LOG` set to `level`, and waits for the
-    /// listening line.
+    /// Starts `program` (poetry-serve, or a twin or pacer that prints a listening line as it
+    /// does) with `first` and then `--port 0` and `args` and `poem`, `RUST_LOG` set to
+    /// `level`, and waits for the listening line.
     fn program(
         program: &Path,
+        first: &[&str],
         poem: &Path,
         args: &[&str],
         log: &Path,
         level: &str,
     ) -> (Served, Duration) {
-        let log = std::fs::File::create(log).expect("create the server log");
+        Served::try_program(program, first, poem, args, log, level)
+            .unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// Like [`Served::program`], or, when no listening line comes, what the program printed
+    /// instead (its standard output, or the last line of its log).
+    fn try_program(
+        program: &Path,
+        first: &[&str],
+        poem: &Path,
+        args: &[&str],
+        log_path: &Path,
+        level: &str,
+    ) -> Result<(Served, Duration), String> {
+        let log = std::fs::File::create(log_path).expect("create the server log");
         let started = Instant::now();
         let mut child = Command::new(program)
+            .args(first)
             .args(["--port", "0"])
             .args(args)
             .arg(poem)
             .env("RUST_LOG", level)
+            // The benchmark's own settings are not the server's.
+            .env_remove(BIN_VARIABLE)
+            .env_remove(BEFORE_VARIABLE)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -77,11 +165,21 @@ impl Served {
         let mut stdout = BufReader::new(stdout);
         stdout.read_line(&mut line).expect("read the listening line");
         let took = started.elapsed();
-        let addr = line
-            .trim()
-            .strip_prefix("poetry-serve listening on ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no listening line: {line:?}"));
+        let Some(addr) = line.trim().split_once(" listening on ").and_then(|(_, a)| a.parse().ok())
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let said = match line.trim() {
+                "" => std::fs::read_to_string(log_path)
+                    .unwrap_or_default()
+                    .lines()
+                    .last()
+                    .unwrap_or("nothing")
+                    .to_string(),
+                line => line.to_string(),
+            };
+            return Err(format!("{} did not start: {said}", program.display()));
+        };
         // With --metrics, the next line names its address.
         let metrics = args.contains(&"--metrics").then(|| {
             line.clear();
@@ -93,7 +191,7 @@ impl Served {
                 .unwrap_or_else(|| panic!("no metrics line: {line:?}"))
         });
         let served = Served { child, addr, metrics, gentle: false };
-        (served, took)
+        Ok((served, took))
     }
 
     /// Starts a peer command that listens on `port` of 127.0.0.1 and waits until it accepts.
@@ -144,6 +242,11 @@ impl Served {
         // SAFETY: kill(2) has no memory-safety preconditions.
         unsafe { libc::kill(self.pid() as i32, libc::SIGHUP) };
         thread::sleep(Duration::from_millis(500));
+    }
+
+    /// Resident memory now (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.usage().rss_kib as u64
     }
 
     /// Peak resident memory so far (VmHWM), in bytes.
@@ -282,9 +385,9 @@ pub fn installed(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// The kernel's count of connections dropped because a listen backlog was full
-/// (TcpExt ListenOverflows in /proc/net/netstat), machine-wide.
-pub fn listen_overflows() -> u64 {
+/// A TcpExt counter of /proc/net/netstat (machine-wide), 0 if it cannot be read:
+/// ListenOverflows counts connects dropped because a listen backlog was full.
+pub fn tcp_ext(counter: &str) -> u64 {
     let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
     let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
     let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
@@ -293,9 +396,141 @@ pub fn listen_overflows() -> u64 {
     names
         .split_whitespace()
         .zip(values.split_whitespace())
-        .find(|(name, _)| *name == "ListenOverflows")
+        .find(|(name, _)| *name == counter)
         .and_then(|(_, value)| value.parse().ok())
         .unwrap_or(0)
+}
+
+/// What the whole machine's kernel holds at one moment, of what a thread and a socket cost.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Kernel {
+    /// Threads' kernel stacks and page tables (KernelStack + PageTables in /proc/meminfo).
+    pub stacks_kib: u64,
+    /// The slab caches a TCP socket takes (the `TCP` socket, its inode, its `struct file` and
+    /// dentry), from /proc/slabinfo: active objects × object size; `None` when slabinfo cannot
+    /// be read (it needs root).
+    pub socket_slab_kib: Option<u64>,
+}
+
+/// The slab caches of /proc/slabinfo an open TCP socket takes an object of.
+const SOCKET_CACHES: [&str; 4] = ["TCP", "sock_inode_cache", "filp", "dentry"];
+
+impl Kernel {
+    /// [`Kernel::now`] once the threads of a process that just ended have been freed: the
+    /// kernel frees their stacks some time after the process is reaped, so this waits (at
+    /// most 5 s) until two readings 200 ms apart agree within 256 KiB.
+    pub fn settled() -> Kernel {
+        let mut last = Kernel::now();
+        for _ in 0..25 {
+            thread::sleep(Duration::from_millis(200));
+            let now = Kernel::now();
+            if now.stacks_kib.abs_diff(last.stacks_kib) < 256 {
+                return now;
+            }
+            last = now;
+        }
+        last
+    }
+
+    pub fn now() -> Kernel {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let field = |name: &str| -> u64 {
+            meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let socket_slab_kib = std::fs::read_to_string("/proc/slabinfo").ok().map(|slab| {
+            let bytes: u64 = slab
+                .lines()
+                .filter_map(|line| {
+                    let mut fields = line.split_whitespace();
+                    let name = fields.next()?;
+                    if !SOCKET_CACHES.contains(&name) {
+                        return None;
+                    }
+                    let active: u64 = fields.next()?.parse().ok()?;
+                    let size: u64 = fields.nth(1)?.parse().ok()?;
+                    Some(active * size)
+                })
+                .sum();
+            bytes / 1024
+        });
+        Kernel { stacks_kib: field("KernelStack") + field("PageTables"), socket_slab_kib }
+    }
+}
+
+/// How busy the machine's CPUs were over the second before this call, in words ("7% of 2
+/// CPUs busy"): what others running on it leave to a run that starts now. (The load average
+/// would not do: after a run it counts the benchmark's own thousands of threads for minutes.)
+pub fn cpu_busy() -> String {
+    // The aggregate line of /proc/stat: user nice system idle iowait irq softirq steal ...
+    let ticks = || -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let idle = fields.get(3)? + fields.get(4)?;
+        Some((fields.iter().sum(), idle))
+    };
+    let Some((total, idle)) = ticks() else {
+        return "CPU use unknown".into();
+    };
+    thread::sleep(Duration::from_secs(1));
+    let Some((total_after, idle_after)) = ticks() else {
+        return "CPU use unknown".into();
+    };
+    let busy = 1.0 - (idle_after - idle) as f64 / (total_after - total).max(1) as f64;
+    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{:.0}% of {cpus} CPUs busy in the second before", busy * 100.0)
+}
+
+/// The largest crowd the machine lets both ends hold: one descriptor per client in the
+/// client and in the server, each under the open-file hard limit, and one thread per client
+/// in the server under `kernel.pid_max` and `kernel.threads-max` (what exists already
+/// counted) and `vm.max_map_count` (two maps a thread, as the floor's); a thousand of each
+/// kept back for the processes' own needs, rounded down to a thousand. Returns the count and
+/// the limit that set it.
+pub fn largest_crowd() -> (usize, String) {
+    let number =
+        |path: &str| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes to a valid, exclusively borrowed rlimit.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    let tasks = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .map(|pid| std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |t| t.count()))
+                .sum::<usize>() as u64
+        })
+        .unwrap_or(0);
+    let mut limits =
+        vec![(limit.rlim_max, format!("the open-file hard limit, {}", limit.rlim_max))];
+    for (name, path) in [
+        ("kernel.pid_max", "/proc/sys/kernel/pid_max"),
+        ("kernel.threads-max", "/proc/sys/kernel/threads-max"),
+    ] {
+        if let Some(max) = number(path) {
+            limits.push((
+                max.saturating_sub(tasks),
+                format!("{name}, {max}, with {tasks} tasks running"),
+            ));
+        }
+    }
+    if let Some(max) = number("/proc/sys/vm/max_map_count") {
+        limits.push((max / 2, format!("vm.max_map_count, {max}, at two maps a thread")));
+    }
+    let (room, why) =
+        limits.into_iter().min_by_key(|l| l.0).expect("the open-file limit is always there");
+    let count = room.saturating_sub(1000) / 1000 * 1000;
+    (count.max(1000) as usize, why)
 }
 
 /// The CPU's model name, as /proc/cpuinfo gives it: the project's machines differ.

@@ -17,6 +17,11 @@ pub struct Goal {
 }
 
 impl Goal {
+    /// A target in words and whether it was met.
+    pub fn new(text: &str, pass: bool) -> Goal {
+        Goal { text: text.into(), pass }
+    }
+
     /// `value` must be at least `bound`; `unit` follows the bound in the text (`×`, say).
     pub fn at_least(value: f64, bound: f64, unit: &str) -> Goal {
         Goal { text: format!("≥ {}{unit}", short(bound)), pass: value >= bound }
@@ -78,6 +83,19 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// A count as people write it: 19,000.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (k, c) in digits.chars().enumerate() {
+        if k > 0 && (digits.len() - k) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
@@ -91,7 +109,7 @@ pub fn table(rows: &[Row]) -> String {
     for row in rows {
         let (other, ratio) = row.versus.clone().unwrap_or_default();
         let (target, result) = match &row.goal {
-            Some(goal) => (goal.text.as_str(), if goal.pass { "pass" } else { "FAIL" }),
+            Some(goal) => (goal.text.as_str(), if goal.pass { "met" } else { "not met" }),
             None => ("report", "-"),
         };
         out += &format!(

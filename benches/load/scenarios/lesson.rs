@@ -7,36 +7,47 @@ use crate::Bench;
 use crate::clients::{self, Timeline};
 use crate::figures;
 use crate::procs::{self, Served};
-use crate::report::{Goal, Row, mib};
+use crate::report::{Goal, Row, mib, thousands};
 
 impl Bench {
     /// Scenario 8, the tutorial's lesson: the blocking model (poetry-serve with one worker),
     /// the threaded one (poetry-serve with a worker per client) and the asynchronous one (the
     /// tokio twin), each serving N clients who all connect at once to fetch a poem of 5
-    /// chunks 0.1 s apart (0.4 s ideally).
+    /// chunks 0.1 s apart (0.4 s ideally). One run per point, whatever `BENCH_RUNS` says: the
+    /// figures and the tables written beside them show exactly that run.
     pub fn lesson(&mut self) {
         const CHUNKS: usize = 5;
         let ideal = Duration::from_millis(400);
         let poem: Vec<u8> = (0..50).map(|i| b"a poem\n"[i % 7]).collect();
         let path = self.file("lesson.txt", &poem);
         let pace = ["--num-bytes", "10", "--delay", "0.1"];
+        let busy = procs::cpu_busy();
         // For the figures: each model's ten clients, and its time to the last byte by count.
         let mut ten: Vec<(Model, Vec<Timeline>)> = vec![];
-        let mut last_done: Vec<(Model, Vec<(usize, f64)>)> = vec![];
+        let mut points: Vec<Point> = vec![];
         for model in Model::ALL {
-            let mut points = vec![];
             for &n in model.clients() {
                 self.say(&format!("lesson: {}, {n} clients", model.label()));
                 let server = model.start(&path, &pace, n, &self.log("lesson"));
-                let before = server.cpu_exact();
-                let crowd = clients::crowd(server.addr, n, poem.len(), None);
+                let (before, overflows) = (server.cpu_exact(), procs::tcp_ext("ListenOverflows"));
+                let crowd = clients::crowd(server.addr, n, &poem, None);
+                let dropped = procs::tcp_ext("ListenOverflows") - overflows;
                 let cpu = (server.cpu_exact() - before).as_secs_f64() * 1e6 / (n * CHUNKS) as f64;
                 let usage = server.usage();
                 let last = crowd.slowest.as_secs_f64();
-                points.push((n, last));
                 if n == TIMELINE_CLIENTS {
                     ten.push((model, crowd.timelines.clone()));
                 }
+                let point = Point {
+                    model,
+                    clients: n,
+                    last,
+                    cpu,
+                    rss: mib(server.peak_rss()),
+                    threads: usage.threads,
+                    failed: crowd.failed,
+                    dropped,
+                };
                 self.rows.push(
                     Row::new(
                         &format!("8. lesson: {}, {n} clients: last done (s)", model.label()),
@@ -46,39 +57,50 @@ impl Bench {
                         format!("{:.2} ideal", ideal.as_secs_f64()),
                         format!("{:.2}×", last / ideal.as_secs_f64()),
                     )
-                    .goal(Goal::zero(crowd.failed)),
+                    .goal(Goal::zero(point.failed)),
                 );
                 self.rows.push(Row::new(
                     &format!(
                         "8. lesson: {}, {n} clients: CPU per chunk (µs), peak RSS (MiB), threads",
                         model.label()
                     ),
-                    format!("{cpu:.1}, {:.1}, {}", mib(server.peak_rss()), usage.threads),
+                    format!("{cpu:.1}, {:.1}, {}", point.rss, point.threads),
                 ));
+                self.rows.push(Row::new(
+                    &format!(
+                        "8. lesson: {}, {n} clients: connects dropped by a full backlog",
+                        model.label()
+                    ),
+                    format!("{}", point.dropped),
+                ));
+                points.push(point);
             }
-            last_done.push((model, points));
         }
-        self.draw_lesson(&ten, &last_done, ideal.as_secs_f64(), poem.len() / CHUNKS);
-    }
-
-    /// Writes the lesson's figures into benches/figures, captioned with the date and the
-    /// machine, and says where they went.
-    fn draw_lesson(
-        &self,
-        ten: &[(Model, Vec<Timeline>)],
-        last_done: &[(Model, Vec<(usize, f64)>)],
-        ideal: f64,
-        chunk: usize,
-    ) {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/figures");
-        std::fs::create_dir_all(&dir).expect("create benches/figures");
-        let caption = format!(
-            "benches/run lesson, {}, {}, {} cores, Linux {}, loopback; 5 chunks of 10 bytes, 0.1 s apart; one run per point",
-            today(),
+        let machine = format!(
+            "benches/run lesson, {}, {}, {} cores, Linux {}, loopback, {busy} it started",
+            crate::today(),
             procs::cpu_model(),
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             procs::kernel(),
         );
+        self.draw_lesson(&machine, &ten, &points, ideal.as_secs_f64(), poem.len() / CHUNKS);
+    }
+
+    /// Writes the lesson's figures and its tables (Markdown, as docs/lesson.md shows them)
+    /// into `target/lesson/`, each captioned with the run's date and machine, and says where
+    /// they went. Nothing tracked by git is written: the committed figures are replaced only
+    /// by copying these on purpose.
+    fn draw_lesson(
+        &self,
+        machine: &str,
+        ten: &[(Model, Vec<Timeline>)],
+        points: &[Point],
+        ideal: f64,
+        chunk: usize,
+    ) {
+        let dir = procs::target_dir().join("lesson");
+        std::fs::create_dir_all(&dir).expect("create target/lesson");
+        let pace = "5 chunks of 10 bytes, 0.1 s apart";
         let panels: Vec<(String, &[Timeline])> = ten
             .iter()
             .map(|(model, clients)| {
@@ -89,27 +111,107 @@ impl Bench {
         let panels: Vec<(&str, &[Timeline])> =
             panels.iter().map(|(name, c)| (name.as_str(), *c)).collect();
         let timeline = dir.join("lesson-timeline.svg");
+        let caption = [
+            machine.to_string(),
+            format!(
+                "{pace}; each panel is one run of {TIMELINE_CLIENTS} clients (the {TIMELINE_CLIENTS}-client \
+                 points of the scaling figure, same run)"
+            ),
+        ];
         figures::timelines(&timeline, &caption, &panels, chunk).expect("draw the timeline");
-        let series: Vec<(&str, Vec<(usize, f64)>)> =
-            last_done.iter().map(|(model, points)| (model.label(), points.clone())).collect();
+        let series: Vec<(&str, Vec<(usize, f64)>)> = Model::ALL
+            .iter()
+            .map(|&model| {
+                let line = points
+                    .iter()
+                    .filter(|p| p.model == model)
+                    .map(|p| (p.clients, p.last))
+                    .collect();
+                (model.label(), line)
+            })
+            .collect();
         let scaling = dir.join("lesson-scaling.svg");
+        let caption = [
+            machine.to_string(),
+            format!(
+                "{pace}; each point is one run; each model's points are shifted sideways a little \
+                 so that none hides another"
+            ),
+        ];
         figures::scaling(&scaling, &caption, ideal, &series).expect("draw the scaling figure");
-        self.say(&format!("lesson figures: {} and {}", timeline.display(), scaling.display()));
+        let tables = dir.join("lesson.md");
+        std::fs::write(&tables, tables_markdown(machine, points, ideal))
+            .expect("write target/lesson/lesson.md");
+        self.say(&format!(
+            "lesson: {}, {} and {}; to publish the figures: cp {}/lesson-*.svg benches/figures/",
+            timeline.display(),
+            scaling.display(),
+            tables.display(),
+            dir.display()
+        ));
     }
+}
+
+/// One model serving one number of clients, once.
+struct Point {
+    model: Model,
+    clients: usize,
+    /// Seconds until the last client had the whole poem.
+    last: f64,
+    /// Server CPU per chunk (µs), peak resident memory (MiB), threads.
+    cpu: f64,
+    rss: f64,
+    threads: usize,
+    failed: usize,
+    /// Connects the kernel dropped because the listen backlog was full (machine-wide
+    /// ListenOverflows over the point): each such client waited for its SYN to be retried.
+    dropped: u64,
+}
+
+/// The lesson's two tables, as docs/lesson.md shows them, from the points of one run.
+fn tables_markdown(machine: &str, points: &[Point], ideal: f64) -> String {
+    let counts = [1, 10, 100, 1000, 10_000];
+    let find = |model: Model, n: usize| points.iter().find(|p| p.model == model && p.clients == n);
+    let mut out = format!(
+        "{machine}\n\n| clients | blocking: last done | threaded: last done | async: last done |\n| ---: | ---: | ---: | ---: |\n"
+    );
+    for n in counts {
+        out += &format!("| {} |", thousands(n));
+        for model in Model::ALL {
+            out += &match find(model, n) {
+                Some(p) if p.failed > 0 => format!(" {:.2} s, {} failed |", p.last, p.failed),
+                Some(p) if p.dropped > 0 => format!(
+                    " {:.2} s ({:.2}×; {} connects dropped) |",
+                    p.last,
+                    p.last / ideal,
+                    thousands(p.dropped as usize)
+                ),
+                Some(p) => format!(" {:.2} s ({:.2}×) |", p.last, p.last / ideal),
+                None => {
+                    format!(" not run (≈ {} s) |", thousands((n as f64 * ideal).round() as usize))
+                }
+            };
+        }
+        out += "\n";
+    }
+    out += "\n| clients | blocking: CPU per chunk, RSS, threads | threaded: CPU per chunk, RSS, threads | async: CPU per chunk, RSS, threads |\n| ---: | --- | --- | --- |\n";
+    for n in counts {
+        out += &format!("| {} |", thousands(n));
+        for model in Model::ALL {
+            out += &match find(model, n) {
+                Some(p) => {
+                    format!(" {:.1} µs, {:.1} MiB, {} |", p.cpu, p.rss, thousands(p.threads))
+                }
+                None => " |".to_string(),
+            };
+        }
+        out += "\n";
+    }
+    out
 }
 
 /// How many clients the timeline shows for each model, as the tutorial's pictures.
 const TIMELINE_CLIENTS: usize = 10;
-
-/// Today's date (UTC), as the figures' captions give it.
-fn today() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d"])
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .map_or_else(|| "date unknown".into(), |d| d.trim().to_string())
-}
 
 /// The tutorial's three ways to write the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
