@@ -90,6 +90,98 @@ pub fn wait_readable(
     Ok(fds.iter().map(|fd| fd.revents != 0).collect())
 }
 
+/// The signal that interrupts a worker's blocking `accept` when the server stops: SIGURG, which
+/// is ignored unless handled and which the kernel sends only to a process that asked for notice
+/// of out-of-band data (`F_SETOWN`), as this one never does (Go's runtime takes it for the same
+/// reason).
+const INTERRUPT: libc::c_int = libc::SIGURG;
+
+/// Makes [`interrupt`] end a blocking call: a handler that does nothing, installed without
+/// `SA_RESTART`, so the call fails with `EINTR` instead of carrying on. Once per process.
+pub fn prepare_interrupts() -> io::Result<()> {
+    static INSTALLED: std::sync::OnceLock<Result<(), i32>> = std::sync::OnceLock::new();
+    extern "C" fn nothing(_: libc::c_int) {}
+    let installed = *INSTALLED.get_or_init(|| {
+        // SAFETY: sigaction is given a valid action whose handler is async-signal-safe (it does
+        // nothing) and whose mask is initialised by sigemptyset.
+        let done = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(INTERRUPT, &action, std::ptr::null_mut())
+        };
+        if done == 0 { Ok(()) } else { Err(io::Error::last_os_error().raw_os_error().unwrap_or(0)) }
+    });
+    installed.map_err(io::Error::from_raw_os_error)
+}
+
+/// Lets [`interrupt`] reach the calling thread, whatever signal mask it inherited.
+pub fn accept_interrupts() {
+    // SAFETY: the set is initialised by sigemptyset before use; pthread_sigmask only changes
+    // the calling thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, INTERRUPT);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// The calling thread, as [`interrupt`] names it; never 0.
+pub fn this_thread() -> u64 {
+    // SAFETY: pthread_self has no preconditions.
+    let thread = unsafe { libc::pthread_self() } as u64;
+    debug_assert_ne!(thread, 0);
+    thread
+}
+
+/// Interrupts what `thread` (from [`this_thread`]) is blocked in, once [`prepare_interrupts`]
+/// has run; the thread must not have ended and been joined.
+pub fn interrupt(thread: u64) {
+    // SAFETY: the caller guarantees that `thread` names a thread that has not been joined, so
+    // its pthread_t is still valid; the signal's handler does nothing.
+    unsafe { libc::pthread_kill(thread as libc::pthread_t, INTERRUPT) };
+}
+
+/// An epoll instance: what many threads can wait on at once, each woken alone for one ready
+/// descriptor (`poll` would wake every waiting thread).
+pub struct Poller(std::os::fd::OwnedFd);
+
+impl Poller {
+    pub fn new() -> io::Result<Poller> {
+        // SAFETY: epoll_create1 takes a flag and returns a new descriptor, which we then own.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a descriptor just opened, owned by nothing else.
+        Ok(Poller(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }))
+    }
+
+    /// Watches `fd` for input (level-triggered), reported as `token`.
+    pub fn add(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
+        // SAFETY: both descriptors are open for the call, and `event` is a valid epoll_event.
+        let done = unsafe {
+            libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut event)
+        };
+        if done < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    }
+
+    /// Waits for one watched descriptor to have input, and returns its token.
+    pub fn wait(&self) -> io::Result<u64> {
+        let mut event = libc::epoll_event { events: 0, u64: 0 };
+        loop {
+            // SAFETY: the instance is open, and `event` has room for the one event asked for.
+            match unsafe { libc::epoll_wait(self.0.as_raw_fd(), &mut event, 1, -1) } {
+                1 => return Ok(event.u64),
+                0 => {}
+                _ => return Err(io::Error::last_os_error()),
+            }
+        }
+    }
+}
+
 /// The index of the network interface called `name` (eth0), if there is one.
 pub fn interface_index(name: &str) -> Option<u32> {
     let name = std::ffi::CString::new(name).ok()?;

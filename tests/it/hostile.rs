@@ -74,16 +74,19 @@ fn the_metrics_listener_outlives_descriptor_exhaustion() {
         ])
         .start();
     let metrics = server.metrics_addr();
+    // Below what the server holds already: every worker waiting in accept holds a descriptor
+    // number (the kernel takes it before the wait). Poem clients are taken by those workers.
     server.limit_open_files(32);
-    // More poem clients than there are descriptors: the poem listener runs out first.
     let hogs: Vec<TcpStream> = (0..40).map(|_| server.connect()).collect();
-    server.wait_for_message("accept failed");
-    // This one waits in the backlog, and the metrics listener's accept fails too.
+    // This one waits in the backlog: the metrics listener's accept fails.
     let mut waiting = TcpStream::connect_timeout(&metrics, LIMIT).expect("connect to metrics");
     waiting.set_read_timeout(Some(LIMIT)).unwrap();
     waiting.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
     server.wait_for_message("metrics: accept failed");
+    // More workers come back to accept than there are numbers below the limit: the poem
+    // listener runs out too, and its waiting workers give theirs back.
     drop(hogs);
+    server.wait_for_message("accept failed");
     let mut answer = String::new();
     waiting
         .read_to_string(&mut answer)
