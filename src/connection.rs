@@ -249,6 +249,7 @@ pub fn serve(shared: &Shared, worker: usize, accepted: Accepted) {
     macro_rules! ended {
         ($level:ident) => {
             tracing::$level!(
+                worker,
                 number = connection.number + 1,
                 peer = %who.peer,
                 via = who.via.map(tracing::field::display),
