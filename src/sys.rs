@@ -223,6 +223,14 @@ impl Drop for Thread {
     }
 }
 
+/// Where the calling thread's alternate signal stack is, if it has one.
+pub fn signal_stack() -> Option<usize> {
+    // SAFETY: sigaltstack with no new stack only writes the current one into `stack`.
+    let mut stack: libc::stack_t = unsafe { std::mem::zeroed() };
+    let done = unsafe { libc::sigaltstack(std::ptr::null(), &mut stack) };
+    (done == 0 && stack.ss_flags & libc::SS_DISABLE == 0).then_some(stack.ss_sp as usize)
+}
+
 /// An epoll instance: what many threads can wait on at once, each woken alone for one ready
 /// descriptor (`poll` would wake every waiting thread).
 pub struct Poller(std::os::fd::OwnedFd);
@@ -270,20 +278,9 @@ pub fn interface_index(name: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
-/// RLIMIT_NPROC, which counts threads, when it applies: root is exempt from it.
+/// RLIMIT_NPROC (soft), which counts the threads of the process's real user, when it is finite.
 pub fn thread_limit() -> Option<u64> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return None;
-    }
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into a valid, exclusively borrowed rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut limit) } != 0
-        || limit.rlim_cur == libc::RLIM_INFINITY
-    {
-        return None;
-    }
-    Some(limit.rlim_cur)
+    limit(libc::RLIMIT_NPROC).map(|(soft, _)| soft).filter(|&soft| soft != libc::RLIM_INFINITY)
 }
 
 /// RLIMIT_NOFILE, soft and hard, when they are finite.
@@ -330,14 +327,68 @@ pub fn raise_open_file_limit(soft: u64) -> io::Result<()> {
     }
 }
 
-/// The cgroup v2 task limit and use of this process's control group, when it has a limit.
-pub fn cgroup_pids() -> Option<(u64, u64)> {
-    let membership = fs::read_to_string("/proc/self/cgroup").ok()?;
-    let path = membership.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
-    // "max" (no limit) does not parse, and then there is nothing to check.
-    let number = |file| fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok();
-    Some((number("pids.max")?, number("pids.current")?))
+/// A task limit of a control group: its path in the hierarchy, `pids.max` and `pids.current`.
+#[derive(Debug, PartialEq)]
+pub struct TaskLimit {
+    pub group: String,
+    pub max: u64,
+    pub current: u64,
+}
+
+/// The task limits (the pids controller's) of this process's control group and of each of its
+/// parents that has one, with cgroup v2 or, where the pids controller is on a v1 hierarchy, v1.
+pub fn task_limits() -> Vec<TaskLimit> {
+    let Ok(me) = procfs::process::Process::myself() else {
+        return Vec::new();
+    };
+    let (Ok(groups), Ok(mounts)) = (me.cgroups(), me.mountinfo()) else {
+        return Vec::new();
+    };
+    let v1 = groups.0.iter().find(|g| g.controllers.iter().any(|c| c == "pids"));
+    let group = v1.or_else(|| groups.0.iter().find(|g| g.hierarchy == 0));
+    let mount = group.and_then(|group| {
+        mounts.0.iter().find(|m| match group.hierarchy {
+            0 => m.fs_type == "cgroup2",
+            _ => m.fs_type == "cgroup" && m.super_options.contains_key("pids"),
+        })
+    });
+    match (group, mount) {
+        (Some(group), Some(mount)) => {
+            let relative = group.pathname.strip_prefix(&mount.root).unwrap_or(&group.pathname);
+            task_limits_in(&mount.mount_point, relative)
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The task limits of control group `group` (a path such as `/system.slice/x.service`) and its
+/// parents, in the hierarchy mounted at `root`.
+pub fn task_limits_in(root: &Path, group: &str) -> Vec<TaskLimit> {
+    let mut limits = Vec::new();
+    let mut group = Path::new("/").join(group.trim_start_matches('/'));
+    loop {
+        let dir = root.join(group.strip_prefix("/").unwrap_or(&group));
+        // "max" (no limit) does not parse, and then there is nothing to check.
+        let number = |file| fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok();
+        if let (Some(max), Some(current)) = (number("pids.max"), number("pids.current")) {
+            limits.push(TaskLimit { group: group.display().to_string(), max, current });
+        }
+        if !group.pop() {
+            return limits;
+        }
+    }
+}
+
+/// Threads of every process whose real user is `uid`: what `RLIMIT_NPROC` counts.
+pub fn user_threads(uid: u32) -> u64 {
+    let Ok(processes) = procfs::process::all_processes() else {
+        return 0;
+    };
+    (processes.flatten())
+        .filter_map(|process| process.status().ok())
+        .filter(|status| status.ruid == uid)
+        .map(|status| status.threads)
+        .sum()
 }
 
 #[cfg(test)]
@@ -356,5 +407,28 @@ mod tests {
         let (accepted, _) = listener.accept().unwrap();
         assert_eq!(backlog(&listener).map(|b| b.0), Some(2));
         assert!(backlog_wait(&accepted).is_some());
+    }
+
+    /// The task limits of a control group and of every parent with one are read, up to the
+    /// root; a group whose limit is "max" has none.
+    #[test]
+    fn task_limits_are_read_up_the_hierarchy() {
+        let root = tempfile::tempdir().unwrap();
+        let write = |dir: &str, max: &str, current: &str| {
+            let dir = root.path().join(dir);
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("pids.max"), format!("{max}\n")).unwrap();
+            fs::write(dir.join("pids.current"), format!("{current}\n")).unwrap();
+        };
+        write("", "max", "900");
+        write("user.slice", "12000", "800");
+        write("user.slice/session.scope", "max", "40");
+        write("user.slice/session.scope/app", "500", "3");
+        let limits = task_limits_in(root.path(), "/user.slice/session.scope/app");
+        let limit = |group: &str, max, current| TaskLimit { group: group.into(), max, current };
+        assert_eq!(
+            limits,
+            [limit("/user.slice/session.scope/app", 500, 3), limit("/user.slice", 12000, 800)]
+        );
     }
 }
