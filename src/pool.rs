@@ -19,12 +19,18 @@ use std::time::Duration;
 
 use tracing::error;
 
-use crate::sys::Thread;
+use crate::sys::{self, Thread};
 
 /// Stack size of each worker. Only touched pages cost memory, so this bounds address space
 /// rather than what an idle worker costs; a worker's deepest path (a log line, a caught panic)
 /// is far below it.
 pub const WORKER_STACK: usize = 128 * 1024;
+
+/// How late a worker may wake from a sleep (its timer slack; Linux's default is 50 µs): with
+/// thousands of connections paced at once, timers due within this of each other expire together,
+/// one wake-up of the processor for many. It costs pacing no more than this, and the crowd's CPU
+/// per chunk a fifth: see docs/benchmarks.md, "Notes: where the time goes".
+const WORKER_TIMER_SLACK: Duration = Duration::from_micros(250);
 
 /// Where the workers take their jobs from.
 pub trait Source: Send + Sync + 'static {
@@ -68,6 +74,7 @@ impl<S: Source> Pool<S> {
                 (Arc::clone(&work), Arc::clone(&source), returning.clone());
             let thread = Thread::spawn(&format!("worker-{worker}"), WORKER_STACK, move || {
                 let _returning = returning;
+                sys::set_timer_slack(WORKER_TIMER_SLACK);
                 while let Some(job) = source.take(worker) {
                     let ran = panic::catch_unwind(AssertUnwindSafe(|| work(worker, job)));
                     if let Err(panic) = ran {
@@ -211,6 +218,24 @@ mod tests {
         jobs.send(Some((tell, release))).unwrap();
         told.recv_timeout(LIMIT).expect("the only worker lives on");
         drop(hold);
+        drop(pool);
+    }
+
+    /// Workers run with their timer slack set, so that timers due together expire together.
+    #[test]
+    fn workers_sleep_with_the_timer_slack() {
+        let (send, jobs) = mpsc::channel();
+        let source = Arc::new(Jobs { jobs: Mutex::new(Some(jobs)) });
+        let (tell, told) = mpsc::channel();
+        let pool = Pool::new(NonZeroUsize::MIN, source, move |_, _: Job| {
+            // SAFETY: PR_GET_TIMERSLACK only returns the calling thread's slack.
+            let slack = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK) };
+            tell.send(slack as u128).unwrap();
+        })
+        .unwrap();
+        send.send(None).unwrap();
+        let slack = told.recv_timeout(LIMIT).expect("the job runs");
+        assert_eq!(slack, WORKER_TIMER_SLACK.as_nanos());
         drop(pool);
     }
 

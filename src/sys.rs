@@ -223,6 +223,19 @@ impl Drop for Thread {
     }
 }
 
+/// Lets the kernel wake the calling thread up to `slack` late from its sleeps, so that its
+/// timer can expire with others due about then.
+pub fn set_timer_slack(slack: Duration) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_TIMERSLACK takes a number and touches no memory of ours; on failure the
+    // thread keeps the default slack.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, slack.as_nanos() as libc::c_ulong);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = slack;
+}
+
 /// Where the calling thread's alternate signal stack is, if it has one.
 pub fn signal_stack() -> Option<usize> {
     // SAFETY: sigaltstack with no new stack only writes the current one into `stack`.
