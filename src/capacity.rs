@@ -46,6 +46,11 @@ pub fn check(workers: usize, reserved: u64) -> anyhow::Result<()> {
     for room in rooms.into_iter().flatten() {
         room.check(workers)?;
     }
+    // glibc's own limit on allocator arenas, eight per core, said explicitly: unset, it is
+    // worked out again (reading /sys/devices/system/cpu/online) as each new thread first
+    // allocates, three system calls more on each worker's first connection.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    sys::cap_malloc_arenas(i32::try_from(8 * cores).unwrap_or(i32::MAX));
     address_space(workers, cost.space)?;
     descriptors(workers, reserved)
 }
@@ -247,6 +252,8 @@ fn address_space(workers: u64, per_thread: u64) -> anyhow::Result<()> {
     let Some(max) = sys::address_space_limit() else {
         return Ok(());
     };
+    // Each arena reserves 64 MiB as a thread first allocates: they would take the room the
+    // workers' stacks need.
     sys::cap_malloc_arenas(2);
     let used = Process::myself().and_then(|me| me.stat()).map_or(0, |stat| stat.vsize);
     let fit = max.saturating_sub(used + SPACE_HEADROOM) / per_thread.max(1);

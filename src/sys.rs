@@ -308,8 +308,7 @@ pub fn address_space_limit() -> Option<u64> {
 }
 
 /// Keeps the allocator to `arenas` arenas. glibc gives threads arenas of their own, up to eight
-/// per core, each reserving 64 MiB of address space as a thread first allocates: under an
-/// address-space limit they would take the room the workers' stacks need.
+/// per core by default, each reserving 64 MiB of address space as a thread first allocates.
 pub fn cap_malloc_arenas(arenas: i32) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt takes two ints and touches no memory of ours; on failure the default
