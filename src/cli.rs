@@ -521,7 +521,11 @@ pub fn refusal(err: &clap::Error) -> Option<String> {
         line = format!("{line}: {why}");
     }
     if let Some(values) = context(ContextKind::ValidValue) {
-        line = format!("{line} [possible values: {values}]");
+        line = match values.is_empty() {
+            // How clap's path parsers refuse an empty value: with no possible values.
+            true => format!("{line}: must not be empty"),
+            false => format!("{line} [possible values: {values}]"),
+        };
     }
     Some(match context(ContextKind::Custom) {
         Some(var) => format!("in ${var}: {line}"),

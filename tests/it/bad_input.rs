@@ -370,3 +370,11 @@ fn workers_beyond_the_address_space_limit() {
     assert_one_line(&refused, &["--workers 2000 does not fit", "address space limit"]);
     assert_code(&refused, 1);
 }
+
+/// An empty path is refused as empty, not with an empty list of possible values.
+#[test]
+fn empty_paths() {
+    let poem = run(&["--port", "0", ""]);
+    assert_one_line(&poem, &["invalid value '' for '[POEM]...': must not be empty"]);
+    assert_code(&poem, 2);
+}
