@@ -371,10 +371,29 @@ fn workers_beyond_the_address_space_limit() {
     assert_code(&refused, 1);
 }
 
-/// An empty path is refused as empty, not with an empty list of possible values.
+/// An empty path, for a poem or the trace, is refused as empty, not with an empty list of
+/// possible values.
 #[test]
 fn empty_paths() {
     let poem = run(&["--port", "0", ""]);
     assert_one_line(&poem, &["invalid value '' for '[POEM]...': must not be empty"]);
     assert_code(&poem, 2);
+    let trace = run(&["--port", "0", "--trace", "", &science()]);
+    assert_one_line(&trace, &["invalid value '' for '--trace <FILE>': must not be empty"]);
+    assert_code(&trace, 2);
+}
+
+/// A trace file that cannot be written (in a missing directory, or a directory itself) is
+/// refused at start-up, before anything listens, naming the file and why.
+#[test]
+fn unwritable_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing").join("trace.json").display().to_string();
+    let output = run(&["--port", "0", "--trace", &missing, &science()]);
+    assert_one_line(&output, &["cannot write the trace", &missing, "No such file"]);
+    assert_code(&output, 1);
+    let directory = dir.path().display().to_string();
+    let output = run(&["--port", "0", "--trace", &directory, &science()]);
+    assert_one_line(&output, &["cannot write the trace", &directory, "Is a directory"]);
+    assert_code(&output, 1);
 }
