@@ -3,7 +3,8 @@
 //!
 //! [`Trace`] is a [`Watch`]er and a writer thread of its own. A worker's call only stamps the
 //! event into a bounded queue and returns: when the queue is full the event is dropped and
-//! counted, never waited for. The writer wakes every [`TICK`], takes what is queued, pairs each
+//! counted, never waited for (the first worker to find it full wakes the writer early). The
+//! writer wakes every [`TICK`], takes what is queued, pairs each
 //! connection's events (its backlog wait ends when a worker takes it; its slice on the worker's
 //! track ends with it) and writes them through a `BufWriter`, until the file reaches its cap.
 //! Dropping the [`Trace`] once the server has stopped writes what is still queued, the summary
@@ -15,10 +16,10 @@ use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::thread::{self, JoinHandle};
+use std::sync::{Arc, OnceLock};
+use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -31,13 +32,13 @@ use crate::watch::{Event, Watch};
 /// The file stops growing at this size: the events after it are counted, not written.
 pub const MAX_BYTES: u64 = 1 << 30;
 
-/// Events waiting for the writer at most; more are dropped. At [`TICK`] this absorbs over
-/// 600,000 events a second, and takes a few MiB.
+/// Events waiting for the writer at most; more are dropped. At [`TICK`] this absorbs three
+/// million events a second, more than the server sends chunks, and takes a few MiB.
 const QUEUE: usize = 32_768;
 
 /// How often the writer takes what is queued. It polls rather than blocks on the queue so
 /// that no worker ever pays for waking it.
-const TICK: Duration = Duration::from_millis(50);
+const TICK: Duration = Duration::from_millis(10);
 
 /// Room kept below the cap for the summary event and the closing bracket.
 const TAIL: u64 = 1024;
@@ -85,6 +86,7 @@ impl Trace {
             .name("trace".into())
             .spawn(move || writer.run(&queued, &stopping))
             .context("cannot start the trace's thread")?;
+        let _ = recorder.writer.set(writer.thread().clone());
         let recorder = Arc::new(recorder);
         Ok(Trace { recorder, stop, writer: Some(writer), path: path.to_owned() })
     }
@@ -131,20 +133,27 @@ struct Recorder {
     queue: SyncSender<Record>,
     /// Events the queue had no room for (the writer reads it too, for the summary).
     dropped: Arc<AtomicU64>,
+    /// The writer, to wake when the queue is full.
+    writer: OnceLock<Thread>,
 }
 
 impl Recorder {
     fn new(capacity: usize) -> (Recorder, Receiver<Record>) {
         let (queue, queued) = mpsc::sync_channel(capacity);
-        (Recorder { queue, dropped: Arc::default() }, queued)
+        (Recorder { queue, dropped: Arc::default(), writer: OnceLock::new() }, queued)
     }
 }
 
 impl Watch for Recorder {
     fn event(&self, id: u64, at: Instant, event: Event) {
-        // A worker never waits for the file: a full queue loses the event, and counts it.
+        // A worker never waits for the file: a full queue loses the event, and counts it. Waking
+        // the writer costs a system call only while it sleeps: once, however many workers find
+        // the queue full before it runs.
         if self.queue.try_send((id, at, event)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(writer) = self.writer.get() {
+                writer.unpark();
+            }
         }
     }
 }
@@ -575,6 +584,22 @@ mod tests {
         assert_eq!(recorder.dropped.load(Ordering::Relaxed), 8);
         let kept: Vec<u64> = queued.try_iter().map(|(id, ..)| id).collect();
         assert_eq!(kept, [0, 1]);
+    }
+
+    /// The first event the queue has no room for wakes the writer, rather than wait its tick.
+    #[test]
+    fn a_full_queue_wakes_the_writer() {
+        let (recorder, _queued) = Recorder::new(1);
+        let (woken, wakes) = mpsc::channel();
+        let writer = thread::spawn(move || {
+            thread::park();
+            woken.send(()).expect("the test waits");
+        });
+        recorder.writer.set(writer.thread().clone()).expect("set once");
+        // The first fills the queue; the second finds it full.
+        recorder.event(0, Instant::now(), Event::Taken { worker: 0 });
+        recorder.event(1, Instant::now(), Event::Taken { worker: 0 });
+        wakes.recv_timeout(Duration::from_secs(20)).expect("the full queue woke the writer");
     }
 
     /// Each connection gets its wait for a worker, a slice on its worker's track with its
