@@ -3,11 +3,14 @@
 //! what the log says of it (`--log-format json`): its peer, its worker, its bytes, its wait.
 
 use std::collections::HashMap;
+use std::net::TcpStream;
 use std::path::Path;
+use std::thread;
+use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::common::{Binary, BinaryPoem, Target};
+use crate::common::{Binary, BinaryPoem, Fetch, Target, read_to_end};
 
 /// Starts the binary serving `poem` with a trace to `path`, JSON logs and `args`.
 fn traced(poem: &BinaryPoem, path: &Path, args: &[&str]) -> Binary {
@@ -56,8 +59,17 @@ fn every_chunk_of_every_connection_is_on_its_workers_track() {
     let poem = BinaryPoem::new(95); // chunks of 10: nine of 10 bytes and one of 5
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("trace.json");
-    let server = traced(&poem, &path, &["--workers", "2", "--delay", "20ms", "--num-bytes", "10"]);
-    for fetch in server.fetch_many(4) {
+    let server = traced(&poem, &path, &["--workers", "2", "--delay", "100ms", "--num-bytes", "10"]);
+    // All four connect at once, so that the second is taken while the first streams (for 0.9 s)
+    // and the two others wait in the backlog for a worker.
+    let started = Instant::now();
+    let clients: Vec<TcpStream> = (0..4).map(|_| server.connect()).collect();
+    let fetches: Vec<Fetch> = thread::scope(|scope| {
+        let reading: Vec<_> =
+            clients.into_iter().map(|c| scope.spawn(move || read_to_end(c, started))).collect();
+        reading.into_iter().map(|r| r.join().expect("a client thread")).collect()
+    });
+    for fetch in fetches {
         server.assert_bytes(&fetch.bytes, &poem.bytes);
     }
     let ended = server.wait_for_outcome("complete", 4);
@@ -67,7 +79,8 @@ fn every_chunk_of_every_connection_is_on_its_workers_track() {
     let tracks = track_names(&events);
     let accept = (tracks.iter()).find(|(_, name)| *name == "accept").map(|(&tid, _)| tid);
     let accept = accept.unwrap_or_else(|| panic!("no accept track:\n{}", story()));
-    let mut workers = Vec::new();
+    // Per connection: its worker, when it was taken and ended, and when its wait began.
+    let mut served = Vec::new();
     for logged in &ended {
         let peer = &logged["peer"];
         let slices: Vec<_> =
@@ -76,7 +89,6 @@ fn every_chunk_of_every_connection_is_on_its_workers_track() {
         let slice = slices[0];
         let (id, tid) = (&slice["args"]["connection"], slice["tid"].as_u64().unwrap());
         assert_eq!(tracks.get(&tid), logged["threadName"].as_str().map(String::from).as_ref());
-        workers.push(tid);
         assert_eq!(slice["args"]["outcome"], "complete", "{slice}");
         assert_eq!(slice["args"]["bytes"], 95, "{slice}");
         assert_eq!(slice["args"]["chunks"], 10, "{slice}");
@@ -108,10 +120,20 @@ fn every_chunk_of_every_connection_is_on_its_workers_track() {
         // The log's wait is the same, to the millisecond (and left out when under one).
         let backlog_ms = wait[0]["args"]["backlog_us"].as_u64().unwrap() / 1000;
         assert_eq!(logged["waited_ms"].as_u64().unwrap_or(0), backlog_ms, "{logged}");
+        served.push((tid, start, end, ts(wait[0])));
     }
-    workers.sort();
-    workers.dedup();
-    assert_eq!(workers.len(), 2, "both workers served: {workers:?}");
+    // Two on each worker: the second waited in the backlog while the first was served, and
+    // was taken once it had ended.
+    served.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    let workers: Vec<u64> = served.iter().map(|s| s.0).collect();
+    assert_eq!(workers.len(), 4);
+    assert!(workers[0] == workers[1] && workers[2] == workers[3] && workers[1] != workers[2]);
+    for pair in served.chunks(2) {
+        let [(_, _, first_end, _), (_, second_start, _, second_waits)] = pair else {
+            unreachable!("chunks of two")
+        };
+        assert!(second_waits < first_end && first_end <= second_start, "{served:?}\n{}", story());
+    }
 
     let last = events.last().unwrap();
     assert_eq!(last["name"], "trace ended", "{}", story());
