@@ -4,9 +4,9 @@
 //! [`Trace`] is a [`Watch`]er and a writer thread of its own. A worker's call only stamps the
 //! event into a bounded queue and returns: when the queue is full the event is dropped and
 //! counted, never waited for (the first worker to find it full wakes the writer early). The
-//! writer wakes every [`TICK`], takes what is queued, pairs each
-//! connection's events (its backlog wait ends when a worker takes it; its slice on the worker's
-//! track ends with it) and writes them through a `BufWriter`, until the file reaches its cap.
+//! writer wakes every [`TICK`], takes what is queued, pairs each connection's events (its
+//! backlog wait ends when a worker takes it; its slice on the worker's track ends with it) and
+//! writes them through a `BufWriter`, until the file reaches its cap.
 //! Dropping the [`Trace`] once the server has stopped writes what is still queued, the summary
 //! event and the closing bracket, so the file is valid JSON, and logs what was dropped.
 
@@ -65,20 +65,11 @@ impl Trace {
     /// worker of `workers` and one for the accept loop; time 0 is now. Fails, naming the file,
     /// if it cannot be written.
     pub fn start(path: &Path, workers: NonZeroUsize) -> anyhow::Result<Trace> {
-        Trace::with_bounds(path, workers, QUEUE, MAX_BYTES)
-    }
-
-    fn with_bounds(
-        path: &Path,
-        workers: NonZeroUsize,
-        queue: usize,
-        cap: u64,
-    ) -> anyhow::Result<Trace> {
         let shown = crate::poem::shown(path);
         let file = File::create(path).with_context(|| format!("cannot write the trace {shown}"))?;
-        let (recorder, queued) = Recorder::new(queue);
+        let (recorder, queued) = Recorder::new(QUEUE);
         let out = BufWriter::with_capacity(1 << 16, file);
-        let mut writer = Writer::new(out, workers, cap, Arc::clone(&recorder.dropped));
+        let mut writer = Writer::new(out, workers, MAX_BYTES, Arc::clone(&recorder.dropped));
         writer.begin().with_context(|| format!("cannot write the trace {shown}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
@@ -105,16 +96,18 @@ impl Trace {
         writer.thread().unpark();
         let shown = crate::poem::shown(&self.path);
         let Ok(written) = writer.join() else {
-            // The writer panicked; the message is in the log already.
+            // Its panic message went to stderr.
             return warn!(trace = %shown, "the trace's writer failed; the file is incomplete");
         };
         let Written { events, bytes, dropped, over_cap, failed } = written;
         match failed {
-            Some(err) => {
-                warn!(trace = %shown, error = %err, events, dropped, "cannot write the trace; the file is incomplete")
+            Some(error) => {
+                let error = error.to_string();
+                warn!(trace = %shown, error, events, dropped, "cannot write the trace");
             }
             None if dropped + over_cap > 0 => {
-                warn!(trace = %shown, events, bytes, dropped, over_cap, "trace written, with events missing")
+                let missing = "trace written, with events missing";
+                warn!(trace = %shown, events, bytes, dropped, over_cap, "{missing}");
             }
             None => info!(trace = %shown, events, bytes, dropped, over_cap, "trace written"),
         }
@@ -325,8 +318,8 @@ impl<W: Write> Writer<W> {
         }
         let peer = match self.waiting.remove(&id) {
             Some((accepted, peer, since)) => {
-                let backlog_us = micros(accepted - since);
-                let queue_us = micros(at - accepted);
+                let backlog_us = micros(accepted.saturating_duration_since(since));
+                let queue_us = micros(at.saturating_duration_since(accepted));
                 let args = WaitArgs { connection: id, peer, backlog_us, queue_us };
                 let (from, to) = (self.us(since), self.us(at));
                 self.put(Line::wait("b", id, self.accept, from, args));
@@ -356,9 +349,8 @@ impl<W: Write> Writer<W> {
         };
         let label = outcome.map_or("unknown", Outcome::label);
         let args = SliceArgs { connection: id, peer, outcome: label, bytes, chunks };
-        let mut line = Line::instant(&name, worker as u64, self.us(taken), args);
-        (line.ph, line.s) = ("X", None);
-        line.dur = Some(end.saturating_duration_since(taken).as_nanos() as f64 / 1000.0);
+        let dur = end.saturating_duration_since(taken).as_nanos() as f64 / 1000.0;
+        let mut line = Line::complete(&name, worker as u64, self.us(taken), dur, args);
         // Coloured by chrome://tracing; Perfetto colours by name.
         line.cname = Some(match outcome {
             Some(Outcome::Complete) => "good",
@@ -456,6 +448,13 @@ impl<'a, A> Line<'a, A> {
     fn instant(name: &'a str, tid: u64, ts: f64, args: A) -> Line<'a, A> {
         let (cat, s, id, dur, cname) = (None, Some("t"), None, None, None);
         Line { name, cat, ph: "i", s, id, pid: 0, tid, ts, dur, cname, args }
+    }
+
+    /// A slice of `dur` microseconds on track `tid`.
+    fn complete(name: &'a str, tid: u64, ts: f64, dur: f64, args: A) -> Line<'a, A> {
+        let mut line = Line::instant(name, tid, ts, args);
+        (line.ph, line.s, line.dur) = ("X", None, Some(dur));
+        line
     }
 
     /// A name or an order for track `tid`.
