@@ -289,6 +289,18 @@ pub struct Operations {
     #[arg(long, requires = "control", value_parser = sourced(BoolishValueParser::new()))]
     pub control_anywhere: bool,
 
+    /// Write a trace of every connection to FILE
+    ///
+    /// Write each connection's life to FILE as Chrome Trace Event JSON, which ui.perfetto.dev
+    /// and chrome://tracing open: a track per worker, with a slice per connection (its peer,
+    /// outcome and bytes) and a mark per chunk (its size and lateness), and a track for the
+    /// accept loop with each connection's wait in the backlog. FILE is created, or emptied, at
+    /// start-up, and closed as valid JSON when the server stops. Bounded: it stops growing at
+    /// 1 GiB, and events that come faster than they can be written are dropped rather than
+    /// delay a chunk; the log says how many at the end. See docs/trace.md.
+    #[arg(long, value_name = "FILE", value_parser = sourced(clap::builder::PathBufValueParser::new()))]
+    pub trace: Option<PathBuf>,
+
     /// Log as text or json
     ///
     /// Plain text (text), or one JSON object per line for log shippers (json).
@@ -480,6 +492,7 @@ impl Cli {
             metrics: operations.metrics,
             hosts: operations.metrics_host.clone(),
             control: operations.control,
+            trace: operations.trace.clone(),
         })
     }
 }
@@ -521,7 +534,11 @@ pub fn refusal(err: &clap::Error) -> Option<String> {
         line = format!("{line}: {why}");
     }
     if let Some(values) = context(ContextKind::ValidValue) {
-        line = format!("{line} [possible values: {values}]");
+        line = match values.is_empty() {
+            // How clap's path parsers refuse an empty value: with no possible values.
+            true => format!("{line}: must not be empty"),
+            false => format!("{line} [possible values: {values}]"),
+        };
     }
     Some(match context(ContextKind::Custom) {
         Some(var) => format!("in ${var}: {line}"),

@@ -10,6 +10,7 @@
 //!   runs, on the same listener.
 //! - [`systemd`]: readiness notification and socket activation.
 //! - [`signals`]: SIGINT and SIGTERM (stop), SIGUSR1 (stats line), SIGHUP (reload).
+//! - [`trace`]: `--trace`, every connection's life as a file a trace viewer opens.
 
 pub mod control;
 pub mod http;
@@ -19,9 +20,11 @@ mod signals;
 pub mod stats;
 mod status;
 mod systemd;
+mod trace;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -41,6 +44,8 @@ pub struct Options {
     pub hosts: Vec<String>,
     /// Where to serve the control API.
     pub control: Option<SocketAddr>,
+    /// Where to write the trace of every connection.
+    pub trace: Option<PathBuf>,
 }
 
 /// Runs the server as a daemon until SIGINT or SIGTERM, then drains it and returns.
@@ -57,6 +62,10 @@ pub fn run(mut config: Config, options: Options) -> anyhow::Result<()> {
         config.reserved_descriptors += 16 + 8;
     }
     let signals = signals::Signals::register().context("cannot install signal handlers")?;
+    // --trace: opened before anything listens; dropped after the server, it closes the file.
+    let trace = options.trace.as_deref().map(|path| trace::Trace::start(path, config.workers));
+    let trace = trace.transpose()?;
+    config.watchers.extend(trace.as_ref().map(trace::Trace::watcher));
     let server = match systemd::inherited_listeners()? {
         Some(sockets) => {
             info!(
@@ -87,6 +96,7 @@ pub fn run(mut config: Config, options: Options) -> anyhow::Result<()> {
     log_serving(&handle);
     systemd::ready(&systemd::status(&handle));
     server.wait();
+    drop(trace); // every connection has ended: its last events are in, and the file is closed
     // The last summaries, once every connection has ended.
     summaries.lock().unwrap_or_else(PoisonError::into_inner).write(&handle);
     stats::log(&handle, true);
