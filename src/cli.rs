@@ -24,7 +24,7 @@ use clap_mangen::roff::{Roff, bold, italic, roman};
 use crate::collection::Order;
 use crate::config::{Config, Invalid, WRITE_TIMEOUTS, any_duration, duration};
 use crate::faults::{FaultFlags, Faults};
-use crate::ops;
+use crate::ops::{self, logging::LogFormat};
 use crate::pacing::Pacing;
 use crate::script::Script;
 
@@ -320,16 +320,6 @@ pub struct Operations {
     /// does: exit 0 on an answer of 200 within 2 s, 1 otherwise; every other option is ignored.
     #[arg(long, value_name = "ADDR:PORT", value_parser = sourced(host_and_port))]
     pub health_check: Option<SocketAddr>,
-}
-
-/// How log lines (and the stats line) are written on stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines with `key=value` fields.
-    #[default]
-    Text,
-    /// One JSON object per line, event fields at the top level.
-    Json,
 }
 
 /// What `--generate` prints, all made from the same definition as `--help`.
