@@ -1,5 +1,5 @@
 //! Tests that need tools from outside the Rust toolchain: bash, man, promtool,
-//! systemd-socket-activate, and unshare, ip and nft for a network namespace. Where one is
+//! systemd-socket-activate, unshare, ip and nft for a network namespace, and chromium. Where one is
 //! missing, its tests show as ignored, naming what is missing (`[needs …]`); under CI (`CI`
 //! set), where `.ci/run` has installed them all, a missing tool fails its test instead.
 //!
@@ -56,6 +56,11 @@ fn main() {
             &["pytest"],
             "the_documented_pytest_suite_passes",
             the_documented_pytest_suite_passes,
+        ),
+        needs(
+            &["chromium"],
+            "chromium_draws_the_timeline_and_its_marks_grow",
+            chromium_draws_the_timeline_and_its_marks_grow,
         ),
         // Run only by the test above, inside the namespace it makes.
         Trial::test("vanished_client_inside_a_namespace", || {
@@ -408,4 +413,83 @@ fn the_documented_pytest_suite_passes() {
     let said = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{said}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(said.contains("3 passed"), "{said}");
+}
+
+/// What headless Chromium makes of `url` (a profile of its own in `profile`, so that runs side
+/// by side do not share one): the DOM once loaded, or once the page's scripts have had
+/// `budget_ms` of virtual time; or a screenshot `width` × `height` into `shot`.
+fn chromium(
+    profile: &std::path::Path,
+    url: &str,
+    budget_ms: Option<u32>,
+    shot: Option<(&str, u32, u32)>,
+) -> String {
+    let mut command = Command::new("chromium");
+    command.args(["--headless", "--disable-gpu", "--no-sandbox", "--no-first-run"]);
+    command.args(["--disable-background-networking", "--disable-component-update"]);
+    command.arg(format!("--user-data-dir={}", profile.display()));
+    if let Some(budget) = budget_ms {
+        command.arg(format!("--virtual-time-budget={budget}"));
+    }
+    match shot {
+        Some((file, width, height)) => {
+            command.arg(format!("--screenshot={file}"));
+            command.arg(format!("--window-size={width},{height}"));
+        }
+        None => {
+            command.arg("--dump-dom");
+        }
+    }
+    let output = run_command(command.arg(url));
+    assert!(output.status.success(), "chromium: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The `data-chunks` of lane `id` in a dumped DOM, if it has that lane.
+fn lane_chunks(dom: &str, id: u64) -> Option<u64> {
+    let after = dom.split(&format!(r#"class="lane" data-id="{id}" data-chunks=""#)).nth(1)?;
+    after.split('"').next()?.parse().ok()
+}
+
+/// In headless Chromium, the status page of a server with one worker and two clients draws
+/// the first client's lane, says the second waits in the backlog, and, refreshed by its
+/// script, shows the lane's marks grown in a later look; it also makes a screenshot
+/// (printed path), to look at when the picture changes.
+fn chromium_draws_the_timeline_and_its_marks_grow() {
+    let poem = BinaryPoem::new(100_000); // 10,000 chunks: far longer than the test
+    let server = Binary::launch(poem.path())
+        .args(&["--workers", "1", "--delay", "0.05", "--metrics", "127.0.0.1:0"])
+        .start();
+    let url = format!("http://{}/", server.metrics_addr());
+    let _first = server.start_streaming(10);
+    let _second = server.connect(); // waits in the listen backlog behind the first
+    let profile = tempfile::tempdir().unwrap();
+    // The page as loaded, before its script refreshes it: whole without it.
+    let served = eventually(
+        "the second client in the backlog",
+        || server.stderr(),
+        || {
+            let dom = chromium(profile.path(), &url, None, None);
+            dom.contains("1 more waiting in the listen backlog").then_some(dom)
+        },
+    );
+    let before = lane_chunks(&served, 0).unwrap_or_else(|| panic!("no lane 0:\n{served}"));
+    assert!(lane_chunks(&served, 1).is_none(), "the second is not accepted yet:\n{served}");
+    // After a few refreshes by the script, the same lane with more marks.
+    let refreshed = eventually(
+        "the lane's marks grown after the script's refreshes",
+        || server.stderr(),
+        || {
+            let dom = chromium(profile.path(), &url, Some(3000), None);
+            let grown = lane_chunks(&dom, 0).is_some_and(|after| after > before);
+            (grown && dom.contains(r#"id="updated">updated "#)).then_some(dom)
+        },
+    );
+    assert!(refreshed.contains(r#"<svg xmlns="http://www.w3.org/2000/svg" id="timeline""#));
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("timeline.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(profile.path(), &url, Some(2000), Some((shot.to_str().unwrap(), 1280, 900)));
+    let png = std::fs::read(&shot).expect("the screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG: {}", shot.display());
+    eprintln!("timeline screenshot: {}", shot.display());
 }
