@@ -387,10 +387,12 @@ struct Shape {
     id: u64,
     chunks: u64,
     outcome: &'static str,
-    /// The middle of the lane, and the height of its bars.
+    /// The middle of the lane, the height of its bars and of its line.
     y: f64,
     bar: f64,
-    /// Its number and worker, at the left, if the lane is tall enough.
+    line: f64,
+    /// Its number and worker, at the left, if the lane is tall enough; its number alone every
+    /// few lanes if not.
     words: Option<(String, String)>,
     font: f64,
     /// The wait, hatched.
@@ -515,6 +517,9 @@ impl Figure {
         let words = pitch >= PITCH_WORDS;
         let font = if pitch >= 30.0 { 20.0 } else { 16.0 };
         let bar = r1((pitch * 0.66).max(2.0));
+        let line = r1((pitch * 0.12).clamp(1.0, 3.0));
+        // Lanes too thin for words get their number every few lanes, to find one's place.
+        let every = (PITCH_WORDS / pitch).ceil() as usize;
         let lanes: Vec<Shape> = (snapshot.lanes.iter().enumerate())
             .map(|(row, lane)| {
                 let y = r1(TOP + pitch * (row as f64 + 0.5));
@@ -548,13 +553,15 @@ impl Figure {
                     outcome: lane.outcome.unwrap_or("running"),
                     y,
                     bar,
-                    words: words.then(|| {
+                    words: (words || row.is_multiple_of(every)).then(|| {
                         let worker = match lane.worker {
+                            _ if !words => String::new(),
                             Some(worker) => format!("worker {worker}"),
                             None => "waiting".to_string(),
                         };
                         (format!("#{}", lane.id + 1), worker)
                     }),
+                    line,
                     font,
                     wait,
                     open,
@@ -574,7 +581,7 @@ impl Figure {
         let mut note = match (n, snapshot.connections) {
             (0, _) => "No connection in the last minute.".to_string(),
             (n, all) if all as usize > n && n == snapshot.lanes_max => {
-                format!("The {n} most recent of {all} connections.")
+                format!("The {n} most recent of {} connections.", thousands(all))
             }
             (1, _) => "1 connection in the last minute.".to_string(),
             (n, _) => format!("{n} connections in the last minute."),
@@ -661,6 +668,19 @@ fn marks_path(xs: impl Iterator<Item = f64>, y: f64, bar: f64) -> String {
         block(first, last);
     }
     path
+}
+
+/// `n` with its thousands set apart: 10,000.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (k, digit) in digits.chars().enumerate() {
+        if k > 0 && (digits.len() - k).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
 }
 
 /// Seconds, to the millisecond.
@@ -814,5 +834,29 @@ mod tests {
         let escaped = svg.replace("&#60;", "&lt;").replace("&#62;", "&gt;");
         assert!(escaped.contains("&lt;a title&gt;") && !svg.contains("<a title>"), "{svg}");
         assert!(svg.contains("3 more waiting in the listen backlog"), "{svg}");
+    }
+
+    /// With as many lanes as are kept, every lane is drawn, too thin for words, and every
+    /// few lanes is numbered; the note says how many connections there were.
+    #[test]
+    fn many_lanes_are_drawn_thin_and_numbered_every_few() {
+        let epoch = Instant::now();
+        let timeline = Timeline::new(epoch);
+        let connections = 12_345;
+        for id in 0..connections {
+            let at = epoch + Duration::from_millis(id);
+            timeline.event(id, at, Event::Accepted { peer: peer(4), waited: Duration::ZERO });
+            timeline.event(id, at, Event::Taken { worker: id as usize });
+            timeline.event(id, at, Event::Chunk { bytes: 10, late: Duration::ZERO });
+        }
+        let now = epoch + Duration::from_secs(20);
+        let svg = Figure::of(&timeline.snapshot(now), "many", 0).render().unwrap();
+        assert_eq!(svg.matches(r#"<g class="lane""#).count(), LANES, "{svg}");
+        assert_eq!(svg.matches("worker").count(), 0, "{svg}");
+        let every = (PITCH_WORDS / PITCH_MIN).ceil() as usize;
+        assert_eq!(svg.matches(r#"font-weight="600">#"#).count(), LANES.div_ceil(every));
+        // The first lane shown is numbered: the 12,146th connection, counted from 1.
+        assert!(svg.contains(">#12146<"), "{svg}");
+        assert!(svg.contains("The 200 most recent of 12,345 connections."), "{svg}");
     }
 }
