@@ -529,7 +529,8 @@ impl Figure {
                     let what = format!("waited {:.1} s", waited_until - lane.arrived_s);
                     // Inside the hatching if it fits, else just before it, else not at all.
                     let room = what.chars().count() as f64 * CHAR * 0.9;
-                    let words = match words {
+                    // A wait too short to show in tenths of a second is drawn, not named.
+                    let words = match words && waited_until - lane.arrived_s >= 0.05 {
                         true if x1 - x0 >= room + 12.0 => Some((r1(x0 + 6.0), "start", what)),
                         true if x0 - LEFT >= room + 8.0 => Some((r1(x0 - 6.0), "end", what)),
                         _ => None,
