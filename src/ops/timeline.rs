@@ -649,10 +649,17 @@ fn marks_path(xs: impl Iterator<Item = f64>, y: f64, bar: f64) -> String {
     use std::fmt::Write as _;
     let mut path = String::new();
     let top = r1(y - bar / 2.0);
+    // Each block after the first moves from the one before (a closed path's end is its
+    // start): shorter than placing each anew, with 200 lanes of ticks on a page.
+    let mut previous: Option<f64> = None;
     let mut block = |first: f64, last: f64| {
         let (x0, w) = (r1(first - 1.0), r1(last - first + 2.0));
         // Writing to a String cannot fail.
-        let _ = write!(path, "M{x0} {top}h{w}v{bar}h-{w}z");
+        let _ = match previous {
+            None => write!(path, "M{x0} {top}h{w}v{bar}h-{w}z"),
+            Some(before) => write!(path, "m{} 0h{w}v{bar}h-{w}z", r1(x0 - before)),
+        };
+        previous = Some(x0);
     };
     let mut run: Option<(f64, f64)> = None;
     for x in xs {
@@ -822,7 +829,7 @@ mod tests {
         assert_eq!(svg.matches(r#"<g class="lane""#).count(), 2, "{svg}");
         assert!(svg.contains(r#"data-id="1" data-chunks="5" data-outcome="stalled""#), "{svg}");
         // Chunks 1 s apart are ticks of their own: five in each lane.
-        let ticks = |path: &str| path.matches('M').count();
+        let ticks = |path: &str| path.matches(['M', 'm']).count();
         let marks: Vec<usize> = (svg.split(r#"class="marks" d=""#).skip(1))
             .map(|rest| ticks(rest.split('"').next().unwrap()))
             .collect();
