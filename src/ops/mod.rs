@@ -5,7 +5,8 @@
 //! - [`logging`]: where log lines go, as text or JSON, and how many were dropped.
 //! - [`stats`]: the stats line.
 //! - [`metrics`]: `/metrics`, `/healthz`, `/readyz`, and the routes of the status page
-//!   ([`status`]), served by [`http`], the listener bounded against hostile clients.
+//!   ([`status`]) and its timeline ([`timeline`]), served by [`http`], the listener bounded
+//!   against hostile clients.
 //! - [`control`]: `--control`, the JSON API that changes the faults and pacing while the server
 //!   runs, on the same listener.
 //! - [`systemd`]: readiness notification and socket activation.
@@ -20,6 +21,7 @@ mod signals;
 pub mod stats;
 mod status;
 mod systemd;
+pub mod timeline;
 mod trace;
 
 use std::io::Write as _;
@@ -34,6 +36,7 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::server::{Handle, Server};
+use crate::watch::Watch;
 
 /// The listeners beside the poem port, each off unless asked for.
 #[derive(Debug, Clone, Default)]
@@ -61,6 +64,10 @@ pub fn run(mut config: Config, options: Options) -> anyhow::Result<()> {
     if options.control.is_some() {
         config.reserved_descriptors += 16 + 8;
     }
+    // The status page's timeline watches every connection from the first.
+    let timeline = options.metrics.map(|_| Arc::new(timeline::Timeline::default()));
+    config.watchers.extend(timeline.iter().map(|t| Arc::clone(t) as Arc<dyn Watch>));
+
     let signals = signals::Signals::register().context("cannot install signal handlers")?;
     // --trace: opened before anything listens; dropped after the server, it closes the file.
     let trace = options.trace.as_deref().map(|path| trace::Trace::start(path, config.workers));
@@ -80,7 +87,7 @@ pub fn run(mut config: Config, options: Options) -> anyhow::Result<()> {
     let metrics = match options.metrics {
         Some(addr) => {
             let limits = http::Limits { hosts: options.hosts.clone(), ..http::Limits::default() };
-            Some(metrics::serve(addr, handle.clone(), limits)?)
+            Some(metrics::serve(addr, handle.clone(), limits, timeline)?)
         }
         None => None,
     };
