@@ -256,8 +256,9 @@ pub struct Operations {
     /// Answer HTTP on this address and port (127.0.0.1:9100 or localhost:9100, say: a host name
     /// is resolved at start-up, and its first address is used; port 0 picks a free one, and a
     /// line on stdout names it): GET /metrics in the Prometheus text format, /healthz (alive),
-    /// /readyz (accepting connections), and / (a status page: the connections being served,
-    /// with their clients' addresses) with /status.json (the same as JSON). Off by default. Keep
+    /// /readyz (accepting connections), and / (a status page: a timeline of the last minute's
+    /// connections, those being served, with their clients' addresses) with /status.json (the
+    /// same as JSON), /timeline.svg and /timeline.json (the timeline alone). Off by default. Keep
     /// it on loopback or a private network: it has no authentication.
     #[arg(long, value_name = "ADDR:PORT", value_parser = sourced(host_and_port))]
     pub metrics: Option<SocketAddr>,
