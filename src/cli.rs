@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6, ToSocketAddrs};
-use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -125,7 +125,7 @@ pub struct Listening {
 #[command(next_help_heading = "Pacing")]
 pub struct PacingFlags {
     /// Bytes per chunk, at least 1
-    #[arg(short, long, value_name = "N", default_value = "10", allow_negative_numbers = true, value_parser = sourced(at_least_one()))]
+    #[arg(short, long, value_name = "N", default_value = "10", allow_negative_numbers = true, value_parser = sourced(at_least_one))]
     pub num_bytes: NonZeroUsize,
 
     /// Pause between chunks
@@ -155,7 +155,7 @@ pub struct PacingFlags {
     ///
     /// Each chunk's size is drawn at random between --num-bytes and this (as toxiproxy's slicer
     /// does).
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = sourced(at_least_one()))]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = sourced(at_least_one))]
     pub num_bytes_max: Option<NonZeroUsize>,
 }
 
@@ -168,7 +168,7 @@ pub struct Limits {
     /// Worker threads, started at launch; each streams one poem at a time, and other clients
     /// wait their turn in the listen backlog. A paced poem holds its worker for minutes, and an
     /// idle worker costs about 10 KB of memory, so the default is generous.
-    #[arg(short, long, value_name = "N", default_value = "256", allow_negative_numbers = true, value_parser = sourced(at_least_one()))]
+    #[arg(short, long, value_name = "N", default_value = "256", allow_negative_numbers = true, value_parser = sourced(at_least_one))]
     pub workers: NonZeroUsize,
 
     /// Drop stalled clients after
@@ -219,8 +219,8 @@ pub struct Chance {
     /// The faults (and pacing) each connection gets, by its number in accept order: the
     /// first N reset, every third stalled, the rest served... Read and checked at start-up,
     /// each mistake a line. The schema: docs/testing.md.
-    #[arg(id = "faults", long = "faults", value_name = "FILE", conflicts_with_all = ["fault", "fault_rate", "close_delay", "accept_delay"], value_parser = sourced(script))]
-    pub script: Option<(PathBuf, Script)>,
+    #[arg(id = "faults", long = "faults", value_name = "FILE", conflicts_with_all = ["fault", "fault_rate", "close_delay", "accept_delay"], value_parser = sourced(clap::builder::PathBufValueParser::new()))]
+    pub script: Option<PathBuf>,
 
     /// Wait this long before each accept
     ///
@@ -265,9 +265,10 @@ pub struct Operations {
 
     /// A host name the HTTP ports answer to
     ///
-    /// Beside IP addresses and localhost, a name the status page and /metrics may be asked
-    /// for by (the Host of a request); repeat it for several. Other names get 421: a web page
-    /// whose name is made to resolve to this address (DNS rebinding) cannot read the page.
+    /// Beside IP addresses and localhost, a name the pages of --metrics and the API of
+    /// --control may be asked for by (the Host of a request); repeat it for several. Other
+    /// names get 421: a web page whose name is made to resolve to this address (DNS
+    /// rebinding) can neither read the pages nor change the faults.
     #[arg(long, value_name = "NAME", value_delimiter = ',', value_parser = sourced(host_name))]
     pub metrics_host: Vec<String>,
 
@@ -311,7 +312,7 @@ pub struct Operations {
     /// Print a completion script or the man page
     ///
     /// A shell completion script (bash, zsh, fish, elvish, powershell) or the man page (man), on
-    /// stdout; every other option is ignored. See the README for where to install them.
+    /// stdout; every other option is ignored. docs/install.md says where to install them.
     #[arg(long, value_name = "WHAT", hide_possible_values = true)]
     pub generate: Option<Generate>,
 
@@ -447,8 +448,12 @@ impl Cli {
             blackhole: self.chance.blackhole,
             ..Config::new(PathBuf::new())
         };
-        if let Some((path, script)) = &self.chance.script {
+        // Read here, not as the command line is parsed: --generate and --health-check ignore
+        // every other option, from the environment too.
+        if let Some(path) = &self.chance.script {
             let shown = crate::poem::shown(path);
+            let unread = |why| Invalid { option: "faults", value: shown.clone(), why };
+            let script = Script::read(path).map_err(|why| word(unread(why)))?;
             let lines = |mistakes: Vec<String>| {
                 mistakes
                     .iter()
@@ -543,20 +548,16 @@ fn write_timeout(text: &str) -> Result<Duration, String> {
 }
 
 /// clap's parser for counts of at least 1.
-fn at_least_one() -> impl TypedValueParser<Value = NonZeroUsize> {
-    // The range refuses 0 and negative numbers saying so; the conversion fails only past usize.
-    clap::value_parser!(i64)
-        .range(1..)
-        .try_map(|n| NonZeroUsize::try_from(NonZeroU64::try_from(n.unsigned_abs())?))
+fn at_least_one(text: &str) -> Result<NonZeroUsize, String> {
+    let n: i128 = text.parse().map_err(|err: std::num::ParseIntError| err.to_string())?;
+    match usize::try_from(n).ok().and_then(NonZeroUsize::new) {
+        Some(n) => Ok(n),
+        None if n < 1 => Err("must be at least 1".to_string()),
+        None => Err(format!("must be at most {}", usize::MAX)),
+    }
 }
 
 /// clap's parser for `--fault-rate`.
-/// The script in the file at `path`, read and parsed (its values are checked with the rest).
-fn script(path: &str) -> Result<(PathBuf, Script), String> {
-    let path = PathBuf::from(path);
-    Script::read(&path).map(|script| (path, script))
-}
-
 fn share(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
