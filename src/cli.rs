@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6, ToSocketAddrs};
-use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ use clap_mangen::roff::{Roff, bold, italic, roman};
 use crate::collection::Order;
 use crate::config::{Config, Invalid, WRITE_TIMEOUTS, any_duration, duration};
 use crate::faults::{FaultFlags, Faults};
-use crate::ops;
+use crate::ops::{self, logging::LogFormat};
 use crate::pacing::Pacing;
 use crate::script::Script;
 
@@ -125,7 +125,7 @@ pub struct Listening {
 #[command(next_help_heading = "Pacing")]
 pub struct PacingFlags {
     /// Bytes per chunk, at least 1
-    #[arg(short, long, value_name = "N", default_value = "10", allow_negative_numbers = true, value_parser = sourced(at_least_one()))]
+    #[arg(short, long, value_name = "N", default_value = "10", allow_negative_numbers = true, value_parser = sourced(at_least_one))]
     pub num_bytes: NonZeroUsize,
 
     /// Pause between chunks
@@ -155,7 +155,7 @@ pub struct PacingFlags {
     ///
     /// Each chunk's size is drawn at random between --num-bytes and this (as toxiproxy's slicer
     /// does).
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = sourced(at_least_one()))]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = sourced(at_least_one))]
     pub num_bytes_max: Option<NonZeroUsize>,
 }
 
@@ -168,7 +168,7 @@ pub struct Limits {
     /// Worker threads, started at launch; each streams one poem at a time, and other clients
     /// wait their turn in the listen backlog. A paced poem holds its worker for minutes, and an
     /// idle worker costs about 10 KB of memory, so the default is generous.
-    #[arg(short, long, value_name = "N", default_value = "256", allow_negative_numbers = true, value_parser = sourced(at_least_one()))]
+    #[arg(short, long, value_name = "N", default_value = "256", allow_negative_numbers = true, value_parser = sourced(at_least_one))]
     pub workers: NonZeroUsize,
 
     /// Drop stalled clients after
@@ -219,8 +219,8 @@ pub struct Chance {
     /// The faults (and pacing) each connection gets, by its number in accept order: the
     /// first N reset, every third stalled, the rest served... Read and checked at start-up,
     /// each mistake a line. The schema: docs/testing.md.
-    #[arg(id = "faults", long = "faults", value_name = "FILE", conflicts_with_all = ["fault", "fault_rate", "close_delay", "accept_delay"], value_parser = sourced(script))]
-    pub script: Option<(PathBuf, Script)>,
+    #[arg(id = "faults", long = "faults", value_name = "FILE", conflicts_with_all = ["fault", "fault_rate", "close_delay", "accept_delay"], value_parser = sourced(clap::builder::PathBufValueParser::new()))]
+    pub script: Option<PathBuf>,
 
     /// Wait this long before each accept
     ///
@@ -256,17 +256,19 @@ pub struct Operations {
     /// Answer HTTP on this address and port (127.0.0.1:9100 or localhost:9100, say: a host name
     /// is resolved at start-up, and its first address is used; port 0 picks a free one, and a
     /// line on stdout names it): GET /metrics in the Prometheus text format, /healthz (alive),
-    /// /readyz (accepting connections), and / (a status page: the connections being served,
-    /// with their clients' addresses) with /status.json (the same as JSON). Off by default. Keep
+    /// /readyz (accepting connections), and / (a status page: a timeline of the last minute's
+    /// connections, those being served, with their clients' addresses) with /status.json (the
+    /// same as JSON), /timeline.svg and /timeline.json (the timeline alone). Off by default. Keep
     /// it on loopback or a private network: it has no authentication.
     #[arg(long, value_name = "ADDR:PORT", value_parser = sourced(host_and_port))]
     pub metrics: Option<SocketAddr>,
 
     /// A host name the HTTP ports answer to
     ///
-    /// Beside IP addresses and localhost, a name the status page and /metrics may be asked
-    /// for by (the Host of a request); repeat it for several. Other names get 421: a web page
-    /// whose name is made to resolve to this address (DNS rebinding) cannot read the page.
+    /// Beside IP addresses and localhost, a name the pages of --metrics and the API of
+    /// --control may be asked for by (the Host of a request); repeat it for several. Other
+    /// names get 421: a web page whose name is made to resolve to this address (DNS
+    /// rebinding) can neither read the pages nor change the faults.
     #[arg(long, value_name = "NAME", value_delimiter = ',', value_parser = sourced(host_name))]
     pub metrics_host: Vec<String>,
 
@@ -289,6 +291,18 @@ pub struct Operations {
     #[arg(long, requires = "control", value_parser = sourced(BoolishValueParser::new()))]
     pub control_anywhere: bool,
 
+    /// Write a trace of every connection to FILE
+    ///
+    /// Write each connection's life to FILE as Chrome Trace Event JSON, which ui.perfetto.dev
+    /// and chrome://tracing open: a track per worker, with a slice per connection (its peer,
+    /// outcome and bytes) and a mark per chunk (its size and lateness), and a track for the
+    /// accept loop with each connection's wait in the backlog. FILE is created, or emptied, at
+    /// start-up, and closed as valid JSON when the server stops. Bounded: it stops growing at
+    /// 1 GiB, and events that come faster than they can be written are dropped rather than
+    /// delay a chunk; the log says how many at the end. See docs/trace.md.
+    #[arg(long, value_name = "FILE", value_parser = sourced(clap::builder::PathBufValueParser::new()))]
+    pub trace: Option<PathBuf>,
+
     /// Log as text or json
     ///
     /// Plain text (text), or one JSON object per line for log shippers (json).
@@ -298,7 +312,7 @@ pub struct Operations {
     /// Print a completion script or the man page
     ///
     /// A shell completion script (bash, zsh, fish, elvish, powershell) or the man page (man), on
-    /// stdout; every other option is ignored. See the README for where to install them.
+    /// stdout; every other option is ignored. docs/install.md says where to install them.
     #[arg(long, value_name = "WHAT", hide_possible_values = true)]
     pub generate: Option<Generate>,
 
@@ -308,16 +322,6 @@ pub struct Operations {
     /// does: exit 0 on an answer of 200 within 2 s, 1 otherwise; every other option is ignored.
     #[arg(long, value_name = "ADDR:PORT", value_parser = sourced(host_and_port))]
     pub health_check: Option<SocketAddr>,
-}
-
-/// How log lines (and the stats line) are written on stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines with `key=value` fields.
-    #[default]
-    Text,
-    /// One JSON object per line, event fields at the top level.
-    Json,
 }
 
 /// What `--generate` prints, all made from the same definition as `--help`.
@@ -444,8 +448,12 @@ impl Cli {
             blackhole: self.chance.blackhole,
             ..Config::new(PathBuf::new())
         };
-        if let Some((path, script)) = &self.chance.script {
+        // Read here, not as the command line is parsed: --generate and --health-check ignore
+        // every other option, from the environment too.
+        if let Some(path) = &self.chance.script {
             let shown = crate::poem::shown(path);
+            let unread = |why| Invalid { option: "faults", value: shown.clone(), why };
+            let script = Script::read(path).map_err(|why| word(unread(why)))?;
             let lines = |mistakes: Vec<String>| {
                 mistakes
                     .iter()
@@ -480,6 +488,7 @@ impl Cli {
             metrics: operations.metrics,
             hosts: operations.metrics_host.clone(),
             control: operations.control,
+            trace: operations.trace.clone(),
         })
     }
 }
@@ -521,7 +530,11 @@ pub fn refusal(err: &clap::Error) -> Option<String> {
         line = format!("{line}: {why}");
     }
     if let Some(values) = context(ContextKind::ValidValue) {
-        line = format!("{line} [possible values: {values}]");
+        line = match values.is_empty() {
+            // How clap's path parsers refuse an empty value: with no possible values.
+            true => format!("{line}: must not be empty"),
+            false => format!("{line} [possible values: {values}]"),
+        };
     }
     Some(match context(ContextKind::Custom) {
         Some(var) => format!("in ${var}: {line}"),
@@ -535,20 +548,16 @@ fn write_timeout(text: &str) -> Result<Duration, String> {
 }
 
 /// clap's parser for counts of at least 1.
-fn at_least_one() -> impl TypedValueParser<Value = NonZeroUsize> {
-    // The range refuses 0 and negative numbers saying so; the conversion fails only past usize.
-    clap::value_parser!(i64)
-        .range(1..)
-        .try_map(|n| NonZeroUsize::try_from(NonZeroU64::try_from(n.unsigned_abs())?))
+fn at_least_one(text: &str) -> Result<NonZeroUsize, String> {
+    let n: i128 = text.parse().map_err(|err: std::num::ParseIntError| err.to_string())?;
+    match usize::try_from(n).ok().and_then(NonZeroUsize::new) {
+        Some(n) => Ok(n),
+        None if n < 1 => Err("must be at least 1".to_string()),
+        None => Err(format!("must be at most {}", usize::MAX)),
+    }
 }
 
 /// clap's parser for `--fault-rate`.
-/// The script in the file at `path`, read and parsed (its values are checked with the rest).
-fn script(path: &str) -> Result<(PathBuf, Script), String> {
-    let path = PathBuf::from(path);
-    Script::read(&path).map(|script| (path, script))
-}
-
 fn share(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),

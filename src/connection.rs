@@ -249,18 +249,20 @@ pub fn serve(shared: &Shared, worker: usize, accepted: Accepted) {
     macro_rules! ended {
         ($level:ident) => {
             tracing::$level!(
-                worker,
-                number = connection.number + 1,
                 peer = %who.peer,
                 via = who.via.map(tracing::field::display),
                 poem = who.poem.as_ref().map(|(poem, _)| tracing::field::display(poem.shown())),
                 bytes,
                 chunks = connection.chunks.load(Ordering::Relaxed),
                 duration_ms = took.as_millis() as u64,
-                waited_ms = millis(connection.waited),
-                close_delay_ms = millis(who.close_delay),
                 outcome = outcome.label(),
                 error,
+                // Added after the fields that scripts already read.
+                number = connection.number + 1,
+                waited_ms = millis(connection.waited),
+                close_delay_ms = millis(who.close_delay),
+                // The log's thread name is std's ThreadId for a worker (see pool.rs).
+                worker,
                 "connection ended"
             )
         };

@@ -39,7 +39,7 @@
 //!
 //! Around it, [`cli`] reads the command line into a [`Config`] (its value parsers name the
 //! variable a bad value came from: [`sourced`]), and [`ops`] runs the server as a daemon: logs,
-//! signals, the stats line, metrics and the status page over HTTP, systemd.
+//! signals, the stats line, metrics and the status page over HTTP, systemd, a trace file.
 
 // The map above links to private modules on purpose: the documentation is built with
 // --document-private-items (.ci/run).

@@ -4,8 +4,8 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use poetry_serve::cli::{self, Cli, LogFormat};
-use poetry_serve::ops::{self, logging};
+use poetry_serve::cli::{self, Cli};
+use poetry_serve::ops::{self, logging, logging::LogFormat};
 
 fn main() -> ExitCode {
     let (cli, matches) = match Cli::read() {

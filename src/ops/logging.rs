@@ -19,7 +19,15 @@ use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
 use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
 use tracing_subscriber::prelude::*;
 
-use crate::cli::LogFormat;
+/// How log lines (and the stats line) are written on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines with `key=value` fields.
+    #[default]
+    Text,
+    /// One JSON object per line, event fields at the top level.
+    Json,
+}
 
 /// At most this many lines wait for stderr; further lines are dropped, and counted, until it
 /// catches up, so that a stalled stderr never stalls the server nor fills its memory.

@@ -1,6 +1,7 @@
 //! Metrics and health over HTTP (`--metrics ADDR:PORT`): `GET /metrics` in the Prometheus
-//! text format, `GET /healthz` for liveness probes, `GET /readyz` for readiness, and the live
-//! status page, `GET /` and `GET /status.json` (see [`super::status`]).
+//! text format, `GET /healthz` for liveness probes, `GET /readyz` for readiness, the live
+//! status page, `GET /` and `GET /status.json` (see [`super::status`]), and its timeline,
+//! `GET /timeline.json` and `GET /timeline.svg` (see [`super::timeline`]).
 //!
 //! Every figure is read at scrape time from the server's [`Counters`] and from /proc for the
 //! process, so serving metrics adds nothing to a connection's path; prometheus-client writes
@@ -8,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
@@ -17,14 +18,22 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::http::{self, Answer, Asked, Limits, Routes};
+use super::timeline::{self, Timeline};
 use super::{logging, status};
 use crate::counters::{Counters, Histogram};
 use crate::outcome::Outcome;
 use crate::server::Handle;
 use procfs::process::Process;
 
-/// Starts answering HTTP on `addr` and returns where it listens (port 0 picks one).
-pub fn serve(addr: SocketAddr, handle: Handle, limits: Limits) -> anyhow::Result<SocketAddr> {
+/// Starts answering HTTP on `addr` and returns where it listens (port 0 picks one). The
+/// status page draws `timeline` if given one (which must watch this server); without one,
+/// it says the timeline is off and its routes are not found.
+pub fn serve(
+    addr: SocketAddr,
+    handle: Handle,
+    limits: Limits,
+    timeline: Option<Arc<Timeline>>,
+) -> anyhow::Result<SocketAddr> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Figures(handle.clone())));
     let recent = Recent::default();
@@ -43,9 +52,14 @@ pub fn serve(addr: SocketAddr, handle: Handle, limits: Limits) -> anyhow::Result
                 Err(_) => Answer::text(500, "cannot encode the metrics\n"),
             }
         }
-        path @ ("/" | "/status.json") => {
-            recent.get_or(path, Instant::now(), || status::answer(path, &handle))
-        }
+        path @ ("/" | "/status.json") => recent
+            .get_or(path, Instant::now(), || status::answer(path, &handle, timeline.as_deref())),
+        path @ ("/timeline.json" | "/timeline.svg") => match &timeline {
+            Some(timeline) => {
+                recent.get_or(path, Instant::now(), || timeline::answer(path, timeline, &handle))
+            }
+            None => Answer::text(404, "not found: no timeline is recorded\n"),
+        },
         "/healthz" => Answer::text(200, "ok\n"),
         // Not ready once stopping: a balancer should stop sending new clients.
         "/readyz" if stopping.is_stopping() => Answer::text(503, "shutting down\n"),

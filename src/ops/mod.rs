@@ -5,11 +5,13 @@
 //! - [`logging`]: where log lines go, as text or JSON, and how many were dropped.
 //! - [`stats`]: the stats line.
 //! - [`metrics`]: `/metrics`, `/healthz`, `/readyz`, and the routes of the status page
-//!   ([`status`]), served by [`http`], the listener bounded against hostile clients.
+//!   ([`status`]) and its timeline ([`timeline`]), served by [`http`], the listener bounded
+//!   against hostile clients.
 //! - [`control`]: `--control`, the JSON API that changes the faults and pacing while the server
 //!   runs, on the same listener.
 //! - [`systemd`]: readiness notification and socket activation.
 //! - [`signals`]: SIGINT and SIGTERM (stop), SIGUSR1 (stats line), SIGHUP (reload).
+//! - [`trace`]: `--trace`, every connection's life as a file a trace viewer opens.
 
 pub mod control;
 pub mod http;
@@ -19,9 +21,12 @@ mod signals;
 pub mod stats;
 mod status;
 mod systemd;
+pub mod timeline;
+mod trace;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -31,6 +36,7 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::server::{Handle, Server};
+use crate::watch::Watch;
 
 /// The listeners beside the poem port, each off unless asked for.
 #[derive(Debug, Clone, Default)]
@@ -41,6 +47,8 @@ pub struct Options {
     pub hosts: Vec<String>,
     /// Where to serve the control API.
     pub control: Option<SocketAddr>,
+    /// Where to write the trace of every connection.
+    pub trace: Option<PathBuf>,
 }
 
 /// Runs the server as a daemon until SIGINT or SIGTERM, then drains it and returns.
@@ -56,7 +64,15 @@ pub fn run(mut config: Config, options: Options) -> anyhow::Result<()> {
     if options.control.is_some() {
         config.reserved_descriptors += 16 + 8;
     }
+    // The status page's timeline watches every connection from the first.
+    let timeline = options.metrics.map(|_| Arc::new(timeline::Timeline::default()));
+    config.watchers.extend(timeline.iter().map(|t| Arc::clone(t) as Arc<dyn Watch>));
+
     let signals = signals::Signals::register().context("cannot install signal handlers")?;
+    // --trace: opened before anything listens; dropped after the server, it closes the file.
+    let trace = options.trace.as_deref().map(|path| trace::Trace::start(path, config.workers));
+    let trace = trace.transpose()?;
+    config.watchers.extend(trace.as_ref().map(trace::Trace::watcher));
     let server = match systemd::inherited_listeners()? {
         Some(sockets) => {
             info!(
@@ -71,7 +87,7 @@ pub fn run(mut config: Config, options: Options) -> anyhow::Result<()> {
     let metrics = match options.metrics {
         Some(addr) => {
             let limits = http::Limits { hosts: options.hosts.clone(), ..http::Limits::default() };
-            Some(metrics::serve(addr, handle.clone(), limits)?)
+            Some(metrics::serve(addr, handle.clone(), limits, timeline)?)
         }
         None => None,
     };
@@ -87,6 +103,7 @@ pub fn run(mut config: Config, options: Options) -> anyhow::Result<()> {
     log_serving(&handle);
     systemd::ready(&systemd::status(&handle));
     server.wait();
+    drop(trace); // every connection has ended: its last events are in, and the file is closed
     // The last summaries, once every connection has ended.
     summaries.lock().unwrap_or_else(PoisonError::into_inner).write(&handle);
     stats::log(&handle, true);

@@ -1,7 +1,8 @@
 //! The live status page of `--metrics`: `GET /`, HTML, and `GET /status.json`, the same figures
 //! as JSON. Both are made, when asked for, from one [`Status`] read off the server's handle: the
-//! JSON by serde, the page by askama from `templates/status.html`; a few lines of script there
-//! reload the page's main part each second, and without script the page is whole as served.
+//! JSON by serde, the page by askama from `templates/status.html`, with the timeline's picture
+//! (see [`super::timeline`]) first; a few lines of script there reload the page's main part
+//! each second, and without script the page is whole as served.
 //!
 //! Every name the server did not make up (poem paths, addresses) is escaped: as HTML in the
 //! page (askama escapes every value), by serde in the JSON. At most [`MAX_ROWS`] connections are listed, so that a page
@@ -14,6 +15,7 @@ use askama::Template;
 use serde::Serialize;
 
 use super::http::Answer;
+use super::timeline::{self, Timeline};
 use crate::connection::View;
 use crate::limit::Source;
 use crate::outcome::Outcome;
@@ -27,8 +29,8 @@ pub const MAX_ROWS: usize = 200;
 /// How many sources the page lists, those holding the most connections first.
 const TOP_SOURCES: usize = 10;
 
-/// `GET /` or `GET /status.json`.
-pub fn answer(path: &str, handle: &Handle) -> Answer {
+/// `GET /` or `GET /status.json`; the page draws `timeline`, if there is one.
+pub fn answer(path: &str, handle: &Handle, timeline: Option<&Timeline>) -> Answer {
     let status = Status::of(handle);
     match path {
         "/status.json" => Answer {
@@ -40,7 +42,12 @@ pub fn answer(path: &str, handle: &Handle) -> Answer {
         _ => Answer {
             status: 200,
             content_type: "text/html; charset=utf-8",
-            body: status.html().into(),
+            body: status
+                .html(
+                    timeline
+                        .map(|timeline| timeline::svg(&timeline.snapshot(Instant::now()), handle)),
+                )
+                .into(),
         },
     }
 }
@@ -50,6 +57,8 @@ pub fn answer(path: &str, handle: &Handle) -> Answer {
 #[template(path = "status.html")]
 struct Page<'a> {
     s: &'a Status,
+    /// The timeline's picture, an SVG made by its own template (which escapes every value).
+    timeline: Option<String>,
 }
 
 /// Everything the page shows, read at one moment.
@@ -145,9 +154,9 @@ impl Status {
         }
     }
 
-    fn html(&self) -> String {
+    fn html(&self, timeline: Option<String>) -> String {
         // Plain data throughout: rendering cannot fail.
-        Page { s: self }.render().unwrap_or_default()
+        Page { s: self, timeline }.render().unwrap_or_default()
     }
 }
 

@@ -241,8 +241,8 @@ fn port_too_large() {
 #[test]
 fn numbers_out_of_range() {
     for (flag, value, says) in [
-        ("--num-bytes", "0", "0 is not in 1.."),
-        ("--workers", "-3", "-3 is not in 1.."),
+        ("--num-bytes", "0", "must be at least 1"),
+        ("--workers", "-3", "must be at least 1"),
         ("--port", "-1", "-1 is not in 0..=65535"),
         ("-p", "-1", "-1 is not in 0..=65535"),
         ("--max-per-source", "-5", "-5 is not in 0..=4294967295"),
@@ -307,6 +307,7 @@ fn no_poem() {
 
 /// Every option that takes a value refuses a bad one in the one line every bad value gets,
 /// naming the option, whatever parser it has; the list comes from the command's definition.
+/// `--trace` takes any name for the file it creates: [`unwritable_trace`] checks its refusal.
 #[test]
 fn every_option_refuses_a_bad_value_in_one_line() {
     use clap::CommandFactory;
@@ -314,7 +315,7 @@ fn every_option_refuses_a_bad_value_in_one_line() {
     let mut checked = 0;
     for arg in command.get_arguments() {
         let Some(long) = arg.get_long() else { continue };
-        if !arg.get_action().takes_values() || long == "generate" {
+        if !arg.get_action().takes_values() || ["generate", "trace"].contains(&long) {
             continue;
         }
         let output = run(&[&format!("--{long}=!bad"), &science()]);
@@ -452,4 +453,31 @@ fn workers_beyond_the_control_groups_task_limit() {
         &["--workers 200 does not fit", "allows 100 tasks (pids.max)", "TasksMax="],
     );
     assert_code(&refused, 1);
+}
+
+/// An empty path, for a poem or the trace, is refused as empty, not with an empty list of
+/// possible values.
+#[test]
+fn empty_paths() {
+    let poem = run(&["--port", "0", ""]);
+    assert_one_line(&poem, &["invalid value '' for '[POEM]...': must not be empty"]);
+    assert_code(&poem, 2);
+    let trace = run(&["--port", "0", "--trace", "", &science()]);
+    assert_one_line(&trace, &["invalid value '' for '--trace <FILE>': must not be empty"]);
+    assert_code(&trace, 2);
+}
+
+/// A trace file that cannot be written (in a missing directory, or a directory itself) is
+/// refused at start-up, before anything listens, naming the file and why.
+#[test]
+fn unwritable_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing").join("trace.json").display().to_string();
+    let output = run(&["--port", "0", "--trace", &missing, &science()]);
+    assert_one_line(&output, &["cannot write the trace", &missing, "No such file"]);
+    assert_code(&output, 1);
+    let directory = dir.path().display().to_string();
+    let output = run(&["--port", "0", "--trace", &directory, &science()]);
+    assert_one_line(&output, &["cannot write the trace", &directory, "Is a directory"]);
+    assert_code(&output, 1);
 }

@@ -152,7 +152,12 @@ fn a_bad_value_names_its_variable() {
 /// script is printed whatever POETRY_SERVE_* says.
 #[test]
 fn variables_do_not_stop_generate() {
-    let env = [("POETRY_SERVE_REUSE_PORT", "0"), ("POETRY_SERVE_DELAY", "0.1")];
+    // A --faults file that is not there is read only when serving.
+    let env = [
+        ("POETRY_SERVE_REUSE_PORT", "0"),
+        ("POETRY_SERVE_DELAY", "0.1"),
+        ("POETRY_SERVE_FAULTS", "/nonexistent/faults.toml"),
+    ];
     for what in ["bash", "man"] {
         let output = run_with(&env, &["--generate", what]);
         let stderr = String::from_utf8_lossy(&output.stderr);

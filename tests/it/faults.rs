@@ -77,7 +77,12 @@ fn close_after_ends_the_poem_early_and_cleanly() {
 fn reset_after_resets_once_the_bytes_are_delivered() {
     let poem = BinaryPoem::new(1000);
     let server = InProcess::start(faulted(poem.path(), (Fault::Reset, 100), 1.0, 1));
-    let fetch = server.fetch();
+    // A blocking connect returns with the handshake, before the server can send anything: a
+    // connect that polls (connect_timeout) may find the reset already there, on a slow machine,
+    // and fail with the 100 bytes unread.
+    let stream = std::net::TcpStream::connect(server.addr()).expect("connect");
+    stream.set_read_timeout(Some(crate::common::LIMIT)).unwrap();
+    let fetch = crate::common::read_to_end(stream, std::time::Instant::now());
     assert_eq!(fetch.ended, Err(ErrorKind::ConnectionReset), "{}", server.story());
     server.assert_bytes(&fetch.bytes, &poem.bytes[..100]);
     server.wait_ended(Outcome::Fault(Fault::Reset), 1);

@@ -141,7 +141,7 @@ fn idle_metrics_connections_are_timed_out() {
     let limits = Limits { request_timeout: Duration::from_millis(300), ..Limits::default() };
     let any_port = "127.0.0.1:0".parse().unwrap();
     let metrics =
-        poetry_serve::ops::metrics::serve(any_port, server.handle.clone(), limits).unwrap();
+        poetry_serve::ops::metrics::serve(any_port, server.handle.clone(), limits, None).unwrap();
     let mut idle = TcpStream::connect_timeout(&metrics, LIMIT).expect("connect");
     idle.set_read_timeout(Some(LIMIT)).unwrap();
     let closed = idle.read(&mut [0u8; 16]);
@@ -392,7 +392,7 @@ fn the_status_page_lists_a_bounded_number_of_connections() {
     let server = InProcess::start(config);
     let any_port = "127.0.0.1:0".parse().unwrap();
     let metrics =
-        poetry_serve::ops::metrics::serve(any_port, server.handle.clone(), Limits::default())
+        poetry_serve::ops::metrics::serve(any_port, server.handle.clone(), Limits::default(), None)
             .unwrap();
     let clients: Vec<_> = (0..CLIENTS).map(|_| server.start_streaming(10)).collect();
     let (_, json) = get(metrics, "/status.json");

@@ -21,4 +21,5 @@ mod service;
 mod shutdown;
 mod status;
 mod streaming;
+mod trace;
 mod watch;

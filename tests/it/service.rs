@@ -68,7 +68,8 @@ fn a_stalled_metrics_client_stops_nothing() {
     };
     let any_port = "127.0.0.1:0".parse().unwrap();
     let metrics =
-        poetry_serve::ops::metrics::serve(any_port, server.handle.clone(), limits.clone()).unwrap();
+        poetry_serve::ops::metrics::serve(any_port, server.handle.clone(), limits.clone(), None)
+            .unwrap();
     // One fewer than a source's share of the listener's places, so the scrape below, from the
     // same address, has one.
     let stalled: Vec<TcpStream> = (1..limits.per_source.get())

@@ -173,3 +173,102 @@ fn chunk_lateness_counts_every_paced_chunk() {
     let sum = sample(&page, "poetry_chunk_lateness_seconds_sum");
     assert!(sum > 0.0 && sum < 10.0 * LIMIT.as_secs_f64(), "{page}");
 }
+
+/// GETs `/timeline.json` and parses it.
+fn timeline(metrics: SocketAddr) -> serde_json::Value {
+    let (code, body) = get(metrics, "/timeline.json");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap_or_else(|err| panic!("not JSON ({err}): {body}"))
+}
+
+/// Reads `/timeline.json` until `wanted` holds, and returns it.
+#[track_caller]
+fn timeline_where(
+    metrics: SocketAddr,
+    server: &Binary,
+    what: &str,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let last = std::cell::RefCell::new(serde_json::Value::Null);
+    let story = || format!("last timeline: {:#}\nstderr:\n{}", last.borrow(), server.stderr());
+    crate::common::eventually(what, story, || {
+        let now = timeline(metrics);
+        let found = wanted(&now).then(|| now.clone());
+        *last.borrow_mut() = now;
+        found
+    })
+}
+
+/// The seconds field `key` of a lane.
+fn at(lane: &serde_json::Value, key: &str) -> f64 {
+    lane[key].as_f64().unwrap_or_else(|| panic!("no {key} in {lane:#}"))
+}
+
+/// With one worker, `/timeline.json` shows the blocking server's queue: a lane per client,
+/// the first's marks growing as its chunks leave and ending as its client hung up, the second
+/// waiting in the backlog until then, then served to the end; every chunk counted in the
+/// marks. The page draws both lanes.
+#[test]
+fn the_timeline_shows_each_lane_its_wait_its_chunks_and_its_end() {
+    // Chunks of 10 bytes, 20 ms apart: the first client's poem, in turn, lasts far longer than
+    // the test; the second's 10 chunks, 0.2 s.
+    let (long, short) = (poem_file(&[b'x'; 100_000]), poem_file(&[b'y'; 100]));
+    let server = Binary::launch(long.path())
+        .poem(short.path())
+        .args(&["--workers", "1", "--delay", "0.02", "--metrics", "127.0.0.1:0"])
+        .start();
+    let metrics = server.metrics_addr();
+    let first = server.start_streaming(10);
+    let second = server.connect();
+    let lane = |t: &serde_json::Value, id: u64| -> Option<serde_json::Value> {
+        t["lanes"].as_array()?.iter().find(|lane| lane["id"] == id).cloned()
+    };
+    let chunks = |t: &serde_json::Value| lane(t, 0).and_then(|l| l["chunks"].as_u64());
+    let early = timeline_where(metrics, &server, "3 chunks in the first lane", |t| {
+        chunks(t).is_some_and(|n| n >= 3)
+    });
+    let marks = |t: &serde_json::Value| lane(t, 0).map(|l| l["marks"].as_array().unwrap().len());
+    timeline_where(metrics, &server, "the first lane's marks grown", |t| {
+        chunks(t) > chunks(&early) && marks(t) > marks(&early)
+    });
+    let first_peer = first.stream.local_addr().unwrap().to_string();
+    drop(first); // hangs up mid-poem: the worker is free for the second
+    let mut fetched = String::new();
+    (&second).read_to_string(&mut fetched).expect("the second client's poem");
+    assert_eq!(fetched.len(), 100, "{}", server.stderr());
+    let done = timeline_where(metrics, &server, "both lanes ended", |t| {
+        lane(t, 1).is_some_and(|l| l["outcome"] == "complete")
+    });
+
+    let (a, b) = (lane(&done, 0).unwrap(), lane(&done, 1).unwrap());
+    assert_eq!(done["connections"], 2, "{done:#}");
+    assert_eq!(a["peer"], first_peer, "{done:#}");
+    assert_eq!(b["peer"], second.local_addr().unwrap().to_string(), "{done:#}");
+    assert_eq!((&a["worker"], &b["worker"]), (&0.into(), &0.into()), "{done:#}");
+    assert_eq!(a["outcome"], "client_closed", "{done:#}");
+    // The second waited in the listen backlog while the only worker served the first.
+    assert!(at(&b, "arrived_s") < at(&a, "ended_s"), "{done:#}");
+    assert!(at(&a, "ended_s") <= at(&b, "accepted_s"), "{done:#}");
+    assert!(at(&b, "waited_s") > 0.0, "{done:#}");
+    let waited = at(&b, "accepted_s") - at(&b, "arrived_s");
+    assert!((waited - at(&b, "waited_s")).abs() < 0.002, "{done:#}");
+    // Its chunks, each counted in a mark, in order, between the worker taking it and its end.
+    assert_eq!((&b["chunks"], &b["bytes"]), (&10.into(), &100.into()), "{done:#}");
+    let marks = b["marks"].as_array().unwrap();
+    let times: Vec<f64> = marks.iter().map(|m| m[0].as_f64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{done:#}");
+    assert!(at(&b, "taken_s") <= times[0], "{done:#}");
+    assert!(times[times.len() - 1] <= at(&b, "ended_s"), "{done:#}");
+    let counted: (u64, u64) = (marks.iter())
+        .map(|m| (m[1].as_u64().unwrap(), m[2].as_u64().unwrap()))
+        .fold((0, 0), |(n, b), (mn, mb)| (n + mn, b + mb));
+    assert_eq!(counted, (10, 100), "{done:#}");
+
+    let (code, page) = get(metrics, "/");
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains(r#"data-id="0" data-chunks=""#), "{page}");
+    assert!(page.contains(r#"data-id="1" data-chunks="10" data-outcome="complete""#), "{page}");
+    let (code, svg) = get(metrics, "/timeline.svg");
+    assert_eq!(code, 200, "{svg}");
+    assert!(svg.starts_with("<svg") && svg.contains(">client_closed<"), "{svg}");
+}

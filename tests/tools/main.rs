@@ -1,5 +1,5 @@
 //! Tests that need tools from outside the Rust toolchain: bash, man, promtool,
-//! systemd-socket-activate, and unshare, ip and nft for a network namespace. Where one is
+//! systemd-socket-activate, unshare, ip and nft for a network namespace, and chromium. Where one is
 //! missing, its tests show as ignored, naming what is missing (`[needs …]`); under CI (`CI`
 //! set), where `.ci/run` has installed them all, a missing tool fails its test instead.
 //!
@@ -56,6 +56,16 @@ fn main() {
             &["pytest"],
             "the_documented_pytest_suite_passes",
             the_documented_pytest_suite_passes,
+        ),
+        needs(
+            &["chromium"],
+            "chromium_draws_the_timeline_and_its_marks_grow",
+            chromium_draws_the_timeline_and_its_marks_grow,
+        ),
+        needs(
+            &["python3"],
+            "the_teaching_page_replays_with_its_clients",
+            the_teaching_page_replays_with_its_clients,
         ),
         // Run only by the test above, inside the namespace it makes.
         Trial::test("vanished_client_inside_a_namespace", || {
@@ -408,4 +418,196 @@ fn the_documented_pytest_suite_passes() {
     let said = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{said}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(said.contains("3 passed"), "{said}");
+}
+
+/// What headless Chromium makes of `url` (a profile of its own in `profile`, so that runs side
+/// by side do not share one): the DOM once loaded, or once the page's scripts have had
+/// `budget_ms` of virtual time; or a screenshot `width` × `height` into `shot`.
+fn chromium(
+    profile: &std::path::Path,
+    url: &str,
+    budget_ms: Option<u32>,
+    shot: Option<(&str, u32, u32)>,
+) -> String {
+    let mut command = Command::new("chromium");
+    command.args(["--headless", "--disable-gpu", "--no-sandbox", "--no-first-run"]);
+    command.args(["--disable-background-networking", "--disable-component-update"]);
+    command.arg(format!("--user-data-dir={}", profile.display()));
+    if let Some(budget) = budget_ms {
+        command.arg(format!("--virtual-time-budget={budget}"));
+    }
+    match shot {
+        Some((file, width, height)) => {
+            command.arg(format!("--screenshot={file}"));
+            command.arg(format!("--window-size={width},{height}"));
+        }
+        None => {
+            command.arg("--dump-dom");
+        }
+    }
+    let output = run_command(command.arg(url));
+    assert!(output.status.success(), "chromium: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The `data-chunks` of lane `id` in a dumped DOM, if it has that lane.
+fn lane_chunks(dom: &str, id: u64) -> Option<u64> {
+    let after = dom.split(&format!(r#"class="lane" data-id="{id}" data-chunks=""#)).nth(1)?;
+    after.split('"').next()?.parse().ok()
+}
+
+/// In headless Chromium, the status page of a server with one worker and two clients draws
+/// the first client's lane, says the second waits in the backlog, and, refreshed by its
+/// script, shows the lane's marks grown in a later look; it also makes a screenshot
+/// (printed path), to look at when the picture changes.
+fn chromium_draws_the_timeline_and_its_marks_grow() {
+    let poem = BinaryPoem::new(100_000); // 10,000 chunks: far longer than the test
+    let server = Binary::launch(poem.path())
+        .args(&["--workers", "1", "--delay", "0.05", "--metrics", "127.0.0.1:0"])
+        .start();
+    let url = format!("http://{}/", server.metrics_addr());
+    let _first = server.start_streaming(10);
+    let _second = server.connect(); // waits in the listen backlog behind the first
+    let profile = tempfile::tempdir().unwrap();
+    // The page as loaded, before its script refreshes it: whole without it.
+    let served = eventually(
+        "the second client in the backlog",
+        || server.stderr(),
+        || {
+            let dom = chromium(profile.path(), &url, None, None);
+            dom.contains("1 more waiting in the listen backlog").then_some(dom)
+        },
+    );
+    let before = lane_chunks(&served, 0).unwrap_or_else(|| panic!("no lane 0:\n{served}"));
+    assert!(lane_chunks(&served, 1).is_none(), "the second is not accepted yet:\n{served}");
+    // After a few refreshes by the script, the same lane with more marks.
+    let refreshed = eventually(
+        "the lane's marks grown after the script's refreshes",
+        || server.stderr(),
+        || {
+            let dom = chromium(profile.path(), &url, Some(3000), None);
+            let grown = lane_chunks(&dom, 0).is_some_and(|after| after > before);
+            (grown && dom.contains(r#"id="updated">updated "#)).then_some(dom)
+        },
+    );
+    assert!(refreshed.contains(r#"<svg xmlns="http://www.w3.org/2000/svg" id="timeline""#));
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("timeline.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(profile.path(), &url, Some(2000), Some((shot.to_str().unwrap(), 1280, 900)));
+    let png = std::fs::read(&shot).expect("the screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG: {}", shot.display());
+    eprintln!("timeline screenshot: {}", shot.display());
+}
+
+/// The fenced blocks of a Markdown page, in order: (language, text).
+fn fenced(page: &str) -> Vec<(&str, &str)> {
+    let parts: Vec<&str> = page.split("```").collect();
+    (parts.iter().skip(1).step_by(2))
+        .map(|block| block.split_once('\n').unwrap_or((block, "")))
+        .collect()
+}
+
+/// `line` with a time at its end ("in 10.0 s") made `in T s`, so that runs compare.
+fn untimed(line: &str) -> String {
+    match line.rsplit_once(" in ") {
+        Some((head, tail)) if tail.strip_suffix(" s").is_some_and(|t| t.parse::<f64>().is_ok()) => {
+            format!("{head} in T s")
+        }
+        _ => line.to_string(),
+    }
+}
+
+/// The servers a `sh` block of docs/teaching.md starts, started as written but with
+/// `--delay 0.002` and free ports; with the port each line names.
+fn teaching_servers(root: &std::path::Path, block: &str) -> Vec<(String, Binary)> {
+    (block.lines())
+        .filter_map(|line| line.strip_prefix("target/release/poetry-serve "))
+        .map(|line| {
+            let words: Vec<&str> = line.trim_end_matches('&').split_whitespace().collect();
+            let (poem, flags) = words.split_last().expect("a poem");
+            let (mut args, mut port) = (Vec::new(), None);
+            let mut flags = flags.iter();
+            while let Some(&flag) = flags.next() {
+                let value = *flags.next().unwrap_or_else(|| panic!("{flag} without a value"));
+                match flag {
+                    "--port" => port = Some(value.to_string()),
+                    "--delay" => args.extend(["--delay", "0.002"]),
+                    "--metrics" => args.extend(["--metrics", "127.0.0.1:0"]),
+                    _ => args.extend([flag, value]),
+                }
+            }
+            let server = Binary::launch(&root.join(poem)).args(&args).start();
+            (port.expect("--port"), server)
+        })
+        .collect()
+}
+
+/// Runs `python3 CLIENT PORT...`, a line of docs/teaching.md, against `servers`; returns what
+/// it printed, with each server's address as the page names it and the times as `T`.
+fn teaching_client(root: &std::path::Path, line: &str, servers: &[(String, Binary)]) -> String {
+    let mut words = line.split_whitespace().skip(1); // python3
+    let client = root.join(words.next().expect("the client"));
+    let real = |port: &str| {
+        let (_, server) = servers.iter().find(|(p, _)| p == port).expect("a server on that port");
+        server.addr().port().to_string()
+    };
+    let args: Vec<String> =
+        words.map(|w| if w.starts_with('-') { w.to_string() } else { real(w) }).collect();
+    let output = run_command(Command::new("python3").arg(client).args(&args));
+    let mut said = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{line}: {output:?}");
+    for (port, server) in servers {
+        said = said.replace(&format!(":{} ", server.addr().port()), &format!(":{port} "));
+        said = said.replace(&format!(":{}\n", server.addr().port()), &format!(":{port}\n"));
+    }
+    said.lines().map(untimed).collect::<Vec<_>>().join("\n")
+}
+
+/// docs/teaching.md, replayed fast: its three servers, and its blocking and asynchronous
+/// clients against them, print what the page shows (times aside; the asynchronous client's
+/// reads checked for their form and sums); then one server with one worker and three clients.
+fn the_teaching_page_replays_with_its_clients() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let page = std::fs::read_to_string(root.join("docs/teaching.md")).expect("docs/teaching.md");
+    let blocks = fenced(&page);
+    let after = |needle: &str| -> (&str, &str) {
+        let at = (blocks.iter().position(|(_, text)| text.contains(needle)))
+            .unwrap_or_else(|| panic!("no block with {needle:?}"));
+        let (_, command) = blocks[at];
+        let line = command.lines().find(|l| l.contains(needle)).unwrap();
+        let shown = (blocks[at + 1..].iter().find(|(lang, _)| *lang == "text"))
+            .unwrap_or_else(|| panic!("no output after {needle:?}"))
+            .1;
+        (line, shown)
+    };
+    let expected = |shown: &str| shown.lines().map(untimed).collect::<Vec<_>>().join("\n");
+
+    let three = blocks.iter().find(|(_, text)| text.contains("--num-bytes 30")).unwrap().1;
+    let servers = teaching_servers(root, three);
+    assert_eq!(servers.len(), 3, "{three}");
+
+    let (line, shown) = after("blocking_client.py 10000");
+    assert_eq!(teaching_client(root, line, &servers), expected(shown), "{line}");
+
+    let (line, shown) = after("async_client.py 10000 10001");
+    let said = teaching_client(root, line, &servers);
+    let summary = |text: &str| -> Vec<String> {
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len() - 4..].iter().map(|l| l.to_string()).collect()
+    };
+    assert_eq!(summary(&said), summary(&expected(shown)), "{said}");
+    let mut sums = [0usize; 3];
+    for read in said.lines().take_while(|l| l.contains(" bytes of poetry from ")) {
+        let mut words = read.split_whitespace(); // Task N: got B bytes of poetry from ADDR
+        let task: usize = words.nth(1).unwrap().trim_end_matches(':').parse().unwrap();
+        sums[task - 1] += words.nth(1).unwrap().parse::<usize>().unwrap();
+    }
+    assert_eq!(sums, [3003, 615, 653], "{said}");
+    drop(servers);
+
+    let (line, shown) = after("async_client.py --quiet 10000 10000 10000");
+    let one = blocks.iter().find(|(_, text)| text.contains(line)).unwrap().1;
+    let server = teaching_servers(root, one);
+    assert_eq!(server.len(), 1, "{one}");
+    assert_eq!(teaching_client(root, line, &server), expected(shown), "{line}");
 }
