@@ -92,44 +92,57 @@ impl ThreadCost {
     const ASSUMED: ThreadCost = ThreadCost { maps: 4, space: 256 * 1024 };
 
     /// Starts one thread as the pool starts its workers and finds, in the memory maps, what
-    /// it holds: its stack, and an alternate signal stack if it has one, each with the guard
-    /// page below it. Found by address, so that other threads starting or ending meanwhile
+    /// it holds: its stack with the guard page below it, and the signal stack std gave it with
+    /// its guard page. Found by address, so that other threads starting or ending meanwhile
     /// change nothing.
     fn measure() -> ThreadCost {
         let found = Arc::new(Found::default());
         let running = Arc::new(Barrier::new(2));
         let (thread, report) = (Arc::clone(&running), Arc::clone(&found));
-        let probe = sys::Thread::spawn("capacity", WORKER_STACK, move || {
-            let here = 0u8;
-            report.stack.store(std::ptr::addr_of!(here) as usize, Ordering::Relaxed);
-            report.signal_stack.store(sys::signal_stack().unwrap_or(0), Ordering::Relaxed);
-            thread.wait(); // found
-            thread.wait(); // counted
-        });
+        let probe = std::thread::Builder::new()
+            .name("capacity".into())
+            .stack_size(WORKER_STACK)
+            .spawn(move || {
+                let here = 0u8;
+                report.stack.store(std::ptr::addr_of!(here) as usize, Ordering::Relaxed);
+                let (folded, size) = sys::fold_signal_stack().unwrap_or((0, 0));
+                report.signal_stack.store(folded, Ordering::Relaxed);
+                report.signal_stack_size.store(size, Ordering::Relaxed);
+                thread.wait(); // found
+                thread.wait(); // counted
+            });
         let Ok(probe) = probe else {
             return ThreadCost::ASSUMED;
         };
         running.wait();
         let maps = Process::myself().and_then(|me| me.maps());
         running.wait();
-        probe.join();
+        let _ = probe.join();
         let Ok(maps) = maps else {
             return ThreadCost::ASSUMED;
         };
         let spans: Vec<(u64, u64)> = maps.iter().map(|map| map.address).collect();
-        let mut cost = ThreadCost { maps: 0, space: 0 };
-        for at in [found.stack.load(Ordering::Relaxed), found.signal_stack.load(Ordering::Relaxed)]
-        {
-            let Some(held) = (at != 0).then(|| held_at(&spans, at as u64)).flatten() else {
-                continue;
-            };
-            cost.maps += held.len() as u64;
-            cost.space += held.iter().map(|(start, end)| end - start).sum::<u64>();
+        let page = 4096;
+        // The stack's mapping and the guard page below it; the signal stack and its guard
+        // page, however the kernel merged them with their neighbours: a thread's own ranges,
+        // each counted as the mappings it spans, so that merging with a neighbour (placement
+        // luck) is not counted on.
+        let stack = found.stack.load(Ordering::Relaxed) as u64;
+        let Some(&(start, end)) = spans.iter().find(|(start, end)| (*start..*end).contains(&stack))
+        else {
+            return ThreadCost::ASSUMED;
+        };
+        let mut ranges = vec![(start - page, end)];
+        let (signal_stack, size) = (
+            found.signal_stack.load(Ordering::Relaxed) as u64,
+            found.signal_stack_size.load(Ordering::Relaxed) as u64,
+        );
+        if signal_stack != 0 {
+            ranges.push((signal_stack - page, signal_stack + size));
         }
-        match cost.maps {
-            0 => ThreadCost::ASSUMED,
-            _ => cost,
-        }
+        let maps = ranges.iter().map(|&(start, end)| spanned(&spans, start, end)).sum();
+        let space = ranges.iter().map(|(start, end)| end - start).sum();
+        ThreadCost { maps, space }
     }
 }
 
@@ -138,14 +151,12 @@ impl ThreadCost {
 struct Found {
     stack: AtomicUsize,
     signal_stack: AtomicUsize,
+    signal_stack_size: AtomicUsize,
 }
 
-/// The mapping of `spans` (start, end) that holds address `at`, and the one just below it
-/// when it ends where that one starts (a guard page).
-fn held_at(spans: &[(u64, u64)], at: u64) -> Option<Vec<(u64, u64)>> {
-    let &held = spans.iter().find(|(start, end)| (*start..*end).contains(&at))?;
-    let guard = spans.iter().find(|(_, end)| *end == held.0);
-    Some(guard.into_iter().copied().chain([held]).collect())
+/// How many of the mappings `spans` (start, end) the range from `start` to `end` touches.
+fn spanned(spans: &[(u64, u64)], start: u64, end: u64) -> u64 {
+    spans.iter().filter(|&&(from, to)| from < end && start < to).count() as u64
 }
 
 /// Room under `vm.max_map_count` for threads of `per_thread` maps each.
@@ -283,25 +294,23 @@ mod tests {
         assert!(err.contains("raise"), "{err}");
     }
 
-    /// What a worker costs is measured: its stack and the guard page below it, and no
-    /// alternate signal stack, as the pool starts its workers.
+    /// What a worker costs is measured: its stack with the guard page below it, and the
+    /// signal stack std gives it, folded into its own guard page: three maps.
     #[test]
     fn a_workers_cost_is_measured() {
         let cost = ThreadCost::measure();
-        let page = 4096;
-        assert_eq!(cost.maps, 2, "{cost:?}");
-        assert!(cost.space >= WORKER_STACK as u64 + page, "{cost:?}");
+        assert_eq!(cost.maps, 3, "{cost:?}");
+        assert!(cost.space > WORKER_STACK as u64, "{cost:?}");
         assert!(cost.space < 2 * WORKER_STACK as u64, "{cost:?}");
     }
 
-    /// The mapping that holds an address is found, with the guard page right below it, and
-    /// not a mapping that merely lies below.
+    /// A range counts every mapping it touches, and none it only borders.
     #[test]
-    fn a_mapping_is_found_with_its_guard() {
-        let spans = [(0x1000, 0x2000), (0x2000, 0x9000), (0xa000, 0xb000), (0xb000, 0xc000)];
-        assert_eq!(held_at(&spans, 0x8fff), Some(vec![(0x1000, 0x2000), (0x2000, 0x9000)]));
-        assert_eq!(held_at(&spans, 0xa000), Some(vec![(0xa000, 0xb000)]));
-        assert_eq!(held_at(&spans, 0x9000), None);
+    fn a_range_counts_the_mappings_it_spans() {
+        let spans = [(0x1000, 0x2000), (0x2000, 0x9000), (0xa000, 0xb000)];
+        assert_eq!(spanned(&spans, 0x1000, 0x9000), 2);
+        assert_eq!(spanned(&spans, 0x8fff, 0xa001), 2);
+        assert_eq!(spanned(&spans, 0x9000, 0xa000), 0);
     }
 
     /// Each limit's line names it, says what uses it, and how to raise it; a worker count

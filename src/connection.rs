@@ -261,8 +261,6 @@ pub fn serve(shared: &Shared, worker: usize, accepted: Accepted) {
                 number = connection.number + 1,
                 waited_ms = millis(connection.waited),
                 close_delay_ms = millis(who.close_delay),
-                // The log's thread name is std's ThreadId for a worker (see pool.rs).
-                worker,
                 "connection ended"
             )
         };

@@ -307,7 +307,7 @@ impl Source for Intake {
                 Ok(Some(accepted)) => accepted,
                 Ok(None) => return None,
                 Err(err) => {
-                    accept_failed(worker, &err);
+                    accept_failed(&err);
                     continue;
                 }
             };
@@ -367,16 +367,15 @@ fn close_unserved(shared: &Shared, stream: std::net::TcpStream, peer: SocketAddr
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
-/// Logs `worker`'s failed `accept` and, if the machine is short of resources, pauses before the
-/// next.
-fn accept_failed(worker: usize, err: &io::Error) {
+/// Logs a failed `accept` and, if the machine is short of resources, pauses before the next.
+fn accept_failed(err: &io::Error) {
     match err.kind() {
         // The client gave up before we got to it: nothing to do.
         ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted => {
-            debug!(worker, error = %err, "accept: client left before it was accepted");
+            debug!(error = %err, "accept: client left before it was accepted");
         }
         _ => {
-            warn!(worker, error = %err, "accept failed; pausing before the next");
+            warn!(error = %err, "accept failed; pausing before the next");
             thread::sleep(ACCEPT_BACKOFF);
         }
     }

@@ -143,86 +143,6 @@ pub fn interrupt(thread: u64) {
     unsafe { libc::pthread_kill(thread as libc::pthread_t, INTERRUPT) };
 }
 
-/// A thread made with `pthread_create` rather than `std::thread`, so that it takes only its
-/// stack and the stack's guard page: two memory maps, as a C program's thread does. std gives
-/// each thread it starts an alternate signal stack as well, with a guard page of its own (two
-/// maps more, and some memory to track them), and with thousands of threads the memory maps
-/// (`vm.max_map_count`) are what runs out first. Its name is the system's (`ps`, `top`,
-/// `/proc`): std names only the threads it starts. Dropped without [`Thread::join`], it is
-/// detached.
-pub struct Thread(Option<libc::pthread_t>);
-
-impl Thread {
-    /// Starts `run` on a thread of `stack` bytes called `name` (cut to the system's 15 bytes).
-    /// A panic that escapes `run` ends the thread alone, as it would a std thread. The new
-    /// thread allocates and frees nothing before `run` does (its allocator cache and arena
-    /// come with its first allocation), and frees what it was given only when `run` returns.
-    pub fn spawn<F: FnOnce() + Send + 'static>(
-        name: &str,
-        stack: usize,
-        run: F,
-    ) -> io::Result<Thread> {
-        struct Start<F> {
-            name: [u8; 16],
-            run: Option<F>,
-        }
-        extern "C" fn start<F: FnOnce()>(arg: *mut libc::c_void) -> *mut libc::c_void {
-            let start = arg.cast::<Start<F>>();
-            // SAFETY: `spawn` passes a pointer from Box::into_raw, and only this thread uses it
-            // from then on. The name ends with a NUL; naming the calling thread touches nothing
-            // else.
-            let run = unsafe {
-                libc::pthread_setname_np(libc::pthread_self(), (*start).name.as_ptr().cast());
-                (*start).run.take()
-            };
-            // Unwinding out of an extern "C" function would abort the process.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run.map(|run| run())));
-            // SAFETY: from Box::into_raw in `spawn`, freed once, here.
-            drop(unsafe { Box::from_raw(start) });
-            std::ptr::null_mut()
-        }
-        let mut named = [0u8; 16];
-        for (to, from) in named.iter_mut().zip(name.bytes().filter(|&b| b != 0).take(15)) {
-            *to = from;
-        }
-        let arg = Box::into_raw(Box::new(Start { name: named, run: Some(run) }));
-        let mut thread: libc::pthread_t = 0;
-        // SAFETY: the attribute is initialised before use and destroyed after; `start` takes
-        // ownership of `arg` if and only if the thread was created.
-        let created = unsafe {
-            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-            libc::pthread_attr_init(&mut attr);
-            libc::pthread_attr_setstacksize(&mut attr, stack.max(libc::PTHREAD_STACK_MIN));
-            let created = libc::pthread_create(&mut thread, &attr, start::<F>, arg.cast());
-            libc::pthread_attr_destroy(&mut attr);
-            created
-        };
-        if created != 0 {
-            // SAFETY: no thread was created, so `arg` is still ours alone.
-            drop(unsafe { Box::from_raw(arg) });
-            return Err(io::Error::from_raw_os_error(created));
-        }
-        Ok(Thread(Some(thread)))
-    }
-
-    /// Waits for the thread to end.
-    pub fn join(mut self) {
-        if let Some(thread) = self.0.take() {
-            // SAFETY: `thread` is a thread of ours that was neither joined nor detached.
-            unsafe { libc::pthread_join(thread, std::ptr::null_mut()) };
-        }
-    }
-}
-
-impl Drop for Thread {
-    fn drop(&mut self) {
-        if let Some(thread) = self.0.take() {
-            // SAFETY: `thread` is a thread of ours that was neither joined nor detached.
-            unsafe { libc::pthread_detach(thread) };
-        }
-    }
-}
-
 /// Lets the kernel wake the calling thread up to `slack` late from its sleeps, so that its
 /// timer can expire with others due about then.
 pub fn set_timer_slack(slack: Duration) {
@@ -236,12 +156,30 @@ pub fn set_timer_slack(slack: Duration) {
     let _ = slack;
 }
 
-/// Where the calling thread's alternate signal stack is, if it has one.
-pub fn signal_stack() -> Option<usize> {
+/// Folds the alternate signal stack std gave the calling thread into the guard page below it,
+/// and returns where it was and its size. std gives every thread it starts such a stack (to report a stack
+/// overflow), mapped with a guard page of its own: two memory maps more a thread, which with
+/// thousands of threads makes `vm.max_map_count` the first limit. Disabled, then made
+/// inaccessible as its guard page is, the stack and the guard are one mapping: one map more a
+/// thread instead of two. std unmaps the same range when the thread ends; until then nothing
+/// uses it. A stack overflow then kills the process with SIGSEGV, without std's message.
+pub fn fold_signal_stack() -> Option<(usize, usize)> {
     // SAFETY: sigaltstack with no new stack only writes the current one into `stack`.
     let mut stack: libc::stack_t = unsafe { std::mem::zeroed() };
-    let done = unsafe { libc::sigaltstack(std::ptr::null(), &mut stack) };
-    (done == 0 && stack.ss_flags & libc::SS_DISABLE == 0).then_some(stack.ss_sp as usize)
+    if unsafe { libc::sigaltstack(std::ptr::null(), &mut stack) } != 0
+        || stack.ss_flags & libc::SS_DISABLE != 0
+    {
+        return None;
+    }
+    let off = libc::stack_t { ss_sp: std::ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
+    // SAFETY: disabling the calling thread's alternate signal stack touches no memory of ours;
+    // from then on no signal handler runs on it, so the pages std mapped for it (which the
+    // kernel just named: page-aligned, as std maps them) may be made inaccessible.
+    let folded = unsafe {
+        libc::sigaltstack(&off, std::ptr::null_mut()) == 0
+            && libc::mprotect(stack.ss_sp, stack.ss_size, libc::PROT_NONE) == 0
+    };
+    folded.then_some((stack.ss_sp as usize, stack.ss_size))
 }
 
 /// An epoll instance: what many threads can wait on at once, each woken alone for one ready

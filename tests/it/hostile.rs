@@ -62,29 +62,22 @@ fn a_huge_content_length_aborts_nothing() {
 fn the_metrics_listener_outlives_descriptor_exhaustion() {
     let poem = BinaryPoem::new(100);
     let server = Binary::launch(poem.path())
-        .args(&[
-            "--delay",
-            "0.1",
-            "--num-bytes",
-            "1",
-            "--metrics",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
+        .args(&["--workers", "40", "--delay", "0.1", "--num-bytes", "1"])
+        .args(&["--metrics", "127.0.0.1:0", "--log-format", "json"])
         .start();
     let metrics = server.metrics_addr();
-    // Below what the server holds already: every worker waiting in accept holds a descriptor
-    // number (the kernel takes it before the wait). Poem clients are taken by those workers.
+    // Every worker serving a client that reads nothing more: 40 descriptors open, then a limit
+    // below them.
+    let hogs: Vec<_> = (0..40).map(|_| server.start_streaming(1)).collect();
     server.limit_open_files(32);
-    let hogs: Vec<TcpStream> = (0..40).map(|_| server.connect()).collect();
     // This one waits in the backlog: the metrics listener's accept fails.
     let mut waiting = TcpStream::connect_timeout(&metrics, LIMIT).expect("connect to metrics");
     waiting.set_read_timeout(Some(LIMIT)).unwrap();
     waiting.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
     server.wait_for_message("metrics: accept failed");
-    // More workers come back to accept than there are numbers below the limit: the poem
-    // listener runs out too, and its waiting workers give theirs back.
+    // The clients leave; their workers come back to accept, more of them than there are
+    // descriptor numbers below the limit: the poem listener runs out too (a worker blocked in
+    // accept holds a number), and all but one of its workers give theirs back.
     drop(hogs);
     server.wait_for_message("accept failed");
     let mut answer = String::new();
