@@ -27,7 +27,7 @@ use crate::shared::Shared;
 use crate::sys;
 use crate::watch::{self, Event};
 
-/// A connection the accept loop hands to a worker.
+/// A connection a worker has accepted, with what was learnt as it was accepted.
 pub struct Accepted {
     /// Its number in accept order, from 0.
     pub id: u64,
@@ -423,8 +423,8 @@ impl Connection {
 }
 
 impl Connection {
-    /// Opens `poem`. Out of descriptors, it waits for some to be freed, as the accept loop does,
-    /// up to the write timeout: other connections end and give theirs back.
+    /// Opens `poem`. Out of descriptors, it waits for some to be freed, as accepting does, up to
+    /// the write timeout: other connections end and give theirs back.
     fn open(&self, shared: &Shared, poem: &Poem) -> io::Result<Opened> {
         let give_up = Instant::now() + shared.config.write_timeout;
         loop {

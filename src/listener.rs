@@ -1,17 +1,22 @@
-//! The listening sockets: bound with the options the server needs, and accepted from as one,
-//! with a wake-up that ends a wait for the next connection.
+//! The listening sockets: bound with the options the server needs, and accepted from by every
+//! free worker at once, with a close that wakes every worker waiting on them.
 //!
-//! Usually there is one socket. With several (`--iface` given more than once, or a host name
-//! with several addresses) the one accept loop waits on all of them with `poll` and accepts
-//! from whichever is ready, so the design stays one accept loop feeding one pool. The sockets
-//! are non-blocking: a burst of connections is accepted one `accept` call each, and only when
-//! none is waiting does the loop sleep in `poll`, beside the wake-up's socket.
+//! With one socket (the usual case) each free worker blocks in `accept` on it, as a bare
+//! thread-per-client server does: the kernel hands each new connection to one waiting worker,
+//! and no thread stands between the backlog and the worker that serves it. With several
+//! (`--iface` given more than once, or a host name with several addresses) the sockets are
+//! non-blocking and the free workers wait on one epoll instance that watches them all, which
+//! wakes one worker per ready socket. Why not one accept thread handing connections over, and
+//! why a signal wakes the blocked workers: see [docs/design.md](../docs/design.md), "The
+//! listeners".
 
 use std::io::{self, ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -22,21 +27,42 @@ use crate::sys;
 /// Linux). std's `TcpListener::bind` asks for 128, which a burst of clients overflows.
 pub const BACKLOG: i32 = 4096;
 
-/// Every socket the server listens on (never none), and the wake-up's receiving end.
+/// Every socket the server listens on (never none until closed), and what wakes the workers
+/// waiting on them.
 pub struct Listeners {
-    sockets: Vec<TcpListener>,
+    /// Read-locked by each worker while it accepts, write-locked by [`Listeners::close`] once
+    /// every worker has been woken: so the sockets close when none is in use.
+    sockets: RwLock<Vec<TcpListener>>,
+    closed: AtomicBool,
     woken: UnixStream,
     waker: Waker,
-    /// The socket that last had a connection, tried first.
-    next: std::cell::Cell<usize>,
+    /// With several sockets, what the workers wait on: each socket (its index as the token)
+    /// and the wake-up (`WOKEN`).
+    poller: Option<sys::Poller>,
+    /// For each worker, its thread while it is blocked in `accept` on the one socket, else 0:
+    /// whom [`Listeners::close`] must interrupt.
+    waiting: Box<[AtomicU64]>,
+    /// Out of descriptors, the one worker that goes on trying to accept while the others wait
+    /// for it to succeed (see [`Listeners::starve`]); `starved` says whether there is one.
+    prober: Mutex<Option<usize>>,
+    starved: AtomicBool,
+    fed: Condvar,
 }
 
-/// Ends the accept loop's wait for a connection, from any thread.
+/// The poller's token for the wake-up.
+const WOKEN: u64 = u64::MAX;
+
+/// How long [`Listeners::close`] lets the workers it interrupted leave `accept` before it
+/// interrupts those still there again (one may have been about to enter it).
+const INTERRUPT_AGAIN: Duration = Duration::from_millis(2);
+
+/// Ends every wait on the listeners, from any thread: [`Listeners::sleep`] and the workers'
+/// waits on several sockets at once, and (through [`Listeners::close`]) every accept.
 #[derive(Clone)]
 pub struct Waker(Arc<UnixStream>);
 
 impl Waker {
-    /// Makes [`Listeners::accept`] return `None`, now and from then on.
+    /// Makes [`Listeners::sleep`] return, now and from then on.
     pub fn wake(&self) {
         // One byte is enough, and it is never read; a full buffer means one is there already.
         let _ = (&*self.0).write(&[1]);
@@ -119,22 +145,41 @@ pub fn bind_one(
 }
 
 impl Listeners {
-    /// Takes `sockets` (bound and listening) to accept from.
-    pub fn new(sockets: Vec<TcpListener>) -> io::Result<Listeners> {
-        for socket in &sockets {
-            socket.set_nonblocking(true)?;
-        }
+    /// Takes `sockets` (bound and listening) for `workers` workers to accept from.
+    pub fn new(sockets: Vec<TcpListener>, workers: usize) -> io::Result<Listeners> {
         let (woken, waker) = UnixStream::pair()?;
         waker.set_nonblocking(true)?;
+        let poller = match sockets.len() {
+            1 => {
+                // Handed over by systemd, it may be non-blocking.
+                sockets[0].set_nonblocking(false)?;
+                sys::prepare_interrupts()?;
+                None
+            }
+            _ => {
+                let poller = sys::Poller::new()?;
+                for (at, socket) in sockets.iter().enumerate() {
+                    socket.set_nonblocking(true)?;
+                    poller.add(socket.as_fd(), at as u64)?;
+                }
+                poller.add(woken.as_fd(), WOKEN)?;
+                Some(poller)
+            }
+        };
         Ok(Listeners {
-            sockets,
+            sockets: RwLock::new(sockets),
+            closed: AtomicBool::new(false),
             woken,
             waker: Waker(Arc::new(waker)),
-            next: std::cell::Cell::new(0),
+            poller,
+            waiting: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            prober: Mutex::new(None),
+            starved: AtomicBool::new(false),
+            fed: Condvar::new(),
         })
     }
 
-    /// What ends a wait in [`Listeners::accept`].
+    /// What ends a [`Listeners::sleep`].
     pub fn waker(&self) -> Waker {
         self.waker.clone()
     }
@@ -142,80 +187,252 @@ impl Listeners {
     /// A second handle on each socket, to read its backlog from; while any is open, the socket
     /// listens.
     pub fn clones(&self) -> io::Result<Vec<TcpListener>> {
-        self.sockets.iter().map(TcpListener::try_clone).collect()
+        self.sockets().iter().map(TcpListener::try_clone).collect()
     }
 
     /// Where each socket listens, with the real port.
     pub fn local_addrs(&self) -> io::Result<Vec<SocketAddr>> {
-        self.sockets.iter().map(TcpListener::local_addr).collect()
+        self.sockets().iter().map(TcpListener::local_addr).collect()
     }
 
-    /// Accepts the next connection on any socket, waiting for one; `None` once woken.
-    pub fn accept(&self) -> io::Result<Option<(TcpStream, SocketAddr)>> {
+    fn sockets(&self) -> std::sync::RwLockReadGuard<'_, Vec<TcpListener>> {
+        // Nothing panics while it is held.
+        self.sockets.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Accepts the next connection on any socket for `worker`, waiting for one; `None` once
+    /// closed. Many workers call it at once. Out of descriptors, one of them gets the error, to
+    /// report it and pause before it tries again; the others wait until it succeeds.
+    pub fn accept(&self, worker: usize) -> io::Result<Option<(TcpStream, SocketAddr)>> {
+        let sockets = self.sockets();
         loop {
-            if let Some(accepted) = self.try_accept()? {
-                return Ok(Some(accepted));
-            }
-            let mut fds = vec![self.woken.as_fd()];
-            fds.extend(self.sockets.iter().map(|socket| socket.as_fd()));
-            if sys::wait_readable(&fds, None)?[0] {
+            if self.closed.load(Ordering::Acquire) {
                 return Ok(None);
             }
+            if self.starved.load(Ordering::Acquire) && !self.probes(worker) {
+                self.wait_for_descriptors();
+                continue;
+            }
+            let accepted = match (&self.poller, &sockets[..]) {
+                (None, [socket]) => self.accept_one(worker, socket),
+                (Some(poller), _) => match poller.wait()? {
+                    WOKEN => return Ok(None),
+                    at => accept(&sockets[at as usize]),
+                },
+                (None, _) => return Ok(None), // closed
+            };
+            match accepted {
+                Ok(accepted) => {
+                    if self.starved.load(Ordering::Acquire) {
+                        self.fed(worker);
+                    }
+                    return Ok(Some(accepted));
+                }
+                // Interrupted by the close or by a starving worker, or another worker took
+                // what the poller saw.
+                Err(err)
+                    if matches!(err.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock) => {}
+                Err(err) if matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    if self.starve(worker) {
+                        return Err(err);
+                    }
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// A blocking accept on the one socket, marked in `waiting` so that it can be interrupted.
+    fn accept_one(
+        &self,
+        worker: usize,
+        socket: &TcpListener,
+    ) -> io::Result<(TcpStream, SocketAddr)> {
+        thread_local!(static READY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+        if !READY.get() {
+            sys::accept_interrupts();
+            READY.set(true);
+        }
+        let waiting = &self.waiting[worker];
+        waiting.store(sys::this_thread(), Ordering::SeqCst);
+        // Checked after the mark: whoever set them before interrupts this worker.
+        let stop = self.closed.load(Ordering::SeqCst)
+            || (self.starved.load(Ordering::SeqCst) && !self.probes(worker));
+        let accepted = match stop {
+            true => Err(ErrorKind::Interrupted.into()),
+            false => accept(socket),
+        };
+        waiting.store(0, Ordering::SeqCst);
+        accepted
+    }
+
+    fn prober(&self) -> MutexGuard<'_, Option<usize>> {
+        // Nothing panics while it is held.
+        self.prober.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn probes(&self, worker: usize) -> bool {
+        *self.prober() == Some(worker)
+    }
+
+    /// Out of descriptors (`worker`'s accept failed for want of one): from now on only one
+    /// worker tries to accept, and the others wait until it succeeds. A worker blocked in
+    /// `accept` holds a descriptor number the whole time (the kernel takes one before it
+    /// waits), so they are interrupted to give theirs back: what else the process does (the
+    /// metrics listener, a reload) then finds one free once a connection ends. Returns whether
+    /// `worker` is the one that tries.
+    fn starve(&self, worker: usize) -> bool {
+        let probes = {
+            let mut prober = self.prober();
+            self.starved.store(true, Ordering::SeqCst);
+            *prober.get_or_insert(worker) == worker
+        };
+        self.interrupt_waiting();
+        probes
+    }
+
+    /// The prober's accept succeeded: every worker may accept again.
+    fn fed(&self, worker: usize) {
+        let mut prober = self.prober();
+        if *prober == Some(worker) {
+            *prober = None;
+            self.starved.store(false, Ordering::SeqCst);
+            self.fed.notify_all();
+        }
+    }
+
+    /// Waits until the prober has accepted a connection, or the listeners close.
+    fn wait_for_descriptors(&self) {
+        let mut prober = self.prober();
+        while prober.is_some() && !self.closed.load(Ordering::SeqCst) {
+            prober = self.fed.wait(prober).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Interrupts every worker blocked in `accept` until none is. One marked as waiting may
+    /// not have entered accept yet when interrupted, and would then block in it: so again, as
+    /// long as one is marked. Whoever calls this has made them stop (closed, or starved) first.
+    fn interrupt_waiting(&self) {
+        loop {
+            let mut marked = 0;
+            for thread in self.waiting.iter().map(|w| w.load(Ordering::SeqCst)) {
+                if thread != 0 {
+                    sys::interrupt(thread);
+                    marked += 1;
+                }
+            }
+            if marked == 0 {
+                return;
+            }
+            std::thread::sleep(INTERRUPT_AGAIN);
         }
     }
 
     /// Sleeps for `time` (or until woken, with `None`); returns false if woken first.
-    pub fn sleep(&self, time: Option<std::time::Duration>) -> bool {
+    pub fn sleep(&self, time: Option<Duration>) -> bool {
         let woken = sys::wait_readable(&[self.woken.as_fd()], time);
         !woken.is_ok_and(|ready| ready[0])
     }
 
-    /// Accepts a connection waiting on any socket, without waiting for one.
-    pub fn try_accept(&self) -> io::Result<Option<(TcpStream, SocketAddr)>> {
-        let count = self.sockets.len();
-        for turn in 0..count {
-            let at = (self.next.get() + turn) % count;
-            match self.sockets[at].accept() {
-                Ok((stream, peer)) => {
-                    self.next.set(at);
-                    // The worker's writes block, with a timeout; some systems pass the
-                    // listener's O_NONBLOCK on to the sockets it accepts.
-                    stream.set_nonblocking(false)?;
-                    return Ok(Some((stream, peer)));
+    /// Stops every accept for good: wakes every worker waiting on the sockets, waits until none
+    /// uses them, accepts what is still in the backlogs and closes the sockets. Returns the
+    /// connections taken from the backlogs, for the caller to close unserved. Once only: later
+    /// calls return nothing.
+    pub fn close(&self) -> Vec<(TcpStream, SocketAddr)> {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return Vec::new();
+        }
+        self.waker.wake();
+        drop(self.prober()); // so that no worker checks `closed` between this and its wait
+        self.fed.notify_all();
+        self.interrupt_waiting();
+        let mut sockets = self.sockets.write().unwrap_or_else(PoisonError::into_inner);
+        let mut left = Vec::new();
+        for socket in sockets.iter() {
+            if socket.set_nonblocking(true).is_ok() {
+                while let Ok(accepted) = accept(socket) {
+                    left.push(accepted);
                 }
-                Err(err) if err.kind() == ErrorKind::WouldBlock => {}
-                Err(err) => return Err(err),
             }
         }
-        Ok(None)
+        sockets.clear(); // closed: from now on, connects are refused
+        left
     }
+}
+
+/// Accepts one connection from `socket`: a blocking one on Linux whatever the socket's mode,
+/// with no call to make it so; an `EINTR` is returned, not retried (std retries it).
+fn accept(socket: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+    let (stream, peer) = socket2::SockRef::from(socket).accept()?;
+    let peer = peer.as_socket().ok_or_else(|| io::Error::other("a peer that is not IP"))?;
+    #[cfg(not(target_os = "linux"))]
+    stream.set_nonblocking(false)?; // elsewhere it may inherit the listener's O_NONBLOCK
+    Ok((stream.into(), peer))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::ErrorKind;
     use std::thread;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use super::*;
 
-    /// A wait for a connection ends when woken, and every later one at once; connections come
-    /// from every socket.
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    fn listeners(addrs: &[&str], workers: usize) -> Listeners {
+        let addrs: Vec<SocketAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
+        Listeners::new(bind(&addrs, false, 16).unwrap(), workers).unwrap()
+    }
+
+    /// Workers take connections from every socket; a close ends every wait, whether workers
+    /// block in accept on one socket or wait on several, and then connects are refused.
     #[test]
-    fn accept_takes_every_socket_and_ends_when_woken() {
-        let addrs = ["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
-        let listeners = Listeners::new(bind(&addrs, false, 16).unwrap()).unwrap();
-        for addr in listeners.local_addrs().unwrap() {
-            let _client = TcpStream::connect(addr).unwrap();
-            let (_, peer) = listeners.accept().unwrap().expect("a connection");
-            assert_eq!(peer.is_ipv4(), addr.is_ipv4());
+    fn a_close_ends_every_wait() {
+        for addrs in [&["127.0.0.1:0"][..], &["127.0.0.1:0", "[::1]:0"]] {
+            let listeners = listeners(addrs, 3);
+            let local = listeners.local_addrs().unwrap();
+            for addr in &local {
+                let _client = TcpStream::connect(addr).unwrap();
+                let (_, peer) = listeners.accept(0).unwrap().expect("a connection");
+                assert_eq!(peer.is_ipv4(), addr.is_ipv4());
+            }
+            thread::scope(|scope| {
+                let listeners = &listeners;
+                let workers: Vec<_> =
+                    (1..3).map(|w| scope.spawn(move || listeners.accept(w).unwrap())).collect();
+                // On one socket, the close must interrupt them in accept: wait until they are.
+                let started = Instant::now();
+                while addrs.len() == 1
+                    && listeners.waiting[1..].iter().any(|w| w.load(Ordering::SeqCst) == 0)
+                {
+                    assert!(started.elapsed() < LIMIT, "the workers never waited");
+                    thread::sleep(Duration::from_millis(1));
+                }
+                assert!(listeners.close().is_empty(), "nothing was waiting in the backlog");
+                for worker in workers {
+                    assert!(worker.join().unwrap().is_none(), "a connection after the close");
+                }
+            });
+            assert!(listeners.accept(0).unwrap().is_none());
+            for addr in local {
+                let err = TcpStream::connect(addr).expect_err("refused once closed");
+                assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+            }
         }
-        let waker = listeners.waker();
-        let woken = thread::spawn(move || {
-            thread::sleep(Duration::from_millis(50));
-            waker.wake();
-        });
-        assert!(listeners.accept().unwrap().is_none());
-        assert!(listeners.accept().unwrap().is_none());
-        woken.join().unwrap();
+    }
+
+    /// What waits in the backlog when the listeners close is handed back, to be closed
+    /// unserved.
+    #[test]
+    fn a_close_hands_back_the_backlog() {
+        let listeners = listeners(&["127.0.0.1:0"], 1);
+        let addr = listeners.local_addrs().unwrap()[0];
+        let clients: Vec<_> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let mut left: Vec<u16> = listeners.close().iter().map(|(_, peer)| peer.port()).collect();
+        let mut ports: Vec<u16> = clients.iter().map(|c| c.local_addr().unwrap().port()).collect();
+        left.sort();
+        ports.sort();
+        assert_eq!(left, ports);
     }
 }

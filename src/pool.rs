@@ -1,138 +1,105 @@
-//! The fixed pool of worker threads, and the permits that let the accept loop take a
-//! connection only when a worker is free for it.
+//! The fixed pool of worker threads, each taking its own jobs from a shared [`Source`]: for the
+//! server, a free worker accepts its next connection itself.
 //!
 //! Every worker starts with the pool and lives as long as it does; a panic in a job is caught
-//! and logged, and the worker waits for the next. Each worker has a channel of its own, and the
-//! free workers' numbers wait on a stack: [`Pool::permit`] takes one (waiting while every worker
-//! is busy, so that clients wait in the kernel's listen backlog and memory does not grow with
-//! them), and [`Permit::hand`] gives that worker its job. The most recently freed worker is
-//! taken first, so a lightly loaded server keeps using the few workers whose stacks are already
-//! in memory.
+//! and logged, and the worker takes the next. A worker takes a job only when it is free, so when
+//! every worker is busy, clients wait in the kernel's listen backlog and memory does not grow
+//! with them: the worker is the permit.
 //!
-//! Shutdown goes through ownership: [`Pool::join`] drops every worker's sender, and each worker
-//! finishes what it holds, sees its channel disconnect and returns.
+//! Shutdown goes through ownership: [`Pool::join`] and `Drop` close the source, and each worker
+//! finishes what it holds, finds the source closed and returns.
 
 use std::any::Any;
 use std::io;
 use std::num::NonZeroUsize;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use tracing::error;
+
+use crate::sys;
 
 /// Stack size of each worker. Only touched pages cost memory, so this bounds address space
 /// rather than what an idle worker costs; a worker's deepest path (a log line, a caught panic)
 /// is far below it.
 pub const WORKER_STACK: usize = 128 * 1024;
 
-/// A fixed set of worker threads, each running `work(worker, job)` for the jobs it is handed.
-pub struct Pool<T> {
-    hands: Vec<SyncSender<T>>,
-    free: Arc<Free>,
+/// How late a worker may wake from a sleep (its timer slack; Linux's default is 50 µs): with
+/// thousands of connections paced at once, timers due within this of each other expire together,
+/// one wake-up of the processor for many. It costs pacing no more than this, and the crowd's CPU
+/// per chunk a fifth: see docs/benchmarks.md, "Notes: where the time goes".
+const WORKER_TIMER_SLACK: Duration = Duration::from_micros(250);
+
+/// Where the workers take their jobs from.
+pub trait Source: Send + Sync + 'static {
+    type Job;
+
+    /// Waits for the next job for `worker`; `None` once closed.
+    fn take(&self, worker: usize) -> Option<Self::Job>;
+
+    /// Ends every [`Source::take`], now and from then on; called more than once, it does
+    /// nothing more.
+    fn close(&self);
+}
+
+/// A fixed set of worker threads, each running `work(worker, job)` for the jobs it takes.
+pub struct Pool<S: Source> {
+    source: Arc<S>,
     threads: Vec<JoinHandle<()>>,
     /// Every worker holds a sender of this channel, so it disconnects when the last returns.
     returned: Mutex<Receiver<()>>,
 }
 
-/// The numbers of the workers with nothing to do, most recently freed last.
-struct Free {
-    stack: Mutex<(Vec<usize>, bool)>,
-    freed: Condvar,
-}
-
-/// Closes a pool from any thread: see [`Pool::close`].
-pub struct Closer(Arc<Free>);
-
-impl Closer {
-    pub fn close(&self) {
-        self.0.close();
-    }
-}
-
-/// A free worker, set aside for one job; dropped unused, it is free again.
-pub struct Permit<'a, T> {
-    pool: &'a Pool<T>,
-    worker: Option<usize>,
-}
-
-impl<T: Send + 'static> Pool<T> {
-    /// Starts `size` workers named `worker-N`, each running `work` on the jobs it is handed.
+impl<S: Source> Pool<S> {
+    /// Starts `size` workers named `worker-N`, each taking jobs from `source` and running
+    /// `work` on them. Each folds the signal stack std gave it into its guard page
+    /// ([`sys::fold_signal_stack`]): three memory maps a worker instead of four.
     pub fn new(
         size: NonZeroUsize,
-        work: impl Fn(usize, T) + Send + Sync + 'static,
-    ) -> io::Result<Pool<T>> {
+        source: Arc<S>,
+        work: impl Fn(usize, S::Job) + Send + Sync + 'static,
+    ) -> io::Result<Pool<S>> {
         let size = size.get();
         let work = Arc::new(work);
-        let free = Arc::new(Free {
-            stack: Mutex::new(((0..size).rev().collect(), false)),
-            freed: Condvar::new(),
-        });
         let (returning, returned) = mpsc::channel::<()>();
         let mut pool = Pool {
-            hands: Vec::with_capacity(size),
-            free: Arc::clone(&free),
+            source: Arc::clone(&source),
             threads: Vec::with_capacity(size),
             returned: Mutex::new(returned),
         };
         for worker in 0..size {
-            let (hand, jobs) = mpsc::sync_channel::<T>(1);
-            let (work, free, returning) = (Arc::clone(&work), Arc::clone(&free), returning.clone());
+            let (work, source, returning) =
+                (Arc::clone(&work), Arc::clone(&source), returning.clone());
             let thread = thread::Builder::new()
                 .name(format!("worker-{worker}"))
                 .stack_size(WORKER_STACK)
                 .spawn(move || {
                     let _returning = returning;
-                    for job in jobs {
+                    sys::fold_signal_stack();
+                    sys::set_timer_slack(WORKER_TIMER_SLACK);
+                    while let Some(job) = source.take(worker) {
                         let ran = panic::catch_unwind(AssertUnwindSafe(|| work(worker, job)));
                         if let Err(panic) = ran {
                             let panic = panic_message(&*panic);
                             error!(panic, "a job panicked; its worker carries on");
                         }
-                        free.put(worker);
                     }
                 })?;
-            // On error, dropping `pool` ends and joins the workers already started.
-            pool.hands.push(hand);
+            // On error, dropping `pool` closes the source and joins the workers already started.
             pool.threads.push(thread);
         }
         Ok(pool)
     }
 
-    /// Waits for a free worker and sets it aside; `None` once the pool is [closed](Pool::close).
-    pub fn permit(&self) -> Option<Permit<'_, T>> {
-        let mut stack = self.free.lock();
-        loop {
-            if stack.1 {
-                return None;
-            }
-            if let Some(worker) = stack.0.pop() {
-                let worker = Some(worker);
-                return Some(Permit { pool: self, worker });
-            }
-            stack = self.free.wait(stack);
-        }
-    }
-
-    /// Gives no more permits, and wakes a wait for one.
-    pub fn close(&self) {
-        self.free.close();
-    }
-
-    /// What closes the pool from another thread.
-    pub fn closer(&self) -> Closer {
-        Closer(Arc::clone(&self.free))
-    }
-
-    /// Closes the pool, lets the workers finish their jobs and waits up to `limit` for them
+    /// Closes the source, lets the workers finish their jobs and waits up to `limit` for them
     /// all to return. Returns false if some still run; then `cut` is called (it must make the
     /// jobs end) and the wait goes on up to `cut_wait`, after which what still runs is left to
     /// end with the process.
     pub fn join(mut self, limit: Duration, cut: impl FnOnce(), cut_wait: Duration) -> bool {
-        self.close();
-        self.hands.clear();
+        self.source.close();
         if self.all_returned(limit) {
             return true; // Drop joins them at once
         }
@@ -156,55 +123,13 @@ impl<T: Send + 'static> Pool<T> {
     }
 }
 
-impl<T> Permit<'_, T> {
-    /// Hands the worker its job.
-    pub fn hand(mut self, job: T) {
-        // Taken here once; the worker is free, so its one-slot channel is empty and open (the
-        // pool lives while a permit borrows it).
-        let worker = self.worker.take().expect("a permit is handed once");
-        let _ = self.pool.hands[worker].try_send(job);
-    }
-}
-
-impl<T> Drop for Permit<'_, T> {
+impl<S: Source> Drop for Pool<S> {
     fn drop(&mut self) {
-        if let Some(worker) = self.worker {
-            self.pool.free.put(worker);
-        }
-    }
-}
-
-impl<T> Drop for Pool<T> {
-    fn drop(&mut self) {
-        self.hands.clear();
+        self.source.close();
         for thread in self.threads.drain(..) {
             // A worker never panics itself (jobs are caught), so join cannot fail.
             let _ = thread.join();
         }
-    }
-}
-
-impl Free {
-    fn lock(&self) -> MutexGuard<'_, (Vec<usize>, bool)> {
-        // Nothing panics while it is held; the stack would still be whole.
-        self.stack.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn wait<'a>(
-        &self,
-        guard: MutexGuard<'a, (Vec<usize>, bool)>,
-    ) -> MutexGuard<'a, (Vec<usize>, bool)> {
-        self.freed.wait(guard).unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn close(&self) {
-        self.lock().1 = true;
-        self.freed.notify_all();
-    }
-
-    fn put(&self, worker: usize) {
-        self.lock().0.push(worker);
-        self.freed.notify_one();
     }
 }
 
@@ -226,43 +151,65 @@ mod tests {
 
     const LIMIT: Duration = Duration::from_secs(10);
 
-    /// A pool whose jobs are channels to report on: each worker sends its number and waits for
-    /// the job's channel to close.
-    fn pool(size: usize) -> Pool<(mpsc::Sender<usize>, mpsc::Receiver<()>)> {
-        let work = |worker, (tell, hold): (mpsc::Sender<usize>, mpsc::Receiver<()>)| {
-            let _ = tell.send(worker);
-            let _ = hold.recv_timeout(LIMIT);
-        };
-        Pool::new(NonZeroUsize::new(size).unwrap(), work).unwrap()
+    /// A source of jobs sent through a channel: each job is a channel to report on, and the
+    /// worker sends its number and waits for the job's own channel to close.
+    struct Jobs {
+        jobs: Mutex<Option<mpsc::Receiver<Job>>>,
     }
 
-    /// A permit is a free worker: while every worker is busy none is given, a job that ends
-    /// frees its worker for the next permit, and closing the pool ends a wait for one.
+    type Job = Option<(mpsc::Sender<usize>, mpsc::Receiver<()>)>;
+
+    impl Source for Jobs {
+        type Job = Job;
+
+        fn take(&self, _: usize) -> Option<Job> {
+            loop {
+                // Locked for one short wait at a time, so that a close comes in between.
+                let jobs = self.jobs.lock().unwrap();
+                match jobs.as_ref()?.recv_timeout(Duration::from_millis(5)) {
+                    Ok(job) => return Some(job),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                }
+            }
+        }
+
+        fn close(&self) {
+            *self.jobs.lock().unwrap() = None;
+        }
+    }
+
+    fn work(worker: usize, job: Job) {
+        let (tell, hold) = job.expect("deliberate test panic");
+        let _ = tell.send(worker);
+        let _ = hold.recv_timeout(LIMIT);
+    }
+
+    /// A pool of `size` workers taking jobs from the returned sender.
+    fn pool(size: usize) -> (Pool<Jobs>, mpsc::Sender<Job>) {
+        let (send, jobs) = mpsc::channel();
+        let source = Arc::new(Jobs { jobs: Mutex::new(Some(jobs)) });
+        (Pool::new(NonZeroUsize::new(size).unwrap(), source, work).unwrap(), send)
+    }
+
+    /// Only a free worker takes a job: with both busy, a third job waits until one is free.
     #[test]
-    fn permits_wait_for_a_free_worker() {
-        let pool = pool(2);
+    fn only_free_workers_take_jobs() {
+        let (pool, jobs) = pool(2);
         let (tell, told) = mpsc::channel();
         let mut holds = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..3 {
             let (hold, release) = mpsc::channel();
-            pool.permit().unwrap().hand((tell.clone(), release));
+            jobs.send(Some((tell.clone(), release))).unwrap();
             holds.push(hold);
-            told.recv_timeout(LIMIT).expect("the job runs");
         }
-        thread::scope(|scope| {
-            let waiting = scope.spawn(|| pool.permit().and_then(|p| p.worker));
-            thread::sleep(Duration::from_millis(50));
-            assert!(!waiting.is_finished(), "a permit while every worker is busy");
-            drop(holds.pop()); // worker 1 was handed the second job, and is free again
-            assert_eq!(waiting.join().unwrap(), Some(1));
-            // The dropped permit freed worker 1 again: this one takes it.
-            let held = pool.permit().expect("worker 1 is free");
-            let closed = scope.spawn(|| pool.permit().is_none());
-            thread::sleep(Duration::from_millis(50));
-            pool.close();
-            assert!(closed.join().unwrap(), "a wait for a permit ends at the close");
-            drop(held);
-        });
+        let mut busy = vec![told.recv_timeout(LIMIT).unwrap(), told.recv_timeout(LIMIT).unwrap()];
+        assert!(told.recv_timeout(Duration::from_millis(50)).is_err(), "a third job ran");
+        drop(holds.remove(0)); // the first job ends, and its worker takes the third
+        let third = told.recv_timeout(LIMIT).expect("the third job runs");
+        busy.sort();
+        assert_eq!(busy, [0, 1]);
+        assert!(busy.contains(&third));
         drop(holds);
         assert!(pool.join(LIMIT, || {}, LIMIT));
     }
@@ -270,24 +217,42 @@ mod tests {
     /// A panicking job leaves its worker alive for the next one.
     #[test]
     fn a_panicking_job_does_not_shrink_the_pool() {
-        let pool = Pool::new(NonZeroUsize::MIN, |_, job: Option<mpsc::Sender<()>>| {
-            job.expect("deliberate test panic").send(()).unwrap();
+        let (pool, jobs) = pool(1);
+        jobs.send(None).unwrap();
+        let (tell, told) = mpsc::channel();
+        let (hold, release) = mpsc::channel();
+        jobs.send(Some((tell, release))).unwrap();
+        told.recv_timeout(LIMIT).expect("the only worker lives on");
+        drop(hold);
+        drop(pool);
+    }
+
+    /// Workers run with their timer slack set, so that timers due together expire together.
+    #[test]
+    fn workers_sleep_with_the_timer_slack() {
+        let (send, jobs) = mpsc::channel();
+        let source = Arc::new(Jobs { jobs: Mutex::new(Some(jobs)) });
+        let (tell, told) = mpsc::channel();
+        let pool = Pool::new(NonZeroUsize::MIN, source, move |_, _: Job| {
+            // SAFETY: PR_GET_TIMERSLACK only returns the calling thread's slack.
+            let slack = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK) };
+            tell.send(slack as u128).unwrap();
         })
         .unwrap();
-        pool.permit().unwrap().hand(None);
-        let (done, ran) = mpsc::channel();
-        pool.permit().unwrap().hand(Some(done));
-        ran.recv_timeout(LIMIT).expect("the only worker lives on");
+        send.send(None).unwrap();
+        let slack = told.recv_timeout(LIMIT).expect("the job runs");
+        assert_eq!(slack, WORKER_TIMER_SLACK.as_nanos());
+        drop(pool);
     }
 
     /// Joining lets running jobs finish within the limit; past it, the cut is called, and the
     /// join says the jobs did not end in time.
     #[test]
     fn join_waits_for_running_jobs_then_cuts() {
-        let pool = pool(1);
+        let (pool, jobs) = pool(1);
         let (tell, told) = mpsc::channel();
         let (hold, release) = mpsc::channel::<()>();
-        pool.permit().unwrap().hand((tell, release));
+        jobs.send(Some((tell, release))).unwrap();
         told.recv_timeout(LIMIT).unwrap();
         let cut = move || drop(hold);
         assert!(!pool.join(Duration::from_millis(50), cut, LIMIT));

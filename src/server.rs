@@ -1,16 +1,18 @@
 //! The server's life: [`Server::start`] binds and starts serving, a [`Handle`] lets anyone
-//! watch it or ask it to stop, and [`Server::stop`] drains it. The accept loop is here too.
+//! watch it or ask it to stop, and [`Server::stop`] drains it. How a worker takes a connection
+//! is here too.
 //!
-//! The accept loop runs on a thread of its own. It takes a permit (a free worker) before it
-//! accepts, so when every worker is busy, clients wait in the kernel's listen backlog, which is
-//! set large (see [`crate::listener`]) so that a burst of thousands of connects is queued there
-//! rather than left to SYN retries. Each accepted connection goes straight to the worker the
-//! permit names.
+//! Every free worker accepts its next connection itself ([`Intake`]), so when every worker is
+//! busy, clients wait in the kernel's listen backlog, which is set large (see
+//! [`crate::listener`]) so that a burst of thousands of connects is queued there rather than
+//! left to SYN retries. The worker that accepts a connection numbers it, holds it for
+//! `--accept-delay`, counts it and serves it. A thread of its own waits for the stop, then
+//! closes the listeners.
 
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -26,7 +28,7 @@ use crate::faults::Fault;
 use crate::limit::Limit;
 use crate::listener::{self, BACKLOG, Listeners};
 use crate::outcome::Outcome;
-use crate::pool::Pool;
+use crate::pool::{Pool, Source};
 use crate::shared::Shared;
 use crate::sys;
 use crate::watch::{self, Event};
@@ -34,8 +36,8 @@ use crate::watch::{self, Event};
 /// A running server. Dropping it stops it at once, with no grace; [`Server::stop`] drains it.
 pub struct Server {
     handle: Handle,
-    /// The accept loop's thread, which hands the pool back when it ends.
-    acceptor: Option<JoinHandle<Pool<Accepted>>>,
+    /// The thread that closes the listeners at the stop, and then hands the pool back.
+    listener: Option<JoinHandle<Pool<Intake>>>,
 }
 
 /// A running server's state, for whoever watches it or asks it to stop: cheap to clone, and
@@ -76,7 +78,8 @@ impl Server {
         }
         anyhow::ensure!(!sockets.is_empty(), "no socket to listen on");
         let poems = Collection::open(&config.poems, config.order, config.faults.seed)?;
-        let listeners = Listeners::new(sockets).context("cannot use the listening sockets")?;
+        let listeners = Listeners::new(sockets, config.workers.get())
+            .context("cannot use the listening sockets")?;
         let listening = (listeners.local_addrs()).context("cannot read the listening address")?;
         let sockets = Mutex::new(listeners.clones().context("cannot use the listening sockets")?);
         // A poem holds a descriptor while streamed, shared by the connections that stream it; a
@@ -99,29 +102,33 @@ impl Server {
             registry: Registry::new(config.workers.get()),
             waker: listeners.waker(),
             stopping: AtomicBool::new(false),
-            closer: OnceLock::new(),
             sockets,
             listening,
             poems,
             config,
         });
+        if shared.config.blackhole {
+            warn!("a black hole: nothing is accepted, and connects past the backlog get no answer");
+        }
+        let numbering = Mutex::new(Numbering::new(shared.behaviour()));
+        let intake = Arc::new(Intake { shared: Arc::clone(&shared), listeners, numbering });
         let for_workers = Arc::clone(&shared);
-        let pool = Pool::new(shared.config.workers, move |worker, accepted| {
-            connection::serve(&for_workers, worker, accepted)
-        })
-        .context("cannot start the worker threads")?;
-        let _ = shared.closer.set(pool.closer());
-        let for_acceptor = Arc::clone(&shared);
-        let acceptor = thread::Builder::new()
-            .name("accept".into())
-            .spawn(move || {
-                accept_loop(&for_acceptor, &listeners, &pool);
-                close_backlog(&for_acceptor, &listeners);
-                for_acceptor.sockets().clear();
-                pool // the listeners close here: from now on, connects are refused
+        let pool =
+            Pool::new(shared.config.workers, Arc::clone(&intake), move |worker, accepted| {
+                connection::serve(&for_workers, worker, accepted)
             })
-            .context("cannot start the accept thread")?;
-        Ok(Server { handle: Handle(shared), acceptor: Some(acceptor) })
+            .context("cannot start the worker threads")?;
+        let for_listener = Arc::clone(&shared);
+        let listener = thread::Builder::new()
+            .name("listener".into())
+            .spawn(move || {
+                intake.listeners.sleep(None); // until Handle::stop
+                intake.close();
+                for_listener.sockets().clear();
+                pool // from now on, connects are refused
+            })
+            .context("cannot start the listener thread")?;
+        Ok(Server { handle: Handle(shared), listener: Some(listener) })
     }
 
     /// Where the server listens, in the order of `config.listen`, with the ports picked.
@@ -148,8 +155,8 @@ impl Server {
 
     fn drain(&mut self, grace: Duration) -> Stopped {
         let shared = &self.handle.0;
-        let Some(Ok(pool)) = self.acceptor.take().map(JoinHandle::join) else {
-            return Stopped { cut_off: 0 }; // the accept loop panicked, taking the pool with it
+        let Some(Ok(pool)) = self.listener.take().map(JoinHandle::join) else {
+            return Stopped { cut_off: 0 }; // the listener's thread panicked, taking the pool
         };
         let streaming = shared.counters.tally().busy;
         info!(
@@ -172,7 +179,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if self.acceptor.is_some() {
+        if self.listener.is_some() {
             self.handle.stop();
             self.drain(Duration::ZERO);
         }
@@ -185,9 +192,6 @@ impl Handle {
     pub fn stop(&self) {
         self.0.stopping.store(true, Ordering::Release);
         self.0.registry.cut_waiting();
-        if let Some(closer) = self.0.closer.get() {
-            closer.close();
-        }
         self.0.waker.wake();
     }
 
@@ -267,58 +271,100 @@ impl Handle {
     }
 }
 
-/// Accepts connections, each when a worker is free for it, until the server stops.
-fn accept_loop(shared: &Shared, listeners: &Listeners, pool: &Pool<Accepted>) {
-    if shared.config.blackhole {
-        warn!("a black hole: nothing is accepted, and connects past the backlog get no answer");
-        listeners.sleep(None);
-        return;
-    }
-    let mut id = 0;
-    // Connections are numbered from 1 again whenever what they get changes, so that a script
-    // put in force through --control says "the next two" as "1-2".
-    let (mut in_force, mut counted_from) = (shared.behaviour(), 0);
-    while let Some(permit) = pool.permit() {
-        let (stream, peer) = match listeners.accept() {
-            Ok(Some(accepted)) => accepted,
-            Ok(None) => return, // woken: the server stops
-            Err(err) => {
-                accept_failed(&err);
-                continue;
-            }
-        };
-        // An IPv4 client of a dual-stack listener shows up as ::ffff:a.b.c.d; it is a.b.c.d.
-        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        let at = Instant::now();
-        let waited = sys::backlog_wait(&stream).unwrap_or_default();
-        // --accept-delay: a connection that has not waited long enough waits the rest here,
-        // unserved, holding back those behind it in the backlog as the kernel's queue would.
-        let behaviour = shared.behaviour();
-        if !Arc::ptr_eq(&behaviour, &in_force) {
-            (in_force, counted_from) = (Arc::clone(&behaviour), id);
-        }
-        let hold = behaviour.faults.accept_delay.saturating_sub(waited);
-        if !hold.is_zero() && !listeners.sleep(Some(hold)) {
-            connection::closed_unserved(shared, peer);
-            return;
-        }
-        shared.counters.accepted();
-        let (waited, number) = (waited + hold, id - counted_from);
-        shared.counters.backlog_waits.observe(waited);
-        watch::tell(&shared.config.watchers, id, || Event::Accepted { peer, waited });
-        permit.hand(Accepted { id, number, stream, peer, at, waited, behaviour });
-        id += 1;
+/// How a free worker takes its next connection: it accepts from the listeners itself, and
+/// numbers, holds and counts what it accepts.
+struct Intake {
+    shared: Arc<Shared>,
+    listeners: Listeners,
+    numbering: Mutex<Numbering>,
+}
+
+/// Connections in accept order, from 0, and since what they get last changed: a script put in
+/// force through --control says "the next two" as "1-2".
+struct Numbering {
+    next: u64,
+    in_force: Arc<Behaviour>,
+    counted_from: u64,
+}
+
+impl Numbering {
+    fn new(in_force: Arc<Behaviour>) -> Numbering {
+        Numbering { next: 0, in_force, counted_from: 0 }
     }
 }
 
-/// Closes, unserved but counted and logged, every connection still waiting in the backlog
-/// once the server stops: its client sees the end of the connection rather than a reset.
-fn close_backlog(shared: &Shared, listeners: &Listeners) {
-    while let Ok(Some((stream, peer))) = listeners.try_accept() {
-        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        connection::closed_unserved(shared, peer);
-        let _ = stream.shutdown(std::net::Shutdown::Write);
+impl Source for Intake {
+    type Job = Accepted;
+
+    fn take(&self, worker: usize) -> Option<Accepted> {
+        let shared = &*self.shared;
+        if shared.config.blackhole {
+            self.listeners.sleep(None);
+            return None;
+        }
+        loop {
+            let (stream, peer) = match self.listeners.accept(worker) {
+                Ok(Some(accepted)) => accepted,
+                Ok(None) => return None,
+                Err(err) => {
+                    accept_failed(&err);
+                    continue;
+                }
+            };
+            // An IPv4 client of a dual-stack listener shows up as ::ffff:a.b.c.d; it is a.b.c.d.
+            let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+            if shared.stopping.load(Ordering::Acquire) {
+                close_unserved(shared, stream, peer);
+                continue;
+            }
+            let at = Instant::now();
+            let waited = sys::backlog_wait(&stream).unwrap_or_default();
+            let (id, number, behaviour) = self.number();
+            // --accept-delay: a connection that has not waited long enough waits the rest here,
+            // unserved, held by the worker that took it.
+            let hold = behaviour.faults.accept_delay.saturating_sub(waited);
+            if !hold.is_zero() && !self.listeners.sleep(Some(hold)) {
+                close_unserved(shared, stream, peer);
+                continue;
+            }
+            shared.counters.accepted();
+            let waited = waited + hold;
+            shared.counters.backlog_waits.observe(waited);
+            watch::tell(&shared.config.watchers, id, || Event::Accepted { peer, waited });
+            return Some(Accepted { id, number, stream, peer, at, waited, behaviour });
+        }
     }
+
+    /// Closes the listeners, and every connection still waiting in their backlogs unserved but
+    /// counted and logged: its client sees the end of the connection rather than a reset.
+    fn close(&self) {
+        for (stream, peer) in self.listeners.close() {
+            let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+            close_unserved(&self.shared, stream, peer);
+        }
+    }
+}
+
+impl Intake {
+    /// The next connection's number in accept order, its number since what it gets came in
+    /// force, and what it gets.
+    fn number(&self) -> (u64, u64, Arc<Behaviour>) {
+        // Held for these few lines; nothing in them panics.
+        let mut numbering = self.numbering.lock().unwrap_or_else(PoisonError::into_inner);
+        let behaviour = self.shared.behaviour();
+        let id = numbering.next;
+        numbering.next += 1;
+        if !Arc::ptr_eq(&behaviour, &numbering.in_force) {
+            (numbering.in_force, numbering.counted_from) = (Arc::clone(&behaviour), id);
+        }
+        (id, id - numbering.counted_from, behaviour)
+    }
+}
+
+/// Closes a connection accepted as the server stops, unserved but counted and logged.
+fn close_unserved(shared: &Shared, stream: std::net::TcpStream, peer: SocketAddr) {
+    connection::closed_unserved(shared, peer);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
 /// Logs a failed `accept` and, if the machine is short of resources, pauses before the next.

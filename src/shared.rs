@@ -1,9 +1,9 @@
 //! What every thread of a running server shares: built once by [`crate::Server::start`], and
-//! held by the accept loop, every worker, and every [`crate::Handle`].
+//! held by every worker, the listener's thread, and every [`crate::Handle`].
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use crate::collection::Collection;
 use crate::config::{Behaviour, Config};
@@ -11,7 +11,6 @@ use crate::connection::Registry;
 use crate::counters::Counters;
 use crate::limit::Limit;
 use crate::listener::Waker;
-use crate::pool::Closer;
 
 /// What every thread of a running server shares.
 pub(crate) struct Shared {
@@ -27,8 +26,7 @@ pub(crate) struct Shared {
     pub listening: Vec<SocketAddr>,
     pub stopping: AtomicBool,
     pub waker: Waker,
-    pub closer: OnceLock<Closer>,
-    /// The listening sockets, for their backlog, until the accept loop ends.
+    /// The listening sockets, for their backlog, until they are closed.
     pub sockets: Mutex<Vec<TcpListener>>,
 }
 

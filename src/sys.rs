@@ -90,6 +90,137 @@ pub fn wait_readable(
     Ok(fds.iter().map(|fd| fd.revents != 0).collect())
 }
 
+/// The signal that interrupts a worker's blocking `accept` when the server stops: SIGURG, which
+/// is ignored unless handled and which the kernel sends only to a process that asked for notice
+/// of out-of-band data (`F_SETOWN`), as this one never does (Go's runtime takes it for the same
+/// reason).
+const INTERRUPT: libc::c_int = libc::SIGURG;
+
+/// Makes [`interrupt`] end a blocking call: a handler that does nothing, installed without
+/// `SA_RESTART`, so the call fails with `EINTR` instead of carrying on. Once per process.
+pub fn prepare_interrupts() -> io::Result<()> {
+    static INSTALLED: std::sync::OnceLock<Result<(), i32>> = std::sync::OnceLock::new();
+    extern "C" fn nothing(_: libc::c_int) {}
+    let installed = *INSTALLED.get_or_init(|| {
+        // SAFETY: sigaction is given a valid action whose handler is async-signal-safe (it does
+        // nothing) and whose mask is initialised by sigemptyset.
+        let done = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(INTERRUPT, &action, std::ptr::null_mut())
+        };
+        if done == 0 { Ok(()) } else { Err(io::Error::last_os_error().raw_os_error().unwrap_or(0)) }
+    });
+    installed.map_err(io::Error::from_raw_os_error)
+}
+
+/// Lets [`interrupt`] reach the calling thread, whatever signal mask it inherited.
+pub fn accept_interrupts() {
+    // SAFETY: the set is initialised by sigemptyset before use; pthread_sigmask only changes
+    // the calling thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, INTERRUPT);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// The calling thread, as [`interrupt`] names it; never 0.
+pub fn this_thread() -> u64 {
+    // SAFETY: pthread_self has no preconditions.
+    let thread = unsafe { libc::pthread_self() } as u64;
+    debug_assert_ne!(thread, 0);
+    thread
+}
+
+/// Interrupts what `thread` (from [`this_thread`]) is blocked in, once [`prepare_interrupts`]
+/// has run; the thread must not have ended and been joined.
+pub fn interrupt(thread: u64) {
+    // SAFETY: the caller guarantees that `thread` names a thread that has not been joined, so
+    // its pthread_t is still valid; the signal's handler does nothing.
+    unsafe { libc::pthread_kill(thread as libc::pthread_t, INTERRUPT) };
+}
+
+/// Lets the kernel wake the calling thread up to `slack` late from its sleeps, so that its
+/// timer can expire with others due about then.
+pub fn set_timer_slack(slack: Duration) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_TIMERSLACK takes a number and touches no memory of ours; on failure the
+    // thread keeps the default slack.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, slack.as_nanos() as libc::c_ulong);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = slack;
+}
+
+/// Folds the alternate signal stack std gave the calling thread into the guard page below it,
+/// and returns where it was and its size. std gives every thread it starts such a stack (to report a stack
+/// overflow), mapped with a guard page of its own: two memory maps more a thread, which with
+/// thousands of threads makes `vm.max_map_count` the first limit. Disabled, then made
+/// inaccessible as its guard page is, the stack and the guard are one mapping: one map more a
+/// thread instead of two. std unmaps the same range when the thread ends; until then nothing
+/// uses it. A stack overflow then kills the process with SIGSEGV, without std's message.
+pub fn fold_signal_stack() -> Option<(usize, usize)> {
+    // SAFETY: sigaltstack with no new stack only writes the current one into `stack`.
+    let mut stack: libc::stack_t = unsafe { std::mem::zeroed() };
+    if unsafe { libc::sigaltstack(std::ptr::null(), &mut stack) } != 0
+        || stack.ss_flags & libc::SS_DISABLE != 0
+    {
+        return None;
+    }
+    let off = libc::stack_t { ss_sp: std::ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
+    // SAFETY: disabling the calling thread's alternate signal stack touches no memory of ours;
+    // from then on no signal handler runs on it, so the pages std mapped for it (which the
+    // kernel just named: page-aligned, as std maps them) may be made inaccessible.
+    let folded = unsafe {
+        libc::sigaltstack(&off, std::ptr::null_mut()) == 0
+            && libc::mprotect(stack.ss_sp, stack.ss_size, libc::PROT_NONE) == 0
+    };
+    folded.then_some((stack.ss_sp as usize, stack.ss_size))
+}
+
+/// An epoll instance: what many threads can wait on at once, each woken alone for one ready
+/// descriptor (`poll` would wake every waiting thread).
+pub struct Poller(std::os::fd::OwnedFd);
+
+impl Poller {
+    pub fn new() -> io::Result<Poller> {
+        // SAFETY: epoll_create1 takes a flag and returns a new descriptor, which we then own.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a descriptor just opened, owned by nothing else.
+        Ok(Poller(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }))
+    }
+
+    /// Watches `fd` for input (level-triggered), reported as `token`.
+    pub fn add(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
+        // SAFETY: both descriptors are open for the call, and `event` is a valid epoll_event.
+        let done = unsafe {
+            libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut event)
+        };
+        if done < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    }
+
+    /// Waits for one watched descriptor to have input, and returns its token.
+    pub fn wait(&self) -> io::Result<u64> {
+        let mut event = libc::epoll_event { events: 0, u64: 0 };
+        loop {
+            // SAFETY: the instance is open, and `event` has room for the one event asked for.
+            match unsafe { libc::epoll_wait(self.0.as_raw_fd(), &mut event, 1, -1) } {
+                1 => return Ok(event.u64),
+                0 => {}
+                _ => return Err(io::Error::last_os_error()),
+            }
+        }
+    }
+}
+
 /// The index of the network interface called `name` (eth0), if there is one.
 pub fn interface_index(name: &str) -> Option<u32> {
     let name = std::ffi::CString::new(name).ok()?;
@@ -98,20 +229,9 @@ pub fn interface_index(name: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
-/// RLIMIT_NPROC, which counts threads, when it applies: root is exempt from it.
+/// RLIMIT_NPROC (soft), which counts the threads of the process's real user, when it is finite.
 pub fn thread_limit() -> Option<u64> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return None;
-    }
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into a valid, exclusively borrowed rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut limit) } != 0
-        || limit.rlim_cur == libc::RLIM_INFINITY
-    {
-        return None;
-    }
-    Some(limit.rlim_cur)
+    limit(libc::RLIMIT_NPROC).map(|(soft, _)| soft).filter(|&soft| soft != libc::RLIM_INFINITY)
 }
 
 /// RLIMIT_NOFILE, soft and hard, when they are finite.
@@ -126,8 +246,7 @@ pub fn address_space_limit() -> Option<u64> {
 }
 
 /// Keeps the allocator to `arenas` arenas. glibc gives threads arenas of their own, up to eight
-/// per core, each reserving 64 MiB of address space as a thread first allocates: under an
-/// address-space limit they would take the room the workers' stacks need.
+/// per core by default, each reserving 64 MiB of address space as a thread first allocates.
 pub fn cap_malloc_arenas(arenas: i32) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt takes two ints and touches no memory of ours; on failure the default
@@ -158,14 +277,68 @@ pub fn raise_open_file_limit(soft: u64) -> io::Result<()> {
     }
 }
 
-/// The cgroup v2 task limit and use of this process's control group, when it has a limit.
-pub fn cgroup_pids() -> Option<(u64, u64)> {
-    let membership = fs::read_to_string("/proc/self/cgroup").ok()?;
-    let path = membership.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
-    // "max" (no limit) does not parse, and then there is nothing to check.
-    let number = |file| fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok();
-    Some((number("pids.max")?, number("pids.current")?))
+/// A task limit of a control group: its path in the hierarchy, `pids.max` and `pids.current`.
+#[derive(Debug, PartialEq)]
+pub struct TaskLimit {
+    pub group: String,
+    pub max: u64,
+    pub current: u64,
+}
+
+/// The task limits (the pids controller's) of this process's control group and of each of its
+/// parents that has one, with cgroup v2 or, where the pids controller is on a v1 hierarchy, v1.
+pub fn task_limits() -> Vec<TaskLimit> {
+    let Ok(me) = procfs::process::Process::myself() else {
+        return Vec::new();
+    };
+    let (Ok(groups), Ok(mounts)) = (me.cgroups(), me.mountinfo()) else {
+        return Vec::new();
+    };
+    let v1 = groups.0.iter().find(|g| g.controllers.iter().any(|c| c == "pids"));
+    let group = v1.or_else(|| groups.0.iter().find(|g| g.hierarchy == 0));
+    let mount = group.and_then(|group| {
+        mounts.0.iter().find(|m| match group.hierarchy {
+            0 => m.fs_type == "cgroup2",
+            _ => m.fs_type == "cgroup" && m.super_options.contains_key("pids"),
+        })
+    });
+    match (group, mount) {
+        (Some(group), Some(mount)) => {
+            let relative = group.pathname.strip_prefix(&mount.root).unwrap_or(&group.pathname);
+            task_limits_in(&mount.mount_point, relative)
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The task limits of control group `group` (a path such as `/system.slice/x.service`) and its
+/// parents, in the hierarchy mounted at `root`.
+pub fn task_limits_in(root: &Path, group: &str) -> Vec<TaskLimit> {
+    let mut limits = Vec::new();
+    let mut group = Path::new("/").join(group.trim_start_matches('/'));
+    loop {
+        let dir = root.join(group.strip_prefix("/").unwrap_or(&group));
+        // "max" (no limit) does not parse, and then there is nothing to check.
+        let number = |file| fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok();
+        if let (Some(max), Some(current)) = (number("pids.max"), number("pids.current")) {
+            limits.push(TaskLimit { group: group.display().to_string(), max, current });
+        }
+        if !group.pop() {
+            return limits;
+        }
+    }
+}
+
+/// Threads of every process whose real user is `uid`: what `RLIMIT_NPROC` counts.
+pub fn user_threads(uid: u32) -> u64 {
+    let Ok(processes) = procfs::process::all_processes() else {
+        return 0;
+    };
+    (processes.flatten())
+        .filter_map(|process| process.status().ok())
+        .filter(|status| status.ruid == uid)
+        .map(|status| status.threads)
+        .sum()
 }
 
 #[cfg(test)]
@@ -184,5 +357,28 @@ mod tests {
         let (accepted, _) = listener.accept().unwrap();
         assert_eq!(backlog(&listener).map(|b| b.0), Some(2));
         assert!(backlog_wait(&accepted).is_some());
+    }
+
+    /// The task limits of a control group and of every parent with one are read, up to the
+    /// root; a group whose limit is "max" has none.
+    #[test]
+    fn task_limits_are_read_up_the_hierarchy() {
+        let root = tempfile::tempdir().unwrap();
+        let write = |dir: &str, max: &str, current: &str| {
+            let dir = root.path().join(dir);
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("pids.max"), format!("{max}\n")).unwrap();
+            fs::write(dir.join("pids.current"), format!("{current}\n")).unwrap();
+        };
+        write("", "max", "900");
+        write("user.slice", "12000", "800");
+        write("user.slice/session.scope", "max", "40");
+        write("user.slice/session.scope/app", "500", "3");
+        let limits = task_limits_in(root.path(), "/user.slice/session.scope/app");
+        let limit = |group: &str, max, current| TaskLimit { group: group.into(), max, current };
+        assert_eq!(
+            limits,
+            [limit("/user.slice/session.scope/app", 500, 3), limit("/user.slice", 12000, 800)]
+        );
     }
 }

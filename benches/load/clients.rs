@@ -474,7 +474,8 @@ pub fn poll_http(
     every: Duration,
     stop: &std::sync::atomic::AtomicBool,
 ) -> Polls {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+    // The metrics port answers only a Host that names it (an address, say).
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     let mut polls = Polls { answered: 0, failed: 0, slowest: Duration::ZERO };
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {

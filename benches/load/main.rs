@@ -5,9 +5,10 @@
 //! `cargo bench --bench load -- [SCENARIO...]`. Every scenario runs `BENCH_RUNS` times
 //! (default 3) and the median is reported. `POETRY_SERVE_BIN` names the binary to measure
 //! instead of the one cargo built; `BENCH_BEFORE` a second one that the crowd, pacing and soak
-//! scenarios measure in turns with it. Loopback only; every wait is bounded. Two more modes:
-//! `drive` (the rate scenario's clients alone, against a server `benches/profile` started)
-//! and `pacer` (the floor for the slow job, a process the crowd scenarios start).
+//! scenarios measure in turns with it. Loopback only; every wait is bounded. Three more modes:
+//! `drive` (the rate scenario's clients alone, against a server `benches/profile` started),
+//! `drive-crowd` (the crowd's clients alone, against a server started by hand, under `perf` or
+//! `strace` say) and `pacer` (the floor for the slow job, a process the crowd scenarios start).
 //!
 //! # Layout
 //! - `scenarios/`: one file per scenario, each a method of [`Bench`] adding rows to the table.
@@ -93,6 +94,36 @@ fn drive(addr: &str, poem: &str, count: &str) {
     );
 }
 
+/// `drive-crowd ADDR POEM COUNT`: only the crowd's clients (every one connecting at once, each
+/// checked against POEM, read in 10-byte chunks 0.5 s apart), against a server started by
+/// someone else (under perf or strace, say); prints the times and the first chunk's lateness.
+fn drive_crowd(addr: &str, poem: &str, count: &str) {
+    let addr = addr.parse().expect("drive-crowd ADDR: an IP address and port");
+    let poem = std::fs::read(poem).expect("drive-crowd POEM: the poem the server sends");
+    let count: usize = count.parse().expect("drive-crowd COUNT: a number of clients");
+    let crowd = clients::crowd(addr, count, &poem, None);
+    let mut times = crowd.times();
+    times.sort();
+    let mut first: Vec<Duration> = (crowd.lateness(10, Duration::from_millis(500)).into_iter())
+        .filter_map(|(k, late)| (k == 0).then_some(late))
+        .collect();
+    first.sort();
+    let at =
+        |v: &[Duration], q: usize| v.get(v.len() * q / 100).map_or(f64::NAN, |d| d.as_secs_f64());
+    let issued = crowd.timelines.last().map_or(Duration::ZERO, |t| t.connect);
+    println!(
+        "{count} clients, connects issued in {:.3} s: slowest {:.3} s, median {:.3} s, first \
+         chunk late p50 {:.1} ms p99 {:.1} ms, longest wait for a first byte {:.0} ms, {} failed",
+        issued.as_secs_f64(),
+        crowd.slowest.as_secs_f64(),
+        at(&times, 50),
+        at(&first, 50) * 1e3,
+        at(&first, 99) * 1e3,
+        crowd.first_byte.as_secs_f64() * 1e3,
+        crowd.failed
+    );
+}
+
 /// The scenarios, in the order a run takes them; with no names, all but the last two (a
 /// minute or more each), which run only when named.
 const SCENARIOS: [&str; 9] =
@@ -109,6 +140,13 @@ fn main() {
                 panic!("usage: drive ADDR POEM COUNT");
             };
             drive(addr, poem, count);
+            return;
+        }
+        Some("drive-crowd") => {
+            let [_, addr, poem, count] = &only[..] else {
+                panic!("usage: drive-crowd ADDR POEM COUNT");
+            };
+            drive_crowd(addr, poem, count);
             return;
         }
         // The floor's pacer takes poetry-serve's flags, which start with `--`.

@@ -191,9 +191,26 @@ pub trait Target {
         // Before the connect: a server that resets at once would make them fail after it.
         socket.set_read_timeout(Some(LIMIT)).unwrap();
         socket.set_write_timeout(Some(LIMIT)).unwrap();
-        socket
-            .connect_timeout(&addr.into(), LIMIT)
-            .unwrap_or_else(|err| panic!("connect to {addr}: {err}\n{}", self.story()));
+        // Not connect_timeout: once connected it reads the socket's pending error, and a server
+        // that resets at once (a fault) may have done so already; that read would take the
+        // reset away from the bytes sent before it. Here the first read reports it, after them
+        // (and a refused connect, as its error).
+        socket.set_nonblocking(true).unwrap();
+        match socket.connect(&addr.into()) {
+            Err(err) if err.raw_os_error() != Some(libc::EINPROGRESS) => {
+                panic!("connect to {addr}: {err}\n{}", self.story())
+            }
+            _ => {}
+        }
+        let mut connected = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&socket),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for a socket open for the call.
+        let ready = unsafe { libc::poll(&mut connected, 1, LIMIT.as_millis() as libc::c_int) };
+        assert_eq!(ready, 1, "connect to {addr} timed out\n{}", self.story());
+        socket.set_nonblocking(false).unwrap();
         TcpStream::from(socket)
     }
 

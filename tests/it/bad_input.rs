@@ -179,8 +179,9 @@ fn unreadable_poem() {
 
 /// A worker count the system cannot start gets one line naming the limit to raise and exit
 /// status 1, before anything listens, not an abort halfway through starting threads. Ten
-/// million fits nowhere; one more than vm.max_map_count's memory maps allow (four a thread)
-/// fits nowhere either, whatever the machine's setting, and that limit is checked first.
+/// million fits nowhere; one more than vm.max_map_count's memory maps allow (two a thread, its
+/// stack and guard page) fits nowhere either, whatever the machine's setting, and that limit is
+/// checked first.
 #[test]
 fn impossible_worker_counts() {
     let output = run(&["--port", "0", "--workers", "10000000", &science()]);
@@ -191,7 +192,7 @@ fn impossible_worker_counts() {
         .trim()
         .parse()
         .expect("vm.max_map_count is a number");
-    let workers = (max_maps / 4 + 1).to_string();
+    let workers = (max_maps / 2 + 1).to_string();
     let output = run(&["--port", "0", "--workers", &workers, &science()]);
     assert_one_line(
         &output,
@@ -369,6 +370,88 @@ fn workers_beyond_the_address_space_limit() {
         ]),
     );
     assert_one_line(&refused, &["--workers 2000 does not fit", "address space limit"]);
+    assert_code(&refused, 1);
+}
+
+/// Threads of every process whose real user is `uid`, as RLIMIT_NPROC counts them.
+fn threads_of(uid: u32) -> u64 {
+    let statuses = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("status")).ok());
+    let field = |status: &str, name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..].split_whitespace().next()?.parse().ok()
+    };
+    (statuses.filter(|s| field(s, "Uid:") == Some(u64::from(uid))))
+        .filter_map(|s| field(&s, "Threads:"))
+        .sum()
+}
+
+/// A worker count the process limit (`ulimit -u`, which counts every thread of the user) cannot
+/// hold gets one line naming it, rather than a failure to start the threads. As root, which
+/// that limit does not bind, the server runs as nobody.
+#[test]
+fn workers_beyond_the_process_limit() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let mut command = Command::new("prlimit");
+    let poem = science();
+    let nobody = ["--reuid=65534", "--regid=65534", "--clear-groups", BIN];
+    // Room for the server's own threads (main, the log's), not for 100 workers.
+    let limit = match uid {
+        0 => 64,
+        _ => threads_of(uid) + 70,
+    };
+    command.arg(format!("--nproc={limit}:{limit}"));
+    match uid {
+        0 => command.arg("setpriv").args(nobody),
+        _ => command.arg(BIN),
+    };
+    let refused = run_command(command.args(["--port", "0", "--workers", "100", &poem]));
+    assert_one_line(
+        &refused,
+        &["--workers 100 does not fit", &format!("ulimit -u) is {limit}"), "LimitNPROC="],
+    );
+    assert_code(&refused, 1);
+}
+
+/// A worker count the control group's task limit (pids.max, which systemd's TasksMax= sets)
+/// cannot hold gets one line naming it. Needs root and a pids controller to make a group in;
+/// without them it fails under CI=true and says why otherwise.
+#[test]
+fn workers_beyond_the_control_groups_task_limit() {
+    let v1 = std::path::Path::new("/sys/fs/cgroup/pids");
+    let hierarchy = match v1.join("cgroup.procs").exists() {
+        true => v1.to_path_buf(),
+        false => std::path::PathBuf::from("/sys/fs/cgroup"),
+    };
+    let group = hierarchy.join(format!("poetry-serve-test-{}", std::process::id()));
+    let made =
+        std::fs::create_dir(&group).and_then(|()| std::fs::write(group.join("pids.max"), "100"));
+    if let Err(err) = made {
+        let _ = std::fs::remove_dir(&group);
+        let why = format!("cannot make a control group with a task limit ({err})");
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("not checked: {why}");
+        return;
+    }
+    let script = format!("echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"", group.display());
+    let refused = run_command(Command::new("sh").args([
+        "-c",
+        &script,
+        BIN,
+        "--port",
+        "0",
+        "--workers",
+        "200",
+        &science(),
+    ]));
+    std::fs::remove_dir(&group).expect("remove the test's control group");
+    assert_one_line(
+        &refused,
+        &["--workers 200 does not fit", "allows 100 tasks (pids.max)", "TasksMax="],
+    );
     assert_code(&refused, 1);
 }
 

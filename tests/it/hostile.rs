@@ -62,28 +62,24 @@ fn a_huge_content_length_aborts_nothing() {
 fn the_metrics_listener_outlives_descriptor_exhaustion() {
     let poem = BinaryPoem::new(100);
     let server = Binary::launch(poem.path())
-        .args(&[
-            "--delay",
-            "0.1",
-            "--num-bytes",
-            "1",
-            "--metrics",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
+        .args(&["--workers", "40", "--delay", "0.1", "--num-bytes", "1"])
+        .args(&["--metrics", "127.0.0.1:0", "--log-format", "json"])
         .start();
     let metrics = server.metrics_addr();
+    // Every worker serving a client that reads nothing more: 40 descriptors open, then a limit
+    // below them.
+    let hogs: Vec<_> = (0..40).map(|_| server.start_streaming(1)).collect();
     server.limit_open_files(32);
-    // More poem clients than there are descriptors: the poem listener runs out first.
-    let hogs: Vec<TcpStream> = (0..40).map(|_| server.connect()).collect();
-    server.wait_for_message("accept failed");
-    // This one waits in the backlog, and the metrics listener's accept fails too.
+    // This one waits in the backlog: the metrics listener's accept fails.
     let mut waiting = TcpStream::connect_timeout(&metrics, LIMIT).expect("connect to metrics");
     waiting.set_read_timeout(Some(LIMIT)).unwrap();
     waiting.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
     server.wait_for_message("metrics: accept failed");
+    // The clients leave; their workers come back to accept, more of them than there are
+    // descriptor numbers below the limit: the poem listener runs out too (a worker blocked in
+    // accept holds a number), and all but one of its workers give theirs back.
     drop(hogs);
+    server.wait_for_message("accept failed");
     let mut answer = String::new();
     waiting
         .read_to_string(&mut answer)

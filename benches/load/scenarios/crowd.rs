@@ -327,6 +327,12 @@ impl Bench {
                 continue;
             }
             let failed: usize = ours.iter().map(|f| f.failed).sum();
+            let floor_failed: usize = floor.iter().map(|f| f.failed).sum();
+            self.rows.push(
+                Row::new(&row("clients not served byte for byte, all runs"), failed.to_string())
+                    .versus(format!("{floor_failed} floor"), String::new())
+                    .goal(Goal::zero(failed)),
+            );
             let time = Compared::new(&slowest(ours), &slowest(floor));
             self.rows.push(
                 Row::new(&row("slowest client, connect→EOF (s)"), time.ours(2))
