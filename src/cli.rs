@@ -222,12 +222,12 @@ pub struct Chance {
     #[arg(id = "faults", long = "faults", value_name = "FILE", conflicts_with_all = ["fault", "fault_rate", "close_delay", "accept_delay"], value_parser = sourced(clap::builder::PathBufValueParser::new()))]
     pub script: Option<PathBuf>,
 
-    /// Wait this long before each accept
+    /// Hold each new connection this long
     ///
-    /// Every connection waits this long in the listen backlog before it is accepted: the
-    /// client's connect succeeds at once (the kernel completes the handshake), and its first
-    /// byte comes no sooner than this. Connections are accepted in turn, so each waits its own
-    /// time.
+    /// Each connection waits this long after its handshake before it is served: the worker
+    /// that accepts it holds it for the rest of the time. The client's connect succeeds at once
+    /// (the kernel completes the handshake), and its first byte comes no sooner than this. Each
+    /// connection waits its own time, and holds a worker meanwhile.
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = sourced(any_duration))]
     pub accept_delay: Duration,
 
@@ -295,8 +295,8 @@ pub struct Operations {
     ///
     /// Write each connection's life to FILE as Chrome Trace Event JSON, which ui.perfetto.dev
     /// and chrome://tracing open: a track per worker, with a slice per connection (its peer,
-    /// outcome and bytes) and a mark per chunk (its size and lateness), and a track for the
-    /// accept loop with each connection's wait in the backlog. FILE is created, or emptied, at
+    /// outcome and bytes) and a mark per chunk (its size and lateness), and a track with each
+    /// connection's accept and its wait in the backlog. FILE is created, or emptied, at
     /// start-up, and closed as valid JSON when the server stops. Bounded: it stops growing at
     /// 1 GiB, and events that come faster than they can be written are dropped rather than
     /// delay a chunk; the log says how many at the end. See docs/trace.md.

@@ -1,9 +1,9 @@
 //! poetry-serve: a blocking, threaded TCP server that streams a poem slowly to every client.
 //!
 //! It is the "slow poetry server" of Dave Peticolas' Twisted introduction, built the way a
-//! blocking server is built in Rust: a `std::net::TcpListener` accept loop hands each
-//! connection to a fixed pool of worker threads, and a worker sends the poem in chunks of
-//! `--num-bytes` bytes, `--delay` seconds apart, then closes.
+//! blocking server is built in Rust: a fixed pool of worker threads shares a
+//! `std::net::TcpListener`, each free worker accepts its next connection itself, and sends the
+//! poem in chunks of `--num-bytes` bytes, `--delay` seconds apart, then closes.
 //!
 //! A program (a test suite, say) starts one in-process with [`Server::start`]:
 //!
@@ -20,10 +20,10 @@
 //!
 //! The core, in the order a connection meets it; none of it knows of [`ops`]:
 //!
-//! - [`server`]: [`Server`] (start, stop, drain), its [`Handle`], and the accept loop; what
-//!   its threads share is in [`shared`].
+//! - [`server`]: [`Server`] (start, stop, drain), its [`Handle`], and how a free worker takes
+//!   a connection; what its threads share is in [`shared`].
 //! - [`listener`]: the listening sockets, bound and accepted from as one.
-//! - [`pool`]: the fixed pool of worker threads, and the permits that let the loop accept.
+//! - [`pool`]: the fixed pool of worker threads, each taking its own jobs.
 //! - [`connection`]: the object each connection is while served, its registry, and the
 //!   serving, from the PROXY header to the close.
 //! - [`close`]: the close without loss, and the socket waits the faults share with it.

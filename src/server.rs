@@ -317,7 +317,6 @@ impl Source for Intake {
                 close_unserved(shared, stream, peer);
                 continue;
             }
-            let at = Instant::now();
             let waited = sys::backlog_wait(&stream).unwrap_or_default();
             let (id, number, behaviour) = self.number();
             // --accept-delay: a connection that has not waited long enough waits the rest here,
@@ -327,6 +326,8 @@ impl Source for Intake {
                 close_unserved(shared, stream, peer);
                 continue;
             }
+            // A connection's time is counted from here: the hold is part of its wait.
+            let at = Instant::now();
             shared.counters.accepted();
             let waited = waited + hold;
             shared.counters.backlog_waits.observe(waited);

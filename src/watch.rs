@@ -1,9 +1,9 @@
 //! What happens to each connection, as it happens, for whoever watches: the hook that the
 //! status page's timeline and the `--trace` file hang on (see [`crate::ops`]).
 //!
-//! A watcher is called on the thread where the event happens (the accept loop, or the worker
-//! serving the connection), so it must return at once: it records what it needs and leaves
-//! any slow work (a file, a page) to a thread of its own. With no watcher, nothing here runs,
+//! A watcher is called on the thread where the event happens (the worker that accepts and
+//! serves the connection), so it must return at once: it records what it needs and leaves any
+//! slow work (a file, a page) to a thread of its own. With no watcher, nothing here runs,
 //! not even a clock read.
 
 use std::net::SocketAddr;
@@ -14,7 +14,7 @@ use crate::outcome::Outcome;
 /// One moment of a connection's life.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Event {
-    /// Taken from the listen backlog by the accept loop, after waiting there `waited` (held by
+    /// Taken from the listen backlog by a free worker, after waiting there `waited` (held by
     /// `--accept-delay`, or waiting for a free worker).
     Accepted { peer: SocketAddr, waited: Duration },
     /// Taken by a worker, which serves it from now on.

@@ -41,6 +41,10 @@ fn an_accept_delay_holds_the_first_byte_not_the_connect() {
     let waits = server.handle.counters().backlog_waits.buckets();
     let over_a_second: u64 = (waits.iter()).filter(|(bound, _)| *bound > 1.0).map(|b| b.1).sum();
     assert_eq!(over_a_second, 1, "{waits:?}");
+    // The hold is the connection's wait, not part of its time served (unpaced: moments).
+    server.wait_ended(Outcome::Complete, 1);
+    let served = server.handle.counters().durations.sum();
+    assert!(served < 1.0, "the hold counted in the connection's duration: {served} s");
 }
 
 /// With --blackhole, the backlog holds one connection (on Linux, a backlog of 0 still admits
