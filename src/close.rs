@@ -63,10 +63,14 @@ pub fn discard_until_closed(stream: &TcpStream, limit: Duration) -> bool {
     }
 }
 
-/// Waits, up to `limit`, until the client has acknowledged every byte sent.
-pub fn wait_until_delivered(stream: &TcpStream, limit: Duration) {
+/// Waits, up to `limit` and while `go_on` says so, until the client has acknowledged every
+/// byte sent.
+pub fn wait_until_delivered(stream: &TcpStream, limit: Duration, go_on: impl Fn() -> bool) {
     let deadline = Instant::now() + limit;
     while sys::unacknowledged(stream).is_some_and(|n| n > 0) && Instant::now() < deadline {
+        if !go_on() {
+            return;
+        }
         std::thread::sleep(Duration::from_millis(1));
     }
 }

@@ -287,7 +287,7 @@ impl Connection {
         let plan = self.behaviour.faults.plan(self.number, pacing.varies());
         self.who().close_delay = plan.close_delay;
         if let Some((Fault::Refuse, _)) = plan.fault {
-            Fault::Refuse.play(&self.stream, config.write_timeout);
+            Fault::Refuse.play(&self.stream, config.write_timeout, || true);
             return (Outcome::Fault(Fault::Refuse), None);
         }
         let socket_peer = self.who().peer;
@@ -327,16 +327,21 @@ impl Connection {
             Err(err) => {
                 let outcome = Outcome::of_error(&err);
                 let error = (outcome == Outcome::Error).then(|| err.to_string());
-                if shared.registry.is_cut_off() {
-                    // Whatever error the cut-off caused, the cut-off is why it ended.
+                // Whatever error the cut-off caused, the cut-off is why it ended; so is a stop
+                // that found the poem not yet begun, and shut the stream down as it began.
+                let unbegun = self.bytes.load(Ordering::Relaxed) == 0;
+                if shared.registry.is_cut_off() || (shared.registry.is_stopping() && unbegun) {
                     return (Outcome::Shutdown, None);
                 }
                 return (outcome, error);
             }
         };
         if let Some((fault, _)) = stopped {
-            fault.play(&self.stream, config.write_timeout);
-            outcome = Outcome::Fault(fault);
+            fault.play(&self.stream, config.write_timeout, || !shared.registry.is_cut_off());
+            outcome = match shared.registry.is_cut_off() {
+                true => Outcome::Shutdown, // cut off while it played
+                false => Outcome::Fault(fault),
+            };
         }
         // After the whole poem, shut the write side so the client sees EOF right after the last
         // byte; if that fails, the client is already gone. Whether anything is still in flight
@@ -470,6 +475,11 @@ fn set_options(stream: &TcpStream, timeout: Duration, pacing: &Pacing) -> io::Re
 /// Counts and logs a connection accepted at shutdown and closed unserved.
 pub fn closed_unserved(shared: &Shared, peer: SocketAddr) {
     shared.counters.unserved(Outcome::Shutdown);
+    log_unserved(peer);
+}
+
+/// Logs the end of a connection closed at shutdown before it was served.
+pub fn log_unserved(peer: SocketAddr) {
     info!(
         peer = %peer,
         bytes = 0u64,

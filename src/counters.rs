@@ -55,7 +55,8 @@ pub struct Counters {
 pub struct Tally {
     /// Connections accepted.
     pub accepted: u64,
-    /// Accepted and not yet taken by a worker.
+    /// Accepted and not yet served: held by `--accept-delay`, or between a worker's accept and
+    /// its serve.
     pub queued: u64,
     /// Being served by a worker.
     pub busy: u64,
@@ -149,6 +150,14 @@ impl Counters {
     pub(crate) fn unserved(&self, outcome: Outcome) {
         let mut tally = self.lock();
         tally.accepted += 1;
+        tally.ended[outcome.index()] += 1;
+    }
+
+    /// Counts the end of a connection that was accepted and never taken by its worker (held by
+    /// `--accept-delay` when the server stopped).
+    pub(crate) fn dequeued(&self, outcome: Outcome) {
+        let mut tally = self.lock();
+        tally.queued -= 1;
         tally.ended[outcome.index()] += 1;
     }
 

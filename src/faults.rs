@@ -53,9 +53,10 @@ impl Fault {
         }
     }
 
-    /// Plays the fault on `stream`, whose poem has stopped at the fault's byte count. After a
-    /// reset the stream must be dropped as it is: closing it sends the reset.
-    pub fn play(self, stream: &TcpStream, write_timeout: Duration) {
+    /// Plays the fault on `stream`, whose poem has stopped at the fault's byte count, for as
+    /// long as `go_on` says (until the server's cut-off). After a reset the stream must be
+    /// dropped as it is: closing it sends the reset.
+    pub fn play(self, stream: &TcpStream, write_timeout: Duration, go_on: impl Fn() -> bool) {
         match self {
             Fault::Close => {}
             // Hold the connection, sending nothing; what the client sends is thrown away.
@@ -64,7 +65,7 @@ impl Fault {
             }
             Fault::Reset => {
                 // Once the client has the bytes, so that the reset is all it sees happen.
-                close::wait_until_delivered(stream, write_timeout);
+                close::wait_until_delivered(stream, write_timeout, go_on);
                 close::reset_on_close(stream);
             }
             Fault::Refuse => close::reset_on_close(stream),

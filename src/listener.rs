@@ -330,8 +330,16 @@ impl Listeners {
 
     /// Sleeps for `time` (or until woken, with `None`); returns false if woken first.
     pub fn sleep(&self, time: Option<Duration>) -> bool {
-        let woken = sys::wait_readable(&[self.woken.as_fd()], time);
-        !woken.is_ok_and(|ready| ready[0])
+        let until = time.map(|time| std::time::Instant::now() + time);
+        loop {
+            // A signal handled on this thread interrupts the wait; it is no wake-up.
+            let left =
+                until.map(|until| until.saturating_duration_since(std::time::Instant::now()));
+            match sys::wait_readable(&[self.woken.as_fd()], left) {
+                Err(err) if err.kind() == ErrorKind::Interrupted => continue,
+                woken => return !woken.is_ok_and(|ready| ready[0]),
+            }
+        }
     }
 
     /// Stops every accept for good: wakes every worker waiting on the sockets, waits until none
@@ -383,6 +391,31 @@ mod tests {
     fn listeners(addrs: &[&str], workers: usize) -> Listeners {
         let addrs: Vec<SocketAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
         Listeners::new(bind(&addrs, false, 16).unwrap(), workers).unwrap()
+    }
+
+    /// A signal handled on the sleeping thread (which interrupts its wait) does not end the
+    /// sleep early: only the time, or a wake-up, does.
+    #[test]
+    fn a_signal_does_not_cut_a_sleep_short() {
+        let listeners = listeners(&["127.0.0.1:0"], 1);
+        sys::prepare_interrupts().unwrap();
+        let (mark, marked) = std::sync::mpsc::channel();
+        thread::scope(|scope| {
+            let sleeper = scope.spawn(|| {
+                sys::accept_interrupts();
+                mark.send(sys::this_thread()).unwrap();
+                let started = Instant::now();
+                (listeners.sleep(Some(Duration::from_millis(600))), started.elapsed())
+            });
+            let thread = marked.recv_timeout(LIMIT).unwrap();
+            for _ in 0..5 {
+                thread::sleep(Duration::from_millis(50));
+                sys::interrupt(thread);
+            }
+            let (timed_out, slept) = sleeper.join().unwrap();
+            assert!(timed_out, "a signal counted as a wake-up");
+            assert!(slept >= Duration::from_millis(600), "cut short after {slept:?}");
+        });
     }
 
     /// Workers take connections from every socket; a close ends every wait, whether workers

@@ -126,7 +126,8 @@ pub fn shown(path: &Path) -> String {
     quoted[1..quoted.len() - 1].to_string()
 }
 
-/// The most one `pread` and `write` move: large enough that a big poem takes few system calls.
+/// The most one `pread` and `write` move, and so the buffer an unpaced connection holds (at
+/// most `--workers` × this in all): smaller ones cost bulk throughput (docs/design.md).
 pub const LARGE: usize = 1 << 20;
 
 /// Names a file type for an error message.
@@ -158,9 +159,8 @@ mod tests {
         let err = format!("{:#}", Poem::check(Path::new("/dev/null"), false).unwrap_err());
         assert!(err.contains("is a device"), "{err}");
         let fifo = dir.path().join("fifo.txt");
-        let fifo_c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: `fifo_c` is a valid NUL-terminated path for the duration of the call.
-        assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o644) }, 0);
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+        assert!(made.success());
         let err = format!("{:#}", Poem::check(&fifo, false).unwrap_err());
         assert!(err.contains("is a FIFO"), "{err}");
     }

@@ -234,9 +234,7 @@ mod tests {
         let source = Arc::new(Jobs { jobs: Mutex::new(Some(jobs)) });
         let (tell, told) = mpsc::channel();
         let pool = Pool::new(NonZeroUsize::MIN, source, move |_, _: Job| {
-            // SAFETY: PR_GET_TIMERSLACK only returns the calling thread's slack.
-            let slack = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK) };
-            tell.send(slack as u128).unwrap();
+            tell.send(sys::timer_slack().as_nanos()).unwrap();
         })
         .unwrap();
         send.send(None).unwrap();

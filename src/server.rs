@@ -123,8 +123,10 @@ impl Server {
             .name("listener".into())
             .spawn(move || {
                 intake.listeners.sleep(None); // until Handle::stop
-                intake.close();
+                // The second handles first, so that the sockets close with the backlog's drain
+                // and a connect after it is refused rather than reset.
                 for_listener.sockets().clear();
+                intake.close();
                 pool // from now on, connects are refused
             })
             .context("cannot start the listener thread")?;
@@ -319,16 +321,19 @@ impl Source for Intake {
             }
             let waited = sys::backlog_wait(&stream).unwrap_or_default();
             let (id, number, behaviour) = self.number();
+            // Counted from its accept; while --accept-delay holds it, it is queued.
+            shared.counters.accepted();
             // --accept-delay: a connection that has not waited long enough waits the rest here,
             // unserved, held by the worker that took it.
             let hold = behaviour.faults.accept_delay.saturating_sub(waited);
             if !hold.is_zero() && !self.listeners.sleep(Some(hold)) {
-                close_unserved(shared, stream, peer);
+                shared.counters.dequeued(Outcome::Shutdown);
+                connection::log_unserved(peer);
+                let _ = stream.shutdown(std::net::Shutdown::Write);
                 continue;
             }
             // A connection's time is counted from here: the hold is part of its wait.
             let at = Instant::now();
-            shared.counters.accepted();
             let waited = waited + hold;
             shared.counters.backlog_waits.observe(waited);
             watch::tell(&shared.config.watchers, id, || Event::Accepted { peer, waited });

@@ -156,10 +156,22 @@ pub fn set_timer_slack(slack: Duration) {
     let _ = slack;
 }
 
+/// The calling thread's timer slack (for tests).
+#[cfg(test)]
+pub fn timer_slack() -> Duration {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_GET_TIMERSLACK only returns the calling thread's slack.
+    let nanos = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK) };
+    #[cfg(not(target_os = "linux"))]
+    let nanos = 0;
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
+}
+
 /// Folds the alternate signal stack std gave the calling thread into the guard page below it,
 /// and returns where it was and its size. std gives every thread it starts such a stack (to report a stack
 /// overflow), mapped with a guard page of its own: two memory maps more a thread, which with
-/// thousands of threads makes `vm.max_map_count` the first limit. Disabled, then made
+/// thousands of threads makes `vm.max_map_count` the first limit. Only for threads std
+/// started (`std::thread`), whose alternate stack std mapped and will unmap. Disabled, then made
 /// inaccessible as its guard page is, the stack and the guard are one mapping: one map more a
 /// thread instead of two. std unmaps the same range when the thread ends; until then nothing
 /// uses it. A stack overflow then kills the process with SIGSEGV, without std's message.

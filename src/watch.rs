@@ -38,6 +38,9 @@ pub(crate) fn tell(watchers: &[std::sync::Arc<dyn Watch>], id: u64, event: impl 
     }
     let (at, event) = (Instant::now(), event());
     for watcher in watchers {
-        watcher.event(id, at, event);
+        // A watcher that panics loses its event, not the connection's count or its worker.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            watcher.event(id, at, event);
+        }));
     }
 }

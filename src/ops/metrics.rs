@@ -129,7 +129,7 @@ impl Collector for Figures {
         gauge(
             e,
             "poetry_connections_queued",
-            "Connections accepted and waiting for a worker.",
+            "Connections accepted and not yet served: held by --accept-delay.",
             tally.queued,
         )?;
         if let Some((waiting, _)) = handle.backlog() {

@@ -62,7 +62,7 @@ pub struct Trace {
 
 impl Trace {
     /// Creates (or truncates) `path` and starts writing the trace there, with a track per
-    /// worker of `workers` and one for the accept loop; time 0 is now. Fails, naming the file,
+    /// worker of `workers` and one for the accepts; time 0 is now. Fails, naming the file,
     /// if it cannot be written.
     pub fn start(path: &Path, workers: NonZeroUsize) -> anyhow::Result<Trace> {
         let shown = crate::poem::shown(path);
@@ -183,7 +183,7 @@ struct Writer<W: Write> {
     /// Time 0 of the trace.
     origin: Instant,
     pid: u32,
-    /// The accept loop's track: after the workers' own.
+    /// The accepts' track: after the workers' own.
     accept: u64,
     cap: u64,
     /// Room kept below the cap: [`TAIL`], until the end.
@@ -231,14 +231,14 @@ impl<W: Write> Writer<W> {
         }
     }
 
-    /// Opens the array and names the process and the accept loop's track.
+    /// Opens the array and names the process and the accepts' track.
     fn begin(&mut self) -> io::Result<()> {
         self.out.write_all(b"[\n")?;
         self.bytes = 2;
         let accept = self.accept;
         self.put(Line::meta("process_name", 0, Name { name: "poetry-serve" }));
         self.put(Line::meta("thread_name", accept, Name { name: "accept" }));
-        // chrome://tracing shows the accept loop first; Perfetto ignores it.
+        // chrome://tracing shows the accepts first; Perfetto ignores it.
         self.put(Line::meta("thread_sort_index", accept, Sort { sort_index: -1 }));
         self.out.flush()?;
         match self.failed.take() {

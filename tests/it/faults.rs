@@ -88,6 +88,31 @@ fn reset_after_resets_once_the_bytes_are_delivered() {
     server.wait_ended(Outcome::Fault(Fault::Reset), 1);
 }
 
+/// A reset waiting for a client that stopped reading to take its bytes ends at the stop's
+/// cut-off, counted and logged as shutdown, like every other connection.
+#[test]
+fn a_reset_waiting_for_delivery_ends_at_the_cut_off() {
+    let poem = BinaryPoem::new(4 << 20);
+    let mut config = faulted(poem.path(), (Fault::Reset, 3 << 20), 1.0, 1);
+    config.shutdown_grace = Duration::ZERO;
+    let server = InProcess::start(config);
+    let _reads_nothing = server.connect();
+    server.wait_tally("the poem streaming", |t| t.busy == 1);
+    // Wait until the poem is written up to the fault and the worker waits for its delivery.
+    crate::common::eventually(
+        "3 MiB written",
+        || server.story(),
+        || {
+            let views = server.handle.connections();
+            views.first().filter(|view| view.bytes == 3 << 20).map(|_| ())
+        },
+    );
+    let handle = server.handle.clone();
+    server.stop();
+    let tally = handle.counters().tally();
+    assert_eq!((tally.busy, tally.ended(Outcome::Shutdown)), (0, 1), "{tally:?}");
+}
+
 /// --stall-after sends that many bytes, then nothing until the write timeout ends it; the
 /// other connections are served meanwhile.
 #[test]
