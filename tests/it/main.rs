@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod attack;
 mod bad_input;
 mod clients;
 mod command_line;
