@@ -21,7 +21,7 @@ use crate::faults::Fault;
 use crate::limit::Source;
 use crate::outcome::Outcome;
 use crate::pacing::{Pacing, Schedule};
-use crate::poem::{Opened, Poem};
+use crate::poem::{LARGE, Opened, Poem};
 use crate::proxy;
 use crate::shared::Shared;
 use crate::sys;
@@ -382,8 +382,10 @@ impl Connection {
         let opened = self.open(shared, &poem)?;
         let size = opened.size()?;
         let pacing = &self.behaviour.pacing;
-        let mut buffer =
-            vec![0; pacing.max_step().min(usize::try_from(size).unwrap_or(usize::MAX)).max(1)];
+        // A chunk larger than the buffer goes in several reads and writes: whatever the chunk
+        // size, a connection holds at most `LARGE`, never the whole poem.
+        let most = pacing.max_step().min(LARGE).min(usize::try_from(size).unwrap_or(LARGE));
+        let mut buffer = vec![0; most.max(1)];
         self.who().poem = Some((Arc::clone(&poem), size));
         let stopped = fault.filter(|&(_, after)| after < size);
         let len = stopped.map_or(size, |(_, after)| after);
