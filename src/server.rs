@@ -344,10 +344,10 @@ impl Source for Intake {
     /// Closes the listeners, and every connection still waiting in their backlogs unserved but
     /// counted and logged: its client sees the end of the connection rather than a reset.
     fn close(&self) {
-        for (stream, peer) in self.listeners.close() {
+        self.listeners.close(|stream, peer| {
             let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
             close_unserved(&self.shared, stream, peer);
-        }
+        });
     }
 }
 
