@@ -56,6 +56,9 @@ pub struct Stopped {
 /// pauses, so that it does not spin while connections finish and free some.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// The longest tick of the kernel's clock (HZ=100), in which it reports a backlog wait.
+const KERNEL_TICK: Duration = Duration::from_millis(10);
+
 impl Server {
     /// Checks `config`, opens the poems, binds every address and starts serving.
     pub fn start(config: Config) -> anyhow::Result<Server> {
@@ -325,7 +328,10 @@ impl Source for Intake {
             shared.counters.accepted();
             // --accept-delay: a connection that has not waited long enough waits the rest here,
             // unserved, held by the worker that took it.
-            let hold = behaviour.faults.accept_delay.saturating_sub(waited);
+            // The kernel counts the wait in ticks of its clock, rounded up (4 ms at HZ=250, 10 ms
+            // at HZ=100): a tick less of it is counted, so that the first byte is never early.
+            let counted = waited.saturating_sub(KERNEL_TICK);
+            let hold = behaviour.faults.accept_delay.saturating_sub(counted);
             if !hold.is_zero() && !self.listeners.sleep(Some(hold)) {
                 shared.counters.dequeued(Outcome::Shutdown);
                 connection::log_unserved(peer);

@@ -72,12 +72,14 @@ pub fn backlog(listener: &impl AsFd) -> Option<(u32, u32)> {
 }
 
 /// Waits until at least one of `sockets` is readable (a connection to accept, or a wake-up),
-/// or `timeout` passes, and returns the readiness of each, in order.
+/// or `timeout` passes (rounded up to the millisecond, so never sooner), and returns the
+/// readiness of each, in order.
 pub fn wait_readable(
     sockets: &[BorrowedFd<'_>],
     timeout: Option<Duration>,
 ) -> io::Result<Vec<bool>> {
-    let timeout = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as libc::c_int);
+    let millis = |t: Duration| t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128);
+    let timeout = timeout.map_or(-1, |t| millis(t) as libc::c_int);
     let mut fds: Vec<libc::pollfd> = (sockets.iter())
         .map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 })
         .collect();
