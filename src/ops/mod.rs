@@ -68,11 +68,11 @@ pub fn run(mut config: Config, options: Options) -> anyhow::Result<()> {
     let timeline = options.metrics.map(|_| Arc::new(timeline::Timeline::default()));
     config.watchers.extend(timeline.iter().map(|t| Arc::clone(t) as Arc<dyn Watch>));
 
-    let signals = signals::Signals::register().context("cannot install signal handlers")?;
     // --trace: opened before anything listens; dropped after the server, it closes the file.
     let trace = options.trace.as_deref().map(|path| trace::Trace::start(path, config.workers));
     let trace = trace.transpose()?;
     config.watchers.extend(trace.as_ref().map(trace::Trace::watcher));
+    let signals = signals::Signals::register().context("cannot install signal handlers")?;
     let server = match systemd::inherited_listeners()? {
         Some(sockets) => {
             info!(

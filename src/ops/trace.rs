@@ -11,10 +11,11 @@
 //! event and the closing bracket, so the file is valid JSON, and logs what was dropped.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -66,12 +67,24 @@ impl Trace {
     /// if it cannot be written.
     pub fn start(path: &Path, workers: NonZeroUsize) -> anyhow::Result<Trace> {
         let shown = crate::poem::shown(path);
-        let file = File::create(path).with_context(|| format!("cannot write the trace {shown}"))?;
+        // Without blocking: a FIFO nobody reads would hold the start-up in `open`.
+        let opened = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path);
+        let file = opened.map_err(|err| match err.raw_os_error() {
+            Some(libc::ENXIO) => anyhow::anyhow!("nothing reads the FIFO; start its reader first"),
+            _ => err.into(),
+        });
+        let file = file.with_context(|| format!("cannot write the trace {shown}"))?;
+        let stop = Arc::new(AtomicBool::new(false));
         let (recorder, queued) = Recorder::new(QUEUE);
-        let out = BufWriter::with_capacity(1 << 16, file);
+        let patient = Patient { file, stop: Arc::clone(&stop), gave_up: false };
+        let out = BufWriter::with_capacity(1 << 16, patient);
         let mut writer = Writer::new(out, workers, MAX_BYTES, Arc::clone(&recorder.dropped));
         writer.begin().with_context(|| format!("cannot write the trace {shown}"))?;
-        let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let writer = thread::Builder::new()
             .name("trace".into())
@@ -117,6 +130,45 @@ impl Trace {
 impl Drop for Trace {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// The trace's file, written without blocking: a pipe whose reader stops reading makes the
+/// writer wait, and the queue drop events meanwhile, but once the server stops the writer
+/// gives up after [`STOP_WAIT`] without progress, so that the stop ends.
+struct Patient {
+    file: File,
+    stop: Arc<AtomicBool>,
+    gave_up: bool,
+}
+
+/// How long, once the server stops, the trace's writer waits for a reader that takes nothing.
+const STOP_WAIT: Duration = Duration::from_secs(2);
+
+impl Write for Patient {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut waited = Duration::ZERO;
+        loop {
+            if self.gave_up {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "its reader stopped reading"));
+            }
+            match self.file.write(buf) {
+                // Once given up on, it stays so: the buffer's last flush must not wait again.
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    if self.stop.load(Ordering::Acquire) && waited >= STOP_WAIT {
+                        self.gave_up = true;
+                        continue;
+                    }
+                    thread::sleep(TICK);
+                    waited += TICK;
+                }
+                written => return written,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
