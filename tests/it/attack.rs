@@ -209,3 +209,44 @@ fn a_stop_counts_and_ends_cleanly_a_backlog_larger_than_the_open_file_limit() {
         stats["accepted"]
     );
 }
+
+/// FAILS TODAY. systemd's notifications are sent with a blocking `send` on a datagram socket,
+/// from the signal thread among others: if whoever reads `NOTIFY_SOCKET` falls behind and its
+/// queue is full (512 datagrams by default), the first SIGTERM logs "shutting down" and then
+/// blocks in `systemd::stopping()` before `Handle::stop`: nothing stops, /readyz still says
+/// ready, and poems go on being served past the grace period, until some other signal happens
+/// to interrupt the send. Start-up blocks the same way in `systemd::ready()`. A notification is
+/// worth losing; a stop is not.
+#[test]
+fn a_stalled_notify_socket_does_not_hold_the_stop() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("notify");
+    let _systemd = UnixDatagram::bind(&path).expect("bind the notify socket");
+    // Fill its queue, from as many senders as it takes, until a fresh one cannot send.
+    let mut senders = Vec::new();
+    'full: loop {
+        let sender = UnixDatagram::unbound().unwrap();
+        sender.set_nonblocking(true).unwrap();
+        for sent in 0.. {
+            if sender.send_to(b"STATUS=filler", &path).is_err() {
+                if sent == 0 {
+                    break 'full;
+                }
+                break;
+            }
+        }
+        senders.push(sender);
+        assert!(senders.len() < 1000, "the notify socket's queue never filled");
+    }
+    let (poem, poem_bytes) = shipped("science.txt");
+    let mut server = Binary::launch(&poem)
+        .env("NOTIFY_SOCKET", path.to_str().unwrap())
+        .args(&["--log-format", "json", "--delay", "0"])
+        .start();
+    server.fetch_exact(&poem_bytes);
+    server.signal(libc::SIGTERM);
+    // Fails, saying so, if there is no exit within LIMIT.
+    let status = server.wait_exit();
+    assert!(status.success(), "{status:?}\n{}", server.stderr());
+}
