@@ -4,7 +4,9 @@
 //! here does anything.
 
 use std::net::TcpListener;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, SyncSender};
 use std::thread;
 use std::time::Duration;
 
@@ -51,20 +53,21 @@ pub fn inherited_listeners() -> anyhow::Result<Option<Vec<TcpListener>>> {
 
 /// Tells systemd the server is ready, and what it is doing.
 pub fn ready(status: &str) {
-    notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+    let status = status.to_owned();
+    queue(move || notify(&[NotifyState::Ready, NotifyState::Status(&status)]));
 }
 
 /// Tells systemd a reload has begun; [`ready`] ends it.
 pub fn reloading() {
-    match NotifyState::monotonic_usec_now() {
+    queue(|| match NotifyState::monotonic_usec_now() {
         Ok(now) => notify(&[NotifyState::Reloading, now]),
         Err(_) => notify(&[NotifyState::Reloading]),
-    }
+    });
 }
 
 /// Tells systemd the server is stopping.
 pub fn stopping() {
-    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    queue(|| notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]));
 }
 
 /// Keeps systemd's STATUS line up to date with the current counts, when systemd listens.
@@ -80,7 +83,8 @@ pub fn keep_status(handle: Handle) -> anyhow::Result<()> {
                 if handle.is_stopping() {
                     return;
                 }
-                notify(&[NotifyState::Status(&status(&handle))]);
+                let status = status(&handle);
+                queue(move || notify(&[NotifyState::Status(&status)]));
             }
         })
         .context("cannot start the status thread")?;
@@ -98,6 +102,28 @@ pub fn status(handle: &Handle) -> String {
         tally.ended(Outcome::Complete),
         tally.aborted()
     )
+}
+
+/// A notification waiting to be sent.
+type Note = Box<dyn FnOnce() + Send>;
+
+/// Notifications are sent by a thread of their own, in order: `send` on the notify socket
+/// blocks while its reader is behind, and a notification is worth losing where a stop that
+/// waits for one is not. Those that find the queue full are dropped.
+fn queue(note: impl FnOnce() + Send + 'static) {
+    static NOTES: OnceLock<Option<SyncSender<Note>>> = OnceLock::new();
+    let notes = NOTES.get_or_init(|| {
+        std::env::var_os("NOTIFY_SOCKET")?;
+        let (notes, queued) = mpsc::sync_channel::<Note>(16);
+        let sending = move || queued.into_iter().for_each(|note| note());
+        thread::Builder::new().name("systemd".into()).spawn(sending).ok()?;
+        Some(notes)
+    });
+    if let Some(notes) = notes
+        && notes.try_send(Box::new(note)).is_err()
+    {
+        debug!("systemd reads no notification: one dropped");
+    }
 }
 
 /// Whether a failed notification has been warned of already.

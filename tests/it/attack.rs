@@ -210,13 +210,10 @@ fn a_stop_counts_and_ends_cleanly_a_backlog_larger_than_the_open_file_limit() {
     );
 }
 
-/// FAILS TODAY. systemd's notifications are sent with a blocking `send` on a datagram socket,
-/// from the signal thread among others: if whoever reads `NOTIFY_SOCKET` falls behind and its
-/// queue is full (512 datagrams by default), the first SIGTERM logs "shutting down" and then
-/// blocks in `systemd::stopping()` before `Handle::stop`: nothing stops, /readyz still says
-/// ready, and poems go on being served past the grace period, until some other signal happens
-/// to interrupt the send. Start-up blocks the same way in `systemd::ready()`. A notification is
-/// worth losing; a stop is not.
+/// A `NOTIFY_SOCKET` whose reader is behind (its queue full) holds up neither the start-up nor
+/// the stop: a notification is worth losing, a stop is not. Before the fix the signal thread
+/// blocked in its `send` of STOPPING=1 before it stopped anything: the server went on serving
+/// past the grace period until another signal interrupted the send.
 #[test]
 fn a_stalled_notify_socket_does_not_hold_the_stop() {
     use std::os::unix::net::UnixDatagram;
