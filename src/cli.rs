@@ -560,7 +560,7 @@ fn at_least_one(text: &str) -> Result<NonZeroUsize, String> {
 /// clap's parser for `--fault-rate`.
 fn share(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        Ok(p) if (0.0..=1.0).contains(&p) && p.is_sign_positive() => Ok(p),
         _ => Err("must be a share from 0 to 1, such as 0.25".into()),
     }
 }

@@ -168,7 +168,7 @@ impl Behaviour {
             let why = "must be at most a year".to_string();
             return refuse("delay", humantime::format_duration(delay).to_string(), why);
         }
-        if !(0.0..=1.0).contains(&self.faults.rate) {
+        if !(0.0..=1.0).contains(&self.faults.rate) || self.faults.rate.is_sign_negative() {
             let why = "must be a share from 0 to 1, such as 0.25".to_string();
             return refuse("fault-rate", self.faults.rate.to_string(), why);
         }
@@ -188,7 +188,8 @@ pub fn duration(
 ) -> Result<Duration, String> {
     let refuse = || format!("must be {range}, such as 0.7, 500ms, 30s or 2m");
     let parsed = match text.trim().parse::<f64>() {
-        Ok(secs) if secs.is_finite() && (0.0..=max.as_secs_f64()).contains(&secs) => {
+        // `-0` too is refused, as every negative is.
+        Ok(secs) if secs.is_sign_positive() && secs <= max.as_secs_f64() => {
             let kept = Duration::from_secs_f64(secs);
             // A positive number that rounds to zero would silently turn pacing off.
             if secs > 0.0 && kept.is_zero() {

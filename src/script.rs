@@ -171,7 +171,10 @@ impl Connections {
         let bound = |text: &str| text.trim().parse::<u64>().ok().filter(|&n| n >= 1);
         let (first, last) = match numbers.split_once('-') {
             Some((first, "")) => (bound(first), None),
-            Some((first, last)) => (bound(first), bound(last).map(Some).unwrap_or(Some(0))),
+            // A last that is no number from 1 (or overflows) makes the range no range.
+            Some((first, last)) => {
+                bound(last).map_or((None, None), |last| (bound(first), Some(last)))
+            }
             None => (bound(numbers), bound(numbers)),
         };
         let every = self.every.unwrap_or(1);

@@ -72,6 +72,9 @@ fn a_bad_change_gets_one_line_and_changes_nothing() {
         (r#"{"connection": [{"numbers": "5-2"}]}"#, "the first is after the last"),
         (r#"{"delay": "0", "jitter": "1s"}"#, "jitter"),
         (r#"{"fault-rate": 2}"#, "fault-rate"),
+        (r#"{"fault-rate": -0.0}"#, "fault-rate"),
+        (r#"{"delay": "-0"}"#, "delay:"),
+        (r#"{"connection": [{"numbers": "1-99999999999999999999"}]}"#, "is not N, N-M or N-"),
         ("[]", "bad JSON"),
         ("", "bad JSON"),
     ] {

@@ -49,7 +49,7 @@ fn durations_take_units_within_their_range() {
     assert_eq!(cli.limits.shutdown_grace, Duration::from_millis(1500));
     // "Up to 1 year" takes a year as humantime spells it.
     assert!(parse(&["--shutdown-grace", "1y"]).is_ok());
-    for delay in ["-1", "nan", "inf", "1e300", "1e-12", "2 fortnights", "1y 1s"] {
+    for delay in ["-1", "-0", "-0.0", "nan", "inf", "1e300", "1e-12", "2 fortnights", "1y 1s"] {
         let err = refused(&[&format!("--delay={delay}")]);
         let says = format!(
             "invalid value '{delay}' for '--delay <DURATION>': must be 0 or from 1ns to 1 year"
@@ -93,6 +93,8 @@ fn faults_and_variation_are_checked() {
     let err = parse(&["--refuse", "--close-after", "3"]).unwrap_err().to_string();
     assert!(err.contains("cannot be used with"), "{err}");
     assert!(parse(&["--fault-rate", "0.5"]).unwrap_err().to_string().contains("required"));
+    let err = refused(&["--refuse", "--fault-rate=-0.0"]);
+    assert!(err.contains("invalid value '-0.0' for '--fault-rate <P>'"), "{err}");
     let err = config(&["--delay", "0.3", "--jitter", "1"]).unwrap_err();
     assert_eq!(
         err,
