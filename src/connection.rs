@@ -99,6 +99,8 @@ pub struct View {
     pub accepted: Instant,
     /// How long it waited in the listen backlog before that.
     pub waited: Duration,
+    /// Its pacing: the one in force when it was accepted.
+    pub pacing: Pacing,
 }
 
 impl Connection {
@@ -117,6 +119,7 @@ impl Connection {
             unsent: sys::unacknowledged(&self.stream).map(|n| n as u64),
             accepted: self.accepted,
             waited: self.waited,
+            pacing: self.behaviour.pacing,
         }
     }
 

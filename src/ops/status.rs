@@ -148,9 +148,7 @@ impl Status {
                 .collect(),
             top_sources: top_sources(&views),
             more_connections: views.len().saturating_sub(MAX_ROWS),
-            connections: (views.iter().take(MAX_ROWS))
-                .map(|view| Row::of(view, &pacing, now))
-                .collect(),
+            connections: (views.iter().take(MAX_ROWS)).map(|view| Row::of(view, now)).collect(),
         }
     }
 
@@ -161,7 +159,8 @@ impl Status {
 }
 
 impl Row {
-    fn of(view: &View, pacing: &Pacing, now: Instant) -> Row {
+    /// The row of `view`, its end due by its own pacing (a change since does not apply to it).
+    fn of(view: &View, now: Instant) -> Row {
         Row {
             worker: view.worker,
             peer: view.peer.to_string(),
@@ -173,7 +172,7 @@ impl Row {
             chunks: view.chunks,
             connected_s: secs(now.saturating_duration_since(view.accepted)),
             ends_in_s: (view.poem_bytes)
-                .and_then(|size| expected_end(pacing, view.accepted, size))
+                .and_then(|size| expected_end(&view.pacing, view.accepted, size))
                 .map(|end| secs(end.saturating_duration_since(now))),
         }
     }

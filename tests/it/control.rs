@@ -219,3 +219,24 @@ fn connect_from(from: [u8; 4], addr: SocketAddr) -> Option<TcpStream> {
     socket.connect_timeout(&addr.into(), LIMIT).ok()?;
     Some(socket.into())
 }
+
+/// A connection in flight keeps its pacing through a change, and the status page says when it
+/// ends by that pacing, not by the one now in force.
+#[test]
+fn the_status_page_ends_a_connection_by_its_own_pacing() {
+    let poem = BinaryPoem::new(300);
+    let server = Binary::launch(poem.path())
+        .args(&["--delay", "1", "--num-bytes", "10", "--log-format", "json"])
+        .args(&["--control", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .start();
+    let (metrics, control) = (server.metrics_addr(), server.control_addr());
+    let _client = server.connect();
+    server.wait_for_stats(|stats| stats["busy_workers"] == 1);
+    let (status, body) = send(control, "PUT", "/faults", r#"{"delay": "1ms"}"#);
+    assert_eq!(status, 200, "{body}");
+    let (status, page) = get(metrics, "/status.json");
+    assert_eq!(status, 200, "{page}");
+    // 30 chunks a second apart: the last is due 29 s after the first.
+    let ends_in = json(&page)["connections"][0]["ends_in_s"].as_f64();
+    assert!(ends_in.is_some_and(|s| s > 20.0), "{page}");
+}
