@@ -117,6 +117,17 @@ pub fn prepare_interrupts() -> io::Result<()> {
     installed.map_err(io::Error::from_raw_os_error)
 }
 
+/// Ignores SIGXFSZ, so that a write past the file-size limit (`ulimit -f`, `LimitFSIZE=`) fails
+/// with `EFBIG`, which the writer handles, instead of killing the process.
+pub fn ignore_file_size_signal() -> io::Result<()> {
+    // SAFETY: SIG_IGN is a valid disposition for SIGXFSZ; no handler runs.
+    let previous = unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    match previous == libc::SIG_ERR {
+        true => Err(io::Error::last_os_error()),
+        false => Ok(()),
+    }
+}
+
 /// Lets [`interrupt`] reach the calling thread, whatever signal mask it inherited.
 pub fn accept_interrupts() {
     // SAFETY: the set is initialised by sigemptyset before use; pthread_sigmask only changes

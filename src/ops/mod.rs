@@ -68,6 +68,8 @@ pub fn run(mut config: Config, options: Options) -> anyhow::Result<()> {
     let timeline = options.metrics.map(|_| Arc::new(timeline::Timeline::default()));
     config.watchers.extend(timeline.iter().map(|t| Arc::clone(t) as Arc<dyn Watch>));
 
+    // A write past `ulimit -f` (the trace, a log on stderr) then fails; it does not kill.
+    crate::sys::ignore_file_size_signal().context("cannot ignore SIGXFSZ")?;
     // --trace: opened before anything listens; dropped after the server, it closes the file.
     let trace = options.trace.as_deref().map(|path| trace::Trace::start(path, config.workers));
     let trace = trace.transpose()?;

@@ -313,7 +313,7 @@ impl<W: Write> Writer<W> {
             if self.failed.is_none()
                 && let Err(err) = self.out.flush()
             {
-                self.failed = Some(err);
+                self.fail(err);
             }
             thread::park_timeout(TICK);
         }
@@ -458,8 +458,14 @@ impl<W: Write> Writer<W> {
         }
         match self.out.write_all(&self.line) {
             Ok(()) => (self.bytes, self.events) = (self.bytes + len, self.events + 1),
-            Err(err) => self.failed = Some(err),
+            Err(err) => self.fail(err),
         }
+    }
+
+    /// Stops the writing for good, and says so at once: the server carries on without it.
+    fn fail(&mut self, err: io::Error) {
+        warn!(error = %err, "cannot write the trace: it stops here, and the server carries on");
+        self.failed = Some(err);
     }
 
     /// `at` in microseconds since the trace began, to the nanosecond.

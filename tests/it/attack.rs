@@ -247,3 +247,29 @@ fn a_stalled_notify_socket_does_not_hold_the_stop() {
     let status = server.wait_exit();
     assert!(status.success(), "{status:?}\n{}", server.stderr());
 }
+
+/// Under a file-size limit (`ulimit -f`, `LimitFSIZE=`), a trace that reaches it stops, with a
+/// warning at once, and the server goes on serving and stops cleanly. Before the fix the kernel's
+/// SIGXFSZ killed the process at the first write past the limit.
+#[test]
+fn a_file_size_limit_stops_the_trace_not_the_server() {
+    const FETCHES: usize = 300;
+    let poem = BinaryPoem::new(300);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let trace = dir.path().join("trace.json");
+    let mut server = Binary::launch(poem.path())
+        .under_shell("ulimit -f 16") // 16 KiB: a few dozen connections' events
+        .args(&["--log-format", "json", "--delay", "0", "--workers", "4"])
+        .args(&["--trace", trace.to_str().unwrap()])
+        .start();
+    for _ in 0..FETCHES {
+        server.fetch_exact(&poem.bytes);
+    }
+    server.wait_for_events_where("the trace's failure, said at once", 1, |event| {
+        event["message"].as_str().is_some_and(|m| m.starts_with("cannot write the trace"))
+    });
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit();
+    assert!(status.success(), "{status:?}\n{}", server.stderr());
+    assert_eq!(server.last_stats()["accepted"], FETCHES, "{}", server.stderr());
+}
