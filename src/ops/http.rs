@@ -288,20 +288,33 @@ async fn body(request: Request<Incoming>, service: &Service) -> Result<Bytes, An
 /// name, and is refused: it cannot read client addresses and poem paths. A request without a
 /// Host (HTTP/1.0) names nothing, and is answered.
 fn host_allowed(request: &Request<Incoming>, hosts: &[String]) -> bool {
-    let Some(host) = request.headers().get(hyper::header::HOST) else {
-        return true;
+    let mut values = request.headers().get_all(hyper::header::HOST).iter();
+    let host = match (values.next(), values.next()) {
+        (None, _) => return true,
+        (Some(host), None) => host,
+        // Which of two a proxy in front would read is anyone's guess.
+        (Some(_), Some(_)) => return false,
     };
-    let Ok(host) = host.to_str() else {
+    let Some(name) = host.to_str().ok().and_then(host_name) else {
         return false;
-    };
-    // `name`, `name:port`, `[v6]` or `[v6]:port`.
-    let name = match host.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or_default(),
-        None => host.split(':').next().unwrap_or_default(),
     };
     name.parse::<std::net::IpAddr>().is_ok()
         || name.eq_ignore_ascii_case("localhost")
         || hosts.iter().any(|allowed| allowed.eq_ignore_ascii_case(name))
+}
+
+/// The name in a Host value: `name`, `name:port`, `[v6]` or `[v6]:port`; `None` for anything
+/// else (a port that is no number, something after `]`).
+fn host_name(host: &str) -> Option<&str> {
+    let (name, port) = match host.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']')? {
+            (v6, "") => (v6, None),
+            (v6, after) => (v6, Some(after.strip_prefix(':')?)),
+        },
+        None => host.split_once(':').map_or((host, None), |(name, port)| (name, Some(port))),
+    };
+    let number = |port: &str| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    port.is_none_or(number).then_some(name)
 }
 
 /// Asks the listener at `addr` for `/healthz`, as a container's health check does: succeeds on

@@ -479,6 +479,12 @@ fn a_foreign_host_is_refused() {
         assert_eq!(asking(&format!("localhost:{port}"), path), 200, "{path}");
         assert_eq!(asking("[::1]", path), 200, "{path}");
         assert_eq!(asking("POEMS.example", path), 200, "{path}");
+        assert_eq!(asking(&format!("[::1]:{port}"), path), 200, "{path}");
+        // What is not a host and a port, and a second Host, are refused.
+        for odd in ["[::1]rebound.example", "user@127.0.0.1", "127.0.0.1:x", "a b", ""] {
+            assert_eq!(asking(odd, path), 421, "{odd:?} {path}");
+        }
+        assert_eq!(asking("127.0.0.1\r\nHost: rebound.example", path), 421, "{path}");
     }
     assert_eq!(asking("rebound.example", "/healthz"), 200);
 }
