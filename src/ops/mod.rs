@@ -70,7 +70,9 @@ pub fn run(mut config: Config, options: Options) -> anyhow::Result<()> {
 
     // A write past `ulimit -f` (the trace, a log on stderr) then fails; it does not kill.
     crate::sys::ignore_file_size_signal().context("cannot ignore SIGXFSZ")?;
-    // --trace: opened before anything listens; dropped after the server, it closes the file.
+    // --trace: opened before anything listens, and before the signal handlers, so that a
+    // SIGTERM still ends a start-up whose open waits; dropped after the server, it closes
+    // the file.
     let trace = options.trace.as_deref().map(|path| trace::Trace::start(path, config.workers));
     let trace = trace.transpose()?;
     config.watchers.extend(trace.as_ref().map(trace::Trace::watcher));
@@ -109,6 +111,7 @@ pub fn run(mut config: Config, options: Options) -> anyhow::Result<()> {
     // The last summaries, once every connection has ended.
     summaries.lock().unwrap_or_else(PoisonError::into_inner).write(&handle);
     stats::log(&handle, true);
+    systemd::flush(Duration::from_secs(1));
     Ok(())
 }
 

@@ -107,11 +107,13 @@ pub fn status(handle: &Handle) -> String {
 /// A notification waiting to be sent.
 type Note = Box<dyn FnOnce() + Send>;
 
+/// The notifications' queue, when systemd listens.
+static NOTES: OnceLock<Option<SyncSender<Note>>> = OnceLock::new();
+
 /// Notifications are sent by a thread of their own, in order: `send` on the notify socket
 /// blocks while its reader is behind, and a notification is worth losing where a stop that
 /// waits for one is not. Those that find the queue full are dropped.
 fn queue(note: impl FnOnce() + Send + 'static) {
-    static NOTES: OnceLock<Option<SyncSender<Note>>> = OnceLock::new();
     let notes = NOTES.get_or_init(|| {
         std::env::var_os("NOTIFY_SOCKET")?;
         let (notes, queued) = mpsc::sync_channel::<Note>(16);
@@ -124,6 +126,16 @@ fn queue(note: impl FnOnce() + Send + 'static) {
     {
         debug!("systemd reads no notification: one dropped");
     }
+}
+
+/// Waits, up to `limit`, until the notifications queued so far are sent: the process is about
+/// to end, and STOPPING=1 with it.
+pub fn flush(limit: Duration) {
+    let (sent, sending) = mpsc::channel();
+    queue(move || {
+        let _ = sent.send(());
+    });
+    let _ = sending.recv_timeout(limit);
 }
 
 /// Whether a failed notification has been warned of already.

@@ -15,7 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -74,15 +74,18 @@ impl Trace {
             .truncate(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(path);
+        let fifo = || std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo());
         let file = opened.map_err(|err| match err.raw_os_error() {
-            Some(libc::ENXIO) => anyhow::anyhow!("nothing reads the FIFO; start its reader first"),
+            Some(libc::ENXIO) if fifo() => {
+                anyhow::anyhow!("nothing reads the FIFO; start its reader first")
+            }
             _ => err.into(),
         });
         let file = file.with_context(|| format!("cannot write the trace {shown}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let (recorder, queued) = Recorder::new(QUEUE);
-        let patient = Patient { file, stop: Arc::clone(&stop), gave_up: false };
-        let out = BufWriter::with_capacity(1 << 16, patient);
+        let file = TraceFile { file, stop: Arc::clone(&stop), deadline: None };
+        let out = BufWriter::with_capacity(1 << 16, file);
         let mut writer = Writer::new(out, workers, MAX_BYTES, Arc::clone(&recorder.dropped));
         writer.begin().with_context(|| format!("cannot write the trace {shown}"))?;
         let stopping = Arc::clone(&stop);
@@ -133,37 +136,34 @@ impl Drop for Trace {
     }
 }
 
-/// The trace's file, written without blocking: a pipe whose reader stops reading makes the
-/// writer wait, and the queue drop events meanwhile, but once the server stops the writer
-/// gives up after [`STOP_WAIT`] without progress, so that the stop ends.
-struct Patient {
+/// The trace's file, opened without blocking. A pipe whose reader is slow or stopped makes the
+/// writer wait (and the queue drop events meanwhile); once the server stops, the writer waits
+/// at most [`STOP_WAIT`] in all, so that the stop ends.
+struct TraceFile {
     file: File,
     stop: Arc<AtomicBool>,
-    gave_up: bool,
+    /// When the writer gives up: [`STOP_WAIT`] after its first wait since the stop.
+    deadline: Option<Instant>,
 }
 
-/// How long, once the server stops, the trace's writer waits for a reader that takes nothing.
+/// How long, once the server stops, the trace's writer waits for its reader in all.
 const STOP_WAIT: Duration = Duration::from_secs(2);
 
-impl Write for Patient {
+impl Write for TraceFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut waited = Duration::ZERO;
         loop {
-            if self.gave_up {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "its reader stopped reading"));
-            }
             match self.file.write(buf) {
-                // Once given up on, it stays so: the buffer's last flush must not wait again.
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    if self.stop.load(Ordering::Acquire) && waited >= STOP_WAIT {
-                        self.gave_up = true;
-                        continue;
-                    }
-                    thread::sleep(TICK);
-                    waited += TICK;
-                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                 written => return written,
             }
+            if self.stop.load(Ordering::Acquire) {
+                let deadline = *self.deadline.get_or_insert_with(|| Instant::now() + STOP_WAIT);
+                if Instant::now() >= deadline {
+                    let why = "its reader is too slow, or stopped reading";
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, why));
+                }
+            }
+            thread::sleep(TICK);
         }
     }
 
@@ -462,9 +462,9 @@ impl<W: Write> Writer<W> {
         }
     }
 
-    /// Stops the writing for good, and says so at once: the server carries on without it.
+    /// Stops the writing for good, and says so at once (the server goes on without it).
     fn fail(&mut self, err: io::Error) {
-        warn!(error = %err, "cannot write the trace: it stops here, and the server carries on");
+        warn!(error = %err, "cannot write the trace: nothing more is written to it");
         self.failed = Some(err);
     }
 
