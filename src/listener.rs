@@ -363,12 +363,7 @@ impl Listeners {
             loop {
                 match accept(socket) {
                     Ok((stream, peer)) => unserved(stream, peer),
-                    // The client gave up first; the next may not have.
-                    Err(err)
-                        if matches!(
-                            err.kind(),
-                            ErrorKind::ConnectionAborted | ErrorKind::Interrupted
-                        ) => {}
+                    Err(err) if client_left(&err) => {}
                     Err(err) if err.kind() == ErrorKind::WouldBlock => break,
                     Err(err) => {
                         // Out of descriptors, say: what is left is reset as the socket closes.
@@ -381,6 +376,29 @@ impl Listeners {
         }
         sockets.clear(); // closed: from now on, connects are refused
     }
+}
+
+/// Whether a failed `accept` failed for one connection's sake (its client gave up, or its
+/// network went away, which Linux reports here: see accept(2)) or for a signal's: the next
+/// accept may well succeed.
+pub fn client_left(err: &io::Error) -> bool {
+    let kind = err.kind();
+    matches!(
+        kind,
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
+    ) || matches!(
+        err.raw_os_error(),
+        Some(
+            libc::ENETDOWN
+                | libc::EPROTO
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+        )
+    )
 }
 
 /// Accepts one connection from `socket`: a blocking one on Linux whatever the socket's mode,

@@ -9,7 +9,7 @@
 //! `--accept-delay`, counts it and serves it. A thread of its own waits for the stop, then
 //! closes the listeners.
 
-use std::io::{self, ErrorKind};
+use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -381,12 +381,9 @@ fn close_unserved(shared: &Shared, stream: std::net::TcpStream, peer: SocketAddr
 
 /// Logs a failed `accept` and, if the machine is short of resources, pauses before the next.
 fn accept_failed(err: &io::Error) {
-    match err.kind() {
-        // The client gave up before we got to it: nothing to do.
-        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted => {
-            debug!(error = %err, "accept: client left before it was accepted");
-        }
-        _ => {
+    match listener::client_left(err) {
+        true => debug!(error = %err, "accept: client left before it was accepted"),
+        false => {
             warn!(error = %err, "accept failed; pausing before the next");
             thread::sleep(ACCEPT_BACKOFF);
         }

@@ -54,7 +54,7 @@ fn tcp_info(socket: BorrowedFd<'_>) -> Option<libc::tcp_info> {
 
 /// How long ago the last ACK arrived on a freshly accepted `socket`: for a client that has
 /// sent nothing yet, the handshake's last ACK, so how long the connection waited in the listen
-/// backlog (to the millisecond).
+/// backlog, in whole ticks of the kernel's clock rounded up (4 ms at HZ=250).
 pub fn backlog_wait(socket: &impl AsFd) -> Option<Duration> {
     #[cfg(target_os = "linux")]
     return tcp_info(socket.as_fd()).map(|i| Duration::from_millis(i.tcpi_last_ack_recv.into()));
