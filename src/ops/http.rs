@@ -283,7 +283,7 @@ async fn body(request: Request<Incoming>, service: &Service) -> Result<Bytes, An
 }
 
 /// Whether the request's Host names this listener: an IP address, `localhost`, or one of the
-/// `hosts` allowed. A web page that a browser on this machine loads from another name, and
+/// `hosts` allowed; a Host that is not a name and a port, or a second Host, names nothing. A web page that a browser on this machine loads from another name, and
 /// whose name is then made to resolve to this listener's address (DNS rebinding), sends its own
 /// name, and is refused: it cannot read client addresses and poem paths. A request without a
 /// Host (HTTP/1.0) names nothing, and is answered.
@@ -303,18 +303,18 @@ fn host_allowed(request: &Request<Incoming>, hosts: &[String]) -> bool {
         || hosts.iter().any(|allowed| allowed.eq_ignore_ascii_case(name))
 }
 
-/// The name in a Host value: `name`, `name:port`, `[v6]` or `[v6]:port`; `None` for anything
-/// else (a port that is no number, something after `]`).
+/// The name in a Host value: `name`, `name:port`, `[v6]` or `[v6]:port` (the port digits, or
+/// none), a v6 address's zone left out; `None` for anything else (something after `]`, say).
 fn host_name(host: &str) -> Option<&str> {
     let (name, port) = match host.strip_prefix('[') {
         Some(bracketed) => match bracketed.split_once(']')? {
-            (v6, "") => (v6, None),
-            (v6, after) => (v6, Some(after.strip_prefix(':')?)),
+            (v6, "") => (v6, ""),
+            (v6, after) => (v6, after.strip_prefix(':')?),
         },
-        None => host.split_once(':').map_or((host, None), |(name, port)| (name, Some(port))),
+        None => host.split_once(':').unwrap_or((host, "")),
     };
-    let number = |port: &str| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
-    port.is_none_or(number).then_some(name)
+    let name = name.split_once('%').map_or(name, |(address, _zone)| address);
+    port.bytes().all(|b| b.is_ascii_digit()).then_some(name)
 }
 
 /// Asks the listener at `addr` for `/healthz`, as a container's health check does: succeeds on
@@ -336,4 +336,28 @@ pub fn probe(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
         "http://{addr}/healthz answered {status:?}"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Host is a name and a port and nothing more; a v6 address's zone is left out.
+    #[test]
+    fn host_names() {
+        for (host, name) in [
+            ("127.0.0.1", Some("127.0.0.1")),
+            ("localhost:9100", Some("localhost")),
+            ("host:", Some("host")),
+            ("[::1]", Some("::1")),
+            ("[::1]:80", Some("::1")),
+            ("[fe80::1%25eth0]:80", Some("fe80::1")),
+            ("[::1]rebound.example", None),
+            ("[::1]:x", None),
+            ("127.0.0.1:80:90", None),
+            ("[", None),
+        ] {
+            assert_eq!(host_name(host), name, "{host:?}");
+        }
+    }
 }
