@@ -297,9 +297,10 @@ pub struct Operations {
     /// and chrome://tracing open: a track per worker, with a slice per connection (its peer,
     /// outcome and bytes) and a mark per chunk (its size and lateness), and a track with each
     /// connection's accept and its wait in the backlog. FILE is created, or emptied, at
-    /// start-up, and closed as valid JSON when the server stops. Bounded: it stops growing at
-    /// 1 GiB, and events that come faster than they can be written are dropped rather than
-    /// delay a chunk; the log says how many at the end. See docs/trace.md.
+    /// start-up (a FIFO's reader must be there first), and closed as valid JSON when the server
+    /// stops, unless writing it failed. Bounded: it stops growing at 1 GiB, and events that come
+    /// faster than they can be written are dropped rather than delay a chunk; the log says how
+    /// many at the end. See docs/trace.md.
     #[arg(long, value_name = "FILE", value_parser = sourced(clap::builder::PathBufValueParser::new()))]
     pub trace: Option<PathBuf>,
 
@@ -559,10 +560,8 @@ fn at_least_one(text: &str) -> Result<NonZeroUsize, String> {
 
 /// clap's parser for `--fault-rate`.
 fn share(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(p) if (0.0..=1.0).contains(&p) && p.is_sign_positive() => Ok(p),
-        _ => Err("must be a share from 0 to 1, such as 0.25".into()),
-    }
+    let rate = text.parse::<f64>().unwrap_or(f64::NAN);
+    crate::config::share(rate)
 }
 
 /// clap's parser for `--metrics-host`: a host name.

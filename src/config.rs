@@ -168,8 +168,7 @@ impl Behaviour {
             let why = "must be at most a year".to_string();
             return refuse("delay", humantime::format_duration(delay).to_string(), why);
         }
-        if !(0.0..=1.0).contains(&self.faults.rate) || self.faults.rate.is_sign_negative() {
-            let why = "must be a share from 0 to 1, such as 0.25".to_string();
+        if let Err(why) = share(self.faults.rate) {
             return refuse("fault-rate", self.faults.rate.to_string(), why);
         }
         Ok(())
@@ -205,6 +204,14 @@ pub fn duration(
         false => (min..=max).contains(&parsed),
     };
     allowed.then_some(parsed).ok_or_else(refuse)
+}
+
+/// `rate` if it is a share, from 0 to 1 (`-0` is refused as every negative is).
+pub fn share(rate: f64) -> Result<f64, String> {
+    match (0.0..=1.0).contains(&rate) && rate.is_sign_positive() {
+        true => Ok(rate),
+        false => Err("must be a share from 0 to 1, such as 0.25".to_string()),
+    }
 }
 
 /// A duration most options take: 0, or from 1ns to a year.

@@ -126,7 +126,7 @@ pub fn shown(path: &Path) -> String {
     quoted[1..quoted.len() - 1].to_string()
 }
 
-/// The most one `pread` and `write` move, and so the buffer an unpaced connection holds (at
+/// The most one `pread` and `write` move, and so the largest buffer a connection holds (at
 /// most `--workers` × this in all): smaller ones cost bulk throughput (docs/design.md).
 pub const LARGE: usize = 1 << 20;
 
