@@ -739,6 +739,15 @@ pub fn sample(page: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample {name}:\n{page}"))
 }
 
+/// Makes a FIFO at `path`.
+pub fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let path_c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("a path without NUL");
+    // SAFETY: `path_c` is a valid NUL-terminated path for the duration of the call.
+    let made = unsafe { libc::mkfifo(path_c.as_ptr(), 0o644) };
+    assert_eq!(made, 0, "mkfifo {}: {}", path.display(), std::io::Error::last_os_error());
+}
+
 /// Runs the binary with `args` to completion (at most [`LIMIT`]) and returns its output.
 pub fn run(args: &[&str]) -> Output {
     run_command(Command::new(BIN).args(args))

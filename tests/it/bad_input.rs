@@ -143,8 +143,7 @@ fn assert_one_json_error(output: &Output, says: &str) {
 fn fifo_poem() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("fifo");
-    let made = Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
-    assert!(made.success());
+    crate::common::mkfifo(&fifo);
     let output = run(&["--port", "0", &fifo.display().to_string()]);
     assert_one_line(&output, &["is a FIFO"]);
 }

@@ -5,7 +5,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-mod attack;
 mod bad_input;
 mod clients;
 mod command_line;

@@ -124,9 +124,7 @@ fn a_reload_names_each_file_it_skips() {
     let (dir, _path) = poem_in_dir(b"the one poem\n");
     let server = Binary::launch(dir.path()).args(&["--delay", "0", "--log-format", "json"]).start();
     let fifo = dir.path().join("fifo.txt");
-    let fifo_c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: `fifo_c` is a valid NUL-terminated path for the duration of the call.
-    assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o644) }, 0, "mkfifo");
+    crate::common::mkfifo(&fifo);
     let zero = dir.path().join("zero.txt");
     std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
     server.signal(libc::SIGHUP);
@@ -309,10 +307,8 @@ fn a_fifo_swapped_in_cannot_block_a_reload() {
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let (fifo, file) = (dir.path().join("fifo"), dir.path().join("file"));
-            let fifo_c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // SAFETY: `fifo_c` is a valid NUL-terminated path for the duration of the call.
-                assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o644) }, 0, "mkfifo");
+                crate::common::mkfifo(&fifo);
                 std::fs::rename(&fifo, &path).unwrap();
                 std::fs::write(&file, b"a poem\n").unwrap();
                 std::fs::rename(&file, &path).unwrap();

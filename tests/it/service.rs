@@ -192,3 +192,39 @@ fn a_socket_from_systemd_that_does_not_listen_is_refused() {
         "{story}"
     );
 }
+
+/// A `NOTIFY_SOCKET` whose reader is behind (its queue full) holds up neither the start-up nor
+/// the stop: a notification is worth losing, a stop is not. Before the fix the signal thread
+/// blocked in its `send` of STOPPING=1 before it stopped anything: the server went on serving
+/// past the grace period until another signal interrupted the send.
+#[test]
+fn a_stalled_notify_socket_does_not_hold_the_stop() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("notify");
+    let _systemd = UnixDatagram::bind(&path).expect("bind the notify socket");
+    // Fill its queue, from as many senders as it takes, until a fresh one cannot send.
+    let mut senders = Vec::new();
+    'full: loop {
+        let sender = UnixDatagram::unbound().unwrap();
+        sender.set_nonblocking(true).unwrap();
+        for sent in 0.. {
+            if sender.send_to(b"STATUS=filler", &path).is_err() {
+                if sent == 0 {
+                    break 'full;
+                }
+                break;
+            }
+        }
+        senders.push(sender);
+        assert!(senders.len() < 1000, "the notify socket's queue never filled");
+    }
+    let poem = BinaryPoem::new(300);
+    let mut server = Binary::launch(poem.path())
+        .env("NOTIFY_SOCKET", path.to_str().unwrap())
+        .args(&["--log-format", "json", "--delay", "0"])
+        .start();
+    server.fetch_exact(&poem.bytes);
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(); // fails, saying so, if there is no exit within LIMIT
+    assert!(status.success(), "{status:?}\n{}", server.stderr());
+}

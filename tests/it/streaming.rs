@@ -139,3 +139,29 @@ fn poem_file_truncated_or_deleted_while_served() {
     // And the server, holding the file open, serves it to newcomers too.
     server.fetch_exact(&bytes[..100]);
 }
+
+/// The highest resident memory process `pid` has had (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    (status.lines())
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmHWM line")
+}
+
+/// With `--num-bytes` (or a PUT to `--control`) above the poem's size, a connection holds a
+/// buffer of at most 1 MiB, as an unpaced one does, not the whole poem. Before the fix each
+/// client of a 16 MiB poem made the server hold 16 MiB (8 at once, 128 MiB; under `ulimit -v`
+/// the allocation failed and the process aborted). The peak of resident memory shows it after
+/// the fact, whenever it happened.
+#[test]
+fn a_chunk_larger_than_the_poem_does_not_hold_the_poem() {
+    let poem = BinaryPoem::new(16 << 20);
+    let server = Binary::launch(poem.path())
+        .args(&["--log-format", "json", "--num-bytes", "1000000000", "--delay", "1h"])
+        .start();
+    let before = peak_rss_kib(server.pid());
+    server.fetch_exact(&poem.bytes);
+    let grown = peak_rss_kib(server.pid()).saturating_sub(before);
+    assert!(grown < 8 * 1024, "a 16 MiB chunk raised the peak RSS by {grown} KiB");
+}

@@ -4,13 +4,14 @@
 
 use std::collections::HashMap;
 use std::net::TcpStream;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::thread;
 use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::common::{Binary, BinaryPoem, Fetch, Target, read_to_end};
+use crate::common::{Binary, BinaryPoem, Fetch, Target, mkfifo, read_to_end, run_command};
 
 /// Starts the binary serving `poem` with a trace to `path`, JSON logs and `args`.
 fn traced(poem: &BinaryPoem, path: &Path, args: &[&str]) -> Binary {
@@ -163,4 +164,80 @@ fn a_trace_stopped_mid_poem_is_valid_json() {
         assert!(!chunks.is_empty() && chunks.iter().all(|c| c["tid"] == slice["tid"]));
     }
     assert_eq!(events.last().unwrap()["name"], "trace ended");
+}
+
+/// A FIFO that nothing reads is refused at start-up, in one line: opening it for writing would
+/// wait for a reader, and before the fix held the start-up for good, deaf to SIGTERM.
+#[test]
+fn a_fifo_nothing_reads_is_refused() {
+    let poem = BinaryPoem::new(300);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let fifo = dir.path().join("trace.fifo");
+    mkfifo(&fifo);
+    let launch = Binary::launch(poem.path()).args(&["--trace", fifo.to_str().unwrap()]);
+    let output = run_command(&mut launch.command());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("poetry-serve: error: cannot write the trace"), "{stderr}");
+    assert!(stderr.trim_end().ends_with("nothing reads the FIFO; start its reader first"));
+}
+
+/// A reader that stops reading (a stalled `tail`, a hung log shipper) costs the trace, not the
+/// stop: the server stops with its stats line and says the trace was given up on. Before the
+/// fix the stop waited for the writer, blocked in write(2), for good.
+#[test]
+fn a_reader_that_stops_reading_does_not_hold_the_stop() {
+    const FETCHES: usize = 1000;
+    let poem = BinaryPoem::new(300);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let fifo = dir.path().join("trace.fifo");
+    mkfifo(&fifo);
+    // The reader opens the FIFO first (without waiting for a writer), then never reads.
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .expect("open the FIFO to read");
+    let mut server = traced(&poem, &fifo, &["--delay", "0", "--workers", "4"]);
+    // A connection is half a dozen lines of trace: a thousand fill the pipe (64 KiB) and the
+    // writer's buffer (64 KiB) several times over.
+    for _ in 0..FETCHES {
+        server.fetch_exact(&poem.bytes);
+    }
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit();
+    assert!(status.success(), "{status:?}\n{}", server.stderr());
+    assert_eq!(server.last_stats()["accepted"], FETCHES);
+    let given_up = server.events().into_iter().any(|event| {
+        event["message"].as_str().is_some_and(|m| m.starts_with("cannot write the trace"))
+            && event["error"].as_str().is_some_and(|e| e.contains("stopped reading"))
+    });
+    assert!(given_up, "{}", server.stderr());
+}
+
+/// Under a file-size limit (`ulimit -f`, `LimitFSIZE=`), a trace that reaches it stops, with a
+/// warning at once, and the server goes on serving and stops cleanly. Before the fix the
+/// kernel's SIGXFSZ killed the process at the first write past the limit.
+#[test]
+fn a_file_size_limit_stops_the_trace_not_the_server() {
+    const FETCHES: usize = 300;
+    let poem = BinaryPoem::new(300);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let trace = dir.path().join("trace.json");
+    let mut server = Binary::launch(poem.path())
+        .under_shell("ulimit -f 16") // 16 KiB: a few dozen connections' events
+        .args(&["--log-format", "json", "--delay", "0", "--workers", "4"])
+        .args(&["--trace", trace.to_str().unwrap()])
+        .start();
+    for _ in 0..FETCHES {
+        server.fetch_exact(&poem.bytes);
+    }
+    server.wait_for_events_where("the trace's failure, said at once", 1, |event| {
+        event["message"].as_str().is_some_and(|m| m.starts_with("cannot write the trace"))
+    });
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit();
+    assert!(status.success(), "{status:?}\n{}", server.stderr());
+    assert_eq!(server.last_stats()["accepted"], FETCHES, "{}", server.stderr());
 }
