@@ -368,7 +368,8 @@ impl Listeners {
                     Err(err) => {
                         // Out of descriptors, say: what is left is reset as the socket closes.
                         let left = sys::backlog(socket).map_or(0, |(queued, _)| queued);
-                        warn!(error = %err, left, "cannot take the rest of the backlog at the stop");
+                        let what = "cannot take the rest of the backlog at the stop";
+                        warn!(error = %err, left, "{what}");
                         break;
                     }
                 }

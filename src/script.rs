@@ -184,7 +184,8 @@ impl Connections {
             )),
             (Some(_), _) => {}
             _ => mistakes.push(format!(
-                "{what}: numbers '{numbers}' is not N, N-M or N-, with N and M from 1 (and below 2^64)"
+                "{what}: numbers '{numbers}' is not N, N-M or N-, with N and M from 1 \
+                 (and below 2^64)"
             )),
         }
         if every == 0 {

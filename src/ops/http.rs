@@ -283,10 +283,11 @@ async fn body(request: Request<Incoming>, service: &Service) -> Result<Bytes, An
 }
 
 /// Whether the request's Host names this listener: an IP address, `localhost`, or one of the
-/// `hosts` allowed; a Host that is not a name and a port, or a second Host, names nothing. A web page that a browser on this machine loads from another name, and
-/// whose name is then made to resolve to this listener's address (DNS rebinding), sends its own
-/// name, and is refused: it cannot read client addresses and poem paths. A request without a
-/// Host (HTTP/1.0) names nothing, and is answered.
+/// `hosts` allowed; a Host that is not a name and a port, or a second Host, names nothing. A
+/// web page that a browser on this machine loads from another name, and whose name is then
+/// made to resolve to this listener's address (DNS rebinding), sends its own name, and is
+/// refused: it cannot read client addresses and poem paths. A request without a Host
+/// (HTTP/1.0) names nothing, and is answered.
 fn host_allowed(request: &Request<Incoming>, hosts: &[String]) -> bool {
     let mut values = request.headers().get_all(hyper::header::HOST).iter();
     let host = match (values.next(), values.next()) {

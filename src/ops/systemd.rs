@@ -59,7 +59,9 @@ pub fn ready(status: &str) {
 
 /// Tells systemd a reload has begun; [`ready`] ends it.
 pub fn reloading() {
-    queue(|| match NotifyState::monotonic_usec_now() {
+    // The time the reload began, not the time the note is sent.
+    let began = NotifyState::monotonic_usec_now();
+    queue(move || match began {
         Ok(now) => notify(&[NotifyState::Reloading, now]),
         Err(_) => notify(&[NotifyState::Reloading]),
     });
