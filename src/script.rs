@@ -79,6 +79,16 @@ pub enum Time {
     Text(String),
 }
 
+impl Time {
+    /// The duration, checked as the flags check theirs.
+    fn duration(&self) -> Result<Duration, String> {
+        match self {
+            Time::Seconds(secs) => any_duration(&secs.to_string()),
+            Time::Text(text) => any_duration(text),
+        }
+    }
+}
+
 impl Script {
     /// Reads the script in the TOML file at `path`; a mistake is one line, with the file and
     /// line it is on.
@@ -95,13 +105,8 @@ impl Script {
     /// no fault where it says nothing of one. Every mistake is a line of the error.
     pub fn behaviour(&self, pacing: Pacing) -> Result<Behaviour, Vec<String>> {
         let mut mistakes = Vec::new();
-        let mut time = |what: &str, time: &Option<Time>| match time {
-            None => None,
-            Some(Time::Seconds(secs)) => {
-                check(what, any_duration(&secs.to_string()), &mut mistakes)
-            }
-            Some(Time::Text(text)) => check(what, any_duration(text), &mut mistakes),
-        };
+        let mut time =
+            |what: &str, time: &Option<Time>| check(what, time.as_ref()?.duration(), &mut mistakes);
         let delay = time("delay", &self.delay).unwrap_or(pacing.delay);
         let jitter = time("jitter", &self.jitter).unwrap_or(Duration::ZERO);
         let close_delay = time("close-delay", &self.close_delay).unwrap_or(Duration::ZERO);
@@ -194,8 +199,7 @@ impl Connections {
         let fault = one_fault(&what, self.fault.as_ref(), mistakes);
         let close_delay = match &self.close_delay {
             None => Duration::ZERO,
-            Some(Time::Seconds(secs)) => check(&what, any_duration(&secs.to_string()), mistakes)?,
-            Some(Time::Text(text)) => check(&what, any_duration(text), mistakes)?,
+            Some(time) => check(&what, time.duration(), mistakes)?,
         };
         (mistakes.len() == before).then(|| Rule {
             numbers: Numbers { first: first.unwrap_or(1), last, every },
