@@ -61,8 +61,6 @@ pub struct Timeline {
     /// What every time in the record is counted from.
     epoch: Instant,
     slots: Box<[Slot]>,
-    /// Connections accepted: the highest number seen, plus one.
-    seen: AtomicU64,
 }
 
 /// One lane's place. `id` says whose lane it holds, so that the events of a connection whose
@@ -107,7 +105,7 @@ impl Timeline {
     /// An empty timeline whose times count from `epoch`.
     pub fn new(epoch: Instant) -> Timeline {
         let slot = |_| Slot { id: AtomicU64::new(NONE), lane: Mutex::new(Lane::empty(epoch)) };
-        Timeline { epoch, slots: (0..LANES).map(slot).collect(), seen: AtomicU64::new(0) }
+        Timeline { epoch, slots: (0..LANES).map(slot).collect() }
     }
 
     /// The lanes to show at `now`, in accept order: every lane kept, but those that ended
@@ -127,9 +125,16 @@ impl Timeline {
             now_s: self.secs(now),
             window_s: WINDOW.as_secs_f64(),
             lanes_max: LANES,
-            connections: self.seen.load(Ordering::Relaxed),
+            connections: self.connections(),
             lanes,
         }
+    }
+
+    /// Connections accepted: the highest number a slot holds, plus one (a slot only ever takes
+    /// a newer number, so the newest connection's is always in its slot).
+    fn connections(&self) -> u64 {
+        let ids = self.slots.iter().map(|slot| slot.id.load(Ordering::Relaxed));
+        ids.filter(|&id| id != NONE).max().map_or(0, |id| id + 1)
     }
 
     /// Seconds from the epoch to `at`, to the millisecond.
@@ -147,7 +152,6 @@ impl Watch for Timeline {
     fn event(&self, id: u64, at: Instant, event: Event) {
         let slot = self.slot(id);
         if let Event::Accepted { peer, waited } = event {
-            self.seen.fetch_max(id + 1, Ordering::Relaxed);
             let mut lane = slot.lane.lock().unwrap_or_else(PoisonError::into_inner);
             // Connections are accepted in order, so a lane here is older: this one replaces it.
             if lane.id == NONE || lane.id < id {
