@@ -11,7 +11,6 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -104,7 +103,6 @@ impl Server {
             counters: Counters::new(),
             registry: Registry::new(config.workers.get()),
             waker: listeners.waker(),
-            stopping: AtomicBool::new(false),
             sockets,
             listening,
             poems,
@@ -195,14 +193,13 @@ impl Handle {
     /// Stops accepting new connections, at once; connections already accepted carry on. The
     /// server's owner drains them ([`Server::stop`], [`Server::wait`]).
     pub fn stop(&self) {
-        self.0.stopping.store(true, Ordering::Release);
         self.0.registry.cut_waiting();
         self.0.waker.wake();
     }
 
     /// Whether [`Handle::stop`] has been called.
     pub fn is_stopping(&self) -> bool {
-        self.0.stopping.load(Ordering::Acquire)
+        self.0.registry.is_stopping()
     }
 
     /// The configuration the server runs with.
@@ -318,7 +315,7 @@ impl Source for Intake {
             };
             // An IPv4 client of a dual-stack listener shows up as ::ffff:a.b.c.d; it is a.b.c.d.
             let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-            if shared.stopping.load(Ordering::Acquire) {
+            if shared.registry.is_stopping() {
                 close_unserved(shared, stream, peer);
                 continue;
             }

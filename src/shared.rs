@@ -2,7 +2,6 @@
 //! held by every worker, the listener's thread, and every [`crate::Handle`].
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use crate::collection::Collection;
@@ -24,7 +23,6 @@ pub(crate) struct Shared {
     pub counters: Counters,
     pub registry: Registry,
     pub listening: Vec<SocketAddr>,
-    pub stopping: AtomicBool,
     pub waker: Waker,
     /// The listening sockets, for their backlog, until they are closed.
     pub sockets: Mutex<Vec<TcpListener>>,
