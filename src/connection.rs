@@ -477,12 +477,6 @@ fn set_options(stream: &TcpStream, timeout: Duration, pacing: &Pacing) -> io::Re
     Ok(())
 }
 
-/// Counts and logs a connection accepted at shutdown and closed unserved.
-pub fn closed_unserved(shared: &Shared, peer: SocketAddr) {
-    shared.counters.unserved(Outcome::Shutdown);
-    log_unserved(peer);
-}
-
 /// Logs the end of a connection closed at shutdown before it was served.
 pub fn log_unserved(peer: SocketAddr) {
     info!(

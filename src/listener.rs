@@ -407,6 +407,8 @@ pub fn client_left(err: &io::Error) -> bool {
 fn accept(socket: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
     let (stream, peer) = socket2::SockRef::from(socket).accept()?;
     let peer = peer.as_socket().ok_or_else(|| io::Error::other("a peer that is not IP"))?;
+    // An IPv4 client of a dual-stack listener shows up as ::ffff:a.b.c.d; it is a.b.c.d.
+    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
     #[cfg(not(target_os = "linux"))]
     stream.set_nonblocking(false)?; // elsewhere it may inherit the listener's O_NONBLOCK
     Ok((stream.into(), peer))

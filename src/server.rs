@@ -313,10 +313,8 @@ impl Source for Intake {
                     continue;
                 }
             };
-            // An IPv4 client of a dual-stack listener shows up as ::ffff:a.b.c.d; it is a.b.c.d.
-            let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
             if shared.registry.is_stopping() {
-                close_unserved(shared, stream, peer);
+                close_unserved(shared, stream, peer, false);
                 continue;
             }
             let waited = sys::backlog_wait(&stream).unwrap_or_default();
@@ -330,9 +328,7 @@ impl Source for Intake {
             let counted = waited.saturating_sub(KERNEL_TICK);
             let hold = behaviour.faults.accept_delay.saturating_sub(counted);
             if !hold.is_zero() && !self.listeners.sleep(Some(hold)) {
-                shared.counters.dequeued(Outcome::Shutdown);
-                connection::log_unserved(peer);
-                let _ = stream.shutdown(std::net::Shutdown::Write);
+                close_unserved(shared, stream, peer, true);
                 continue;
             }
             // A connection's time is counted from here: the hold is part of its wait.
@@ -347,10 +343,7 @@ impl Source for Intake {
     /// Closes the listeners, and every connection still waiting in their backlogs unserved but
     /// counted and logged: its client sees the end of the connection rather than a reset.
     fn close(&self) {
-        self.listeners.close(|stream, peer| {
-            let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-            close_unserved(&self.shared, stream, peer);
-        });
+        self.listeners.close(|stream, peer| close_unserved(&self.shared, stream, peer, false));
     }
 }
 
@@ -370,9 +363,14 @@ impl Intake {
     }
 }
 
-/// Closes a connection accepted as the server stops, unserved but counted and logged.
-fn close_unserved(shared: &Shared, stream: std::net::TcpStream, peer: SocketAddr) {
-    connection::closed_unserved(shared, peer);
+/// Closes a connection accepted as the server stops, unserved but counted and logged; `held`
+/// if it was already counted, held by --accept-delay.
+fn close_unserved(shared: &Shared, stream: std::net::TcpStream, peer: SocketAddr, held: bool) {
+    match held {
+        true => shared.counters.dequeued(Outcome::Shutdown),
+        false => shared.counters.unserved(Outcome::Shutdown),
+    }
+    connection::log_unserved(peer);
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
