@@ -114,11 +114,16 @@ impl Config {
         }
     }
 
+    /// The pacing and faults it starts with.
+    pub fn behaviour(&self) -> Behaviour {
+        Behaviour { pacing: self.pacing, faults: self.faults.clone() }
+    }
+
     /// Checks the values against each other and against what the kernel can hold.
     pub fn check(&self) -> Result<(), Invalid> {
         let refuse =
             |option, value: String, why: &str| Err(Invalid { option, value, why: why.to_string() });
-        Behaviour { pacing: self.pacing, faults: self.faults.clone() }.check()?;
+        self.behaviour().check()?;
         let (min, max) = WRITE_TIMEOUTS;
         if !(min..=max).contains(&self.write_timeout) {
             let shown = humantime::format_duration(self.write_timeout).to_string();

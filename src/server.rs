@@ -11,7 +11,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ use crate::limit::Limit;
 use crate::listener::{self, BACKLOG, Listeners};
 use crate::outcome::Outcome;
 use crate::pool::{Pool, Source};
-use crate::shared::Shared;
+use crate::shared::{InForce, Shared};
 use crate::sys;
 use crate::watch::{self, Event};
 
@@ -92,12 +92,9 @@ impl Server {
             false => count.min(config.workers.get()),
         } as u64;
         capacity::check(config.workers.get(), config.reserved_descriptors + poems_open)?;
-        let behaviour = RwLock::new(Arc::new(Behaviour {
-            pacing: config.pacing,
-            faults: config.faults.clone(),
-        }));
+        let behaviour = Arc::new(config.behaviour());
         let shared = Arc::new(Shared {
-            behaviour,
+            in_force: Mutex::new(InForce { behaviour, next: 0, counted_from: 0 }),
             limit: Arc::new(Limit::new(config.max_per_source)),
             waiting: Arc::new(Limit::new(config.proxy_max_waiting)),
             counters: Counters::new(),
@@ -111,8 +108,7 @@ impl Server {
         if shared.config.blackhole {
             warn!("a black hole: nothing is accepted, and connects past the backlog get no answer");
         }
-        let numbering = Mutex::new(Numbering::new(shared.behaviour()));
-        let intake = Arc::new(Intake { shared: Arc::clone(&shared), listeners, numbering });
+        let intake = Arc::new(Intake { shared: Arc::clone(&shared), listeners });
         let for_workers = Arc::clone(&shared);
         let pool =
             Pool::new(shared.config.workers, Arc::clone(&intake), move |worker, accepted| {
@@ -240,7 +236,7 @@ impl Handle {
     /// connections in flight keep theirs. Refused, changing nothing, if it does not check.
     pub fn change(&self, behaviour: Behaviour) -> Result<(), Invalid> {
         behaviour.check()?;
-        *self.0.behaviour.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(behaviour);
+        self.0.put_in_force(behaviour);
         Ok(())
     }
 
@@ -254,9 +250,7 @@ impl Handle {
 
     /// Goes back to the pacing and faults the server started with.
     pub fn restore(&self) {
-        let config = &self.0.config;
-        let started = Behaviour { pacing: config.pacing, faults: config.faults.clone() };
-        *self.0.behaviour.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(started);
+        self.0.put_in_force(self.0.config.behaviour());
     }
 
     /// The poems served now.
@@ -278,21 +272,6 @@ impl Handle {
 struct Intake {
     shared: Arc<Shared>,
     listeners: Listeners,
-    numbering: Mutex<Numbering>,
-}
-
-/// Connections in accept order, from 0, and since what they get last changed: a script put in
-/// force through --control says "the next two" as "1-2".
-struct Numbering {
-    next: u64,
-    in_force: Arc<Behaviour>,
-    counted_from: u64,
-}
-
-impl Numbering {
-    fn new(in_force: Arc<Behaviour>) -> Numbering {
-        Numbering { next: 0, in_force, counted_from: 0 }
-    }
 }
 
 impl Source for Intake {
@@ -351,15 +330,10 @@ impl Intake {
     /// The next connection's number in accept order, its number since what it gets came in
     /// force, and what it gets.
     fn number(&self) -> (u64, u64, Arc<Behaviour>) {
-        // Held for these few lines; nothing in them panics.
-        let mut numbering = self.numbering.lock().unwrap_or_else(PoisonError::into_inner);
-        let behaviour = self.shared.behaviour();
-        let id = numbering.next;
-        numbering.next += 1;
-        if !Arc::ptr_eq(&behaviour, &numbering.in_force) {
-            (numbering.in_force, numbering.counted_from) = (Arc::clone(&behaviour), id);
-        }
-        (id, id - numbering.counted_from, behaviour)
+        let mut in_force = self.shared.in_force();
+        let id = in_force.next;
+        in_force.next += 1;
+        (id, id - in_force.counted_from, Arc::clone(&in_force.behaviour))
     }
 }
 
