@@ -336,9 +336,9 @@ impl Listeners {
             // A signal handled on this thread interrupts the wait; it is no wake-up.
             let left =
                 until.map(|until| until.saturating_duration_since(std::time::Instant::now()));
-            match sys::wait_readable(&[self.woken.as_fd()], left) {
+            match sys::wait_readable(self.woken.as_fd(), left) {
                 Err(err) if err.kind() == ErrorKind::Interrupted => continue,
-                woken => return !woken.is_ok_and(|ready| ready[0]),
+                woken => return !woken.unwrap_or(false),
             }
         }
     }

@@ -71,25 +71,19 @@ pub fn backlog(listener: &impl AsFd) -> Option<(u32, u32)> {
     return None;
 }
 
-/// Waits until at least one of `sockets` is readable (a connection to accept, or a wake-up),
-/// or `timeout` passes (rounded up to the millisecond, so never sooner), and returns the
-/// readiness of each, in order.
-pub fn wait_readable(
-    sockets: &[BorrowedFd<'_>],
-    timeout: Option<Duration>,
-) -> io::Result<Vec<bool>> {
+/// Waits until `fd` is readable (a wake-up), or `timeout` passes (rounded up to the
+/// millisecond, so never sooner); returns whether it is readable.
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
     let millis = |t: Duration| t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128);
     let timeout = timeout.map_or(-1, |t| millis(t) as libc::c_int);
-    let mut fds: Vec<libc::pollfd> = (sockets.iter())
-        .map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 })
-        .collect();
-    // SAFETY: `fds` is a valid array of `fds.len()` pollfds for the duration of the call, and
-    // every descriptor in it is open for the borrows.
-    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+    let mut poll = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: `poll` is one valid pollfd for the duration of the call, and its descriptor is
+    // open for the borrow.
+    let ready = unsafe { libc::poll(&mut poll, 1, timeout) };
     if ready < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(fds.iter().map(|fd| fd.revents != 0).collect())
+    Ok(poll.revents != 0)
 }
 
 /// The signal that interrupts a worker's blocking `accept` when the server stops: SIGURG, which
