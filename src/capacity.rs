@@ -243,14 +243,15 @@ fn descriptors(workers: u64, reserved: u64) -> anyhow::Result<()> {
     if needed <= soft {
         return Ok(());
     }
-    if needed > hard {
-        let fit = hard.saturating_sub(reserved);
-        bail!(
-            "--workers {workers} does not fit: each client holds a descriptor, {reserved} more \
-             are kept for the rest, and the open-file limit is {hard} (ulimit -n; LimitNOFILE= in \
-             a systemd unit), so at most {fit} workers fit; lower --workers or raise the limit"
-        );
+    Room {
+        fit: hard.saturating_sub(reserved),
+        why: format!(
+            "each client holds a descriptor, {reserved} more are kept for the rest, and the \
+             open-file limit is {hard} (ulimit -n; LimitNOFILE= in a systemd unit)"
+        ),
+        raise: "raise the limit".into(),
     }
+    .check(workers)?;
     sys::raise_open_file_limit(hard)?;
     tracing::info!(from = soft, to = hard, "raised the open-file limit (soft) to its hard limit");
     Ok(())
@@ -267,17 +268,18 @@ fn address_space(workers: u64, per_thread: u64) -> anyhow::Result<()> {
     // workers' stacks need.
     sys::cap_malloc_arenas(2);
     let used = Process::myself().and_then(|me| me.stat()).map_or(0, |stat| stat.vsize);
-    let fit = max.saturating_sub(used + SPACE_HEADROOM) / per_thread.max(1);
-    if workers > fit {
-        let (max, used) = (max >> 20, used >> 20);
-        bail!(
-            "--workers {workers} does not fit: each thread maps {} KiB, and the address space \
-             limit (ulimit -v; LimitAS= in a systemd unit) is {max} MiB with {used} MiB in use, \
-             so at most {fit} workers fit; lower --workers or raise the limit",
-            per_thread >> 10
-        );
+    Room {
+        fit: max.saturating_sub(used + SPACE_HEADROOM) / per_thread.max(1),
+        why: format!(
+            "each thread maps {} KiB, and the address space limit (ulimit -v; LimitAS= in a \
+             systemd unit) is {} MiB with {} MiB in use",
+            per_thread >> 10,
+            max >> 20,
+            used >> 20
+        ),
+        raise: "raise the limit".into(),
     }
-    Ok(())
+    .check(workers)
 }
 
 #[cfg(test)]
