@@ -15,7 +15,7 @@ cd "$(dirname "$0")/../.."
 source contrib/lib.sh
 
 mapfile -t missing < <(missing_packages podman=podman runc=runc nc=netcat-openbsd curl=curl \
-  python3=python3 readelf=binutils ss=iproute2)
+  python3=python3 readelf=binutils ss=iproute2 git=git)
 install_packages "${missing[@]}"
 
 # The project's podman settings (runc, limits runc may set here), as docs/install.md says.
