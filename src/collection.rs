@@ -103,7 +103,7 @@ fn open_all(sources: &[PathBuf]) -> anyhow::Result<Arc<[Arc<Poem>]>> {
             false => paths.push(source.clone()),
         }
     }
-    let hold = paths.len() <= poem::HELD;
+    let hold = poem::held(paths.len());
     paths.iter().map(|path| Ok(Arc::new(Poem::check(path, hold)?))).collect()
 }
 

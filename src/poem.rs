@@ -26,6 +26,21 @@ use anyhow::Context;
 /// How many poems a collection may hold open for good; more are opened as they are streamed.
 pub const HELD: usize = 64;
 
+/// Whether a collection of `count` poems holds them open for good.
+pub fn held(count: usize) -> bool {
+    count <= HELD
+}
+
+/// The most descriptors `count` poems hold while `workers` stream them: held for good, and
+/// twice for a moment at a reload (which opens the new set before it lets go of the old); or
+/// else one a poem being streamed.
+pub fn descriptors(count: usize, workers: usize) -> u64 {
+    match held(count) {
+        true => 2 * count as u64,
+        false => count.min(workers) as u64,
+    }
+}
+
 /// A poem: a path that held a readable regular file when it was checked.
 #[derive(Debug)]
 pub struct Poem {

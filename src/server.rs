@@ -84,13 +84,7 @@ impl Server {
             .context("cannot use the listening sockets")?;
         let listening = (listeners.local_addrs()).context("cannot read the listening address")?;
         let sockets = Mutex::new(listeners.clones().context("cannot use the listening sockets")?);
-        // A poem holds a descriptor while streamed, shared by the connections that stream it; a
-        // few are held for good, and then a reload holds them twice for a moment.
-        let count = poems.current().len();
-        let poems_open = match count <= crate::poem::HELD {
-            true => 2 * count,
-            false => count.min(config.workers.get()),
-        } as u64;
+        let poems_open = crate::poem::descriptors(poems.current().len(), config.workers.get());
         capacity::check(config.workers.get(), config.reserved_descriptors + poems_open)?;
         let behaviour = Arc::new(config.behaviour());
         let shared = Arc::new(Shared {
