@@ -221,7 +221,7 @@ impl Drop for Entered<'_> {
 /// connection, and counts and logs how it ended.
 pub fn serve(shared: &Shared, worker: usize, accepted: Accepted) {
     shared.counters.taken();
-    watch::tell(&shared.config.watchers, accepted.id, || Event::Taken { worker });
+    watch::tell(&shared.config.watchers, accepted.id, Instant::now(), Event::Taken { worker });
     let Accepted { id, number, stream, peer, at, waited, behaviour } = accepted;
     let connection = Arc::new(Connection {
         id,
@@ -243,11 +243,12 @@ pub fn serve(shared: &Shared, worker: usize, accepted: Accepted) {
     if let (Outcome::BadHeader, Some(why)) = (outcome, &error) {
         shared.counters.note(outcome, format!("{why} (from {})", connection.who().peer));
     }
-    let took = connection.accepted.elapsed();
+    let end = Instant::now();
+    let took = end.saturating_duration_since(connection.accepted);
     shared.counters.durations.observe(took);
     shared.counters.ended(outcome);
     let bytes = connection.bytes.load(Ordering::Relaxed);
-    watch::tell(&shared.config.watchers, id, || Event::Ended { outcome, bytes });
+    watch::tell(&shared.config.watchers, id, end, Event::Ended { outcome, bytes });
     let who = connection.who();
     macro_rules! ended {
         ($level:ident) => {
@@ -421,12 +422,13 @@ impl Connection {
                 }
             }
             self.chunks.fetch_add(1, Ordering::Relaxed);
-            let late = || Instant::now().saturating_duration_since(due);
+            let now = Instant::now();
+            let late = now.saturating_duration_since(due);
             if pacing.is_paced() {
-                shared.counters.lateness.observe(late());
+                shared.counters.lateness.observe(late);
             }
             let bytes = (offset - start) as usize; // at most one step
-            watch::tell(&shared.config.watchers, self.id, || Event::Chunk { bytes, late: late() });
+            watch::tell(&shared.config.watchers, self.id, now, Event::Chunk { bytes, late });
         }
         Ok(stopped)
     }

@@ -308,7 +308,7 @@ impl Source for Intake {
             let at = Instant::now();
             let waited = waited + hold;
             shared.counters.backlog_waits.observe(waited);
-            watch::tell(&shared.config.watchers, id, || Event::Accepted { peer, waited });
+            watch::tell(&shared.config.watchers, id, at, Event::Accepted { peer, waited });
             return Some(Accepted { id, number, stream, peer, at, waited, behaviour });
         }
     }

@@ -31,12 +31,9 @@ pub trait Watch: std::fmt::Debug + Send + Sync {
     fn event(&self, id: u64, at: Instant, event: Event);
 }
 
-/// Tells every watcher in `watchers` of `event`, stamped now; nothing at all without one.
-pub(crate) fn tell(watchers: &[std::sync::Arc<dyn Watch>], id: u64, event: impl FnOnce() -> Event) {
-    if watchers.is_empty() {
-        return;
-    }
-    let (at, event) = (Instant::now(), event());
+/// Tells every watcher in `watchers` of `event`, which happened `at` (a time the caller has
+/// read already, for its own counts).
+pub(crate) fn tell(watchers: &[std::sync::Arc<dyn Watch>], id: u64, at: Instant, event: Event) {
     for watcher in watchers {
         // A watcher that panics loses its event, not the connection's count or its worker.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
