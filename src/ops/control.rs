@@ -25,7 +25,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// What one client of the control listener may hold: a test harness needs one connection, and
 /// an attacker who reaches the port gets no more than a few.
-fn limits(hosts: Vec<String>) -> Limits {
+pub(super) fn limits(hosts: Vec<String>) -> Limits {
     Limits {
         connections: 16,
         per_source: std::num::NonZeroU32::new(4).expect("4"),
@@ -37,7 +37,7 @@ fn limits(hosts: Vec<String>) -> Limits {
 }
 
 /// Starts answering the control API on `addr` and returns where it listens (port 0 picks one).
-pub fn serve(addr: SocketAddr, handle: Handle, hosts: Vec<String>) -> anyhow::Result<SocketAddr> {
+pub fn serve(addr: SocketAddr, handle: Handle, limits: Limits) -> anyhow::Result<SocketAddr> {
     let route = move |asked: &Asked| match (asked.path.as_str(), &asked.method) {
         ("/faults", &Method::GET | &Method::HEAD) => in_force(&handle),
         ("/faults", &Method::PUT) => match change(&handle, &asked.body) {
@@ -55,7 +55,7 @@ pub fn serve(addr: SocketAddr, handle: Handle, hosts: Vec<String>) -> anyhow::Re
         ("/faults", _) => Answer::text(405, "/faults takes GET, PUT and DELETE\n"),
         _ => Answer::text(404, "not found; the control API is /faults\n"),
     };
-    http::serve(addr, Routes { quick: &[], route: Box::new(route) }, limits(hosts))
+    http::serve(addr, Routes { quick: &[], route: Box::new(route) }, limits)
 }
 
 /// The pacing and faults in force, as a script in JSON.

@@ -64,6 +64,14 @@ pub struct Limits {
     pub max_body: usize,
 }
 
+impl Limits {
+    /// The descriptors a listener under these limits may hold: a place each, and its runtime's
+    /// own.
+    pub fn descriptors(&self) -> u64 {
+        self.connections as u64 + 8
+    }
+}
+
 impl Default for Limits {
     fn default() -> Limits {
         Limits {

@@ -57,12 +57,12 @@ pub struct Options {
 /// happens before the listening lines; then one line per bound address goes to stdout, and
 /// one for the metrics and the control API, if served.
 pub fn run(mut config: Config, options: Options) -> anyhow::Result<()> {
-    // Every place of each HTTP listener, and its runtime's own descriptors.
-    if options.metrics.is_some() {
-        config.reserved_descriptors += http::Limits::default().connections as u64 + 8;
-    }
-    if options.control.is_some() {
-        config.reserved_descriptors += 16 + 8;
+    // Each HTTP listener's places, and its runtime's own descriptors, are kept from the workers.
+    let metrics_limits = http::Limits { hosts: options.hosts.clone(), ..http::Limits::default() };
+    let metrics = options.metrics.map(|addr| (addr, metrics_limits));
+    let control = options.control.map(|addr| (addr, control::limits(options.hosts.clone())));
+    for (_, limits) in metrics.iter().chain(&control) {
+        config.reserved_descriptors += limits.descriptors();
     }
     // The status page's timeline watches every connection from the first.
     let timeline = options.metrics.map(|_| Arc::new(timeline::Timeline::default()));
@@ -88,15 +88,12 @@ pub fn run(mut config: Config, options: Options) -> anyhow::Result<()> {
         None => Server::start(config)?,
     };
     let handle = server.handle();
-    let metrics = match options.metrics {
-        Some(addr) => {
-            let limits = http::Limits { hosts: options.hosts.clone(), ..http::Limits::default() };
-            Some(metrics::serve(addr, handle.clone(), limits, timeline)?)
-        }
+    let metrics = match metrics {
+        Some((addr, limits)) => Some(metrics::serve(addr, handle.clone(), limits, timeline)?),
         None => None,
     };
-    let control = match options.control {
-        Some(addr) => Some(control::serve(addr, handle.clone(), options.hosts)?),
+    let control = match control {
+        Some((addr, limits)) => Some(control::serve(addr, handle.clone(), limits)?),
         None => None,
     };
     signals.watch(handle.clone()).context("cannot start the signal thread")?;
