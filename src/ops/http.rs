@@ -130,9 +130,7 @@ pub struct Routes {
 struct Service {
     routes: Routes,
     slow: Semaphore,
-    hosts: Vec<String>,
-    max_body: usize,
-    request_timeout: Duration,
+    limits: Limits,
 }
 
 /// Binds `addr` and answers requests with `route` on a thread of its own; returns the bound
@@ -166,14 +164,9 @@ pub fn serve(addr: SocketAddr, routes: Routes, limits: Limits) -> anyhow::Result
 /// Accepts connections for ever, each served by a task of its own while a place is free.
 async fn accept_loop(listener: TcpListener, routes: Routes, limits: Limits) {
     let places = Arc::new(Semaphore::new(limits.connections));
-    let service = Arc::new(Service {
-        routes,
-        slow: Semaphore::new(limits.slow_at_once),
-        hosts: limits.hosts.clone(),
-        max_body: limits.max_body,
-        request_timeout: limits.request_timeout,
-    });
     let sources = Arc::new(Limit::new(Some(limits.per_source)));
+    let slow = Semaphore::new(limits.slow_at_once);
+    let service = Arc::new(Service { routes, slow, limits });
     loop {
         // A place first, then the connection: past the bound, clients wait in the kernel's
         // listen backlog, as they do for poems, and a burst of them is served in turn.
@@ -193,9 +186,9 @@ async fn accept_loop(listener: TcpListener, routes: Routes, limits: Limits) {
             debug!(%peer, "metrics: this source holds too many connections; closing a new one");
             continue; // `stream` and `place` are dropped here
         };
-        let (service, request_timeout) = (Arc::clone(&service), limits.request_timeout);
+        let service = Arc::clone(&service);
         tokio::spawn(async move {
-            connection(stream, service, request_timeout).await;
+            connection(stream, service).await;
             drop((held, place));
         });
         // Let the connections accepted so far run before the next accept: a burst of clients
@@ -205,8 +198,9 @@ async fn accept_loop(listener: TcpListener, routes: Routes, limits: Limits) {
 }
 
 /// Serves one connection until the client closes it, breaks a bound, or outlives twice
-/// `request_timeout`.
-async fn connection(stream: TcpStream, service: Arc<Service>, request_timeout: Duration) {
+/// the request timeout.
+async fn connection(stream: TcpStream, service: Arc<Service>) {
+    let request_timeout = service.limits.request_timeout;
     let service = service_fn(move |request| {
         let service = Arc::clone(&service);
         async move { Ok::<_, Infallible>(respond(request, service).await) }
@@ -240,13 +234,13 @@ async fn connection(stream: TcpStream, service: Arc<Service>, request_timeout: D
 async fn respond(request: Request<Incoming>, service: Arc<Service>) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_string();
     let method = request.method().clone();
-    let answer = if service.max_body == 0 && !matches!(method, Method::GET | Method::HEAD) {
+    let answer = if service.limits.max_body == 0 && !matches!(method, Method::GET | Method::HEAD) {
         Answer::text(405, "only GET and HEAD\n")
     } else if matches!(method, Method::GET | Method::HEAD)
         && service.routes.quick.contains(&path.as_str())
     {
         (service.routes.route)(&Asked { method, path, body: Bytes::new() })
-    } else if !host_allowed(&request, &service.hosts) {
+    } else if !host_allowed(&request, &service.limits.hosts) {
         Answer::text(421, "this Host is not one this listener answers to\n")
     } else {
         match body(request, &service).await {
@@ -272,17 +266,18 @@ async fn respond(request: Request<Incoming>, service: Arc<Service>) -> Response<
 /// The request's whole body, read up to the listener's bound and within its request timeout;
 /// or the answer that refuses it.
 async fn body(request: Request<Incoming>, service: &Service) -> Result<Bytes, Answer> {
-    if service.max_body == 0 {
+    if service.limits.max_body == 0 {
         return Ok(Bytes::new());
     }
-    let too_large = || Answer::text(413, format!("a body is at most {} bytes\n", service.max_body));
+    let too_large =
+        || Answer::text(413, format!("a body is at most {} bytes\n", service.limits.max_body));
     let announced = request.headers().get(hyper::header::CONTENT_LENGTH);
     let announced = announced.and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
-    if announced.is_some_and(|length| length > service.max_body as u64) {
+    if announced.is_some_and(|length| length > service.limits.max_body as u64) {
         return Err(too_large());
     }
-    let limited = Limited::new(request.into_body(), service.max_body);
-    match tokio::time::timeout(service.request_timeout, limited.collect()).await {
+    let limited = Limited::new(request.into_body(), service.limits.max_body);
+    match tokio::time::timeout(service.limits.request_timeout, limited.collect()).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(err)) if err.is::<LengthLimitError>() => Err(too_large()),
         Ok(Err(_)) => Err(Answer::text(400, "the body did not arrive whole\n")),
