@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use clap::builder::{BoolishValueParser, EnumValueParser, TypedValueParser};
 
-pub use crate::sourced::sourced;
+use crate::sourced::sourced;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, ValueEnum};

@@ -5,7 +5,7 @@
 //! `--seed` and its number in accept order, so a run with the same seed and the same clients
 //! in the same order does the same thing. Faults end only their own connection; with no fault
 //! flag, nothing here runs. A new fault is a variant here, its flag here, and its field in the
-//! stats line ([`crate::ops::stats`]).
+//! stats line (`ops::stats`).
 
 use std::net::TcpStream;
 use std::time::Duration;

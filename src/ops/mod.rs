@@ -13,15 +13,15 @@
 //! - [`signals`]: SIGINT and SIGTERM (stop), SIGUSR1 (stats line), SIGHUP (reload).
 //! - [`trace`]: `--trace`, every connection's life as a file a trace viewer opens.
 
-pub mod control;
+mod control;
 pub mod http;
 pub mod logging;
 pub mod metrics;
 mod signals;
-pub mod stats;
+mod stats;
 mod status;
 mod systemd;
-pub mod timeline;
+mod timeline;
 mod trace;
 
 use std::io::Write as _;
