@@ -35,6 +35,7 @@ use askama::Template;
 use serde::Serialize;
 
 use super::http::Answer;
+use crate::faults::Fault;
 use crate::outcome::Outcome;
 use crate::server::Handle;
 use crate::watch::{Event, Watch};
@@ -441,18 +442,22 @@ enum KeyKind {
 }
 
 /// How each outcome is drawn: a shape and a colour, never the colour alone, and its word.
-fn look(outcome: &str) -> (Look, &'static str) {
-    match outcome {
-        "complete" => (Look::Circle, "#1a7f37"),
-        "unclean_close" => (Look::Ring, "#1a7f37"),
-        "client_closed" => (Look::Cross, "#bc4c00"),
-        "reset" => (Look::Triangle, "#cf222e"),
-        "cut_short" => (Look::Bar, "#cf222e"),
-        "stalled" => (Look::Pause, "#8250df"),
-        "timed_out" => (Look::Diamond, "#8a5a00"),
-        "error" => (Look::Square, "#cf222e"),
-        "shutdown" => (Look::Square, "#444444"),
-        _ => (Look::Slash, "#57606a"), // rejected, refused, bad_header: turned away unserved
+fn look(label: &str) -> (Look, &'static str) {
+    // Every outcome by name, so that a new one must be given its look here.
+    match Outcome::all().find(|outcome| outcome.label() == label) {
+        Some(Outcome::Complete) => (Look::Circle, "#1a7f37"),
+        Some(Outcome::UncleanClose) => (Look::Ring, "#1a7f37"),
+        Some(Outcome::ClientClosed) => (Look::Cross, "#bc4c00"),
+        Some(Outcome::Fault(Fault::Reset)) => (Look::Triangle, "#cf222e"),
+        Some(Outcome::Fault(Fault::Close)) => (Look::Bar, "#cf222e"),
+        Some(Outcome::Fault(Fault::Stall)) => (Look::Pause, "#8250df"),
+        Some(Outcome::TimedOut) => (Look::Diamond, "#8a5a00"),
+        Some(Outcome::Error) => (Look::Square, "#cf222e"),
+        Some(Outcome::Shutdown) => (Look::Square, "#444444"),
+        // Turned away unserved.
+        Some(Outcome::Rejected | Outcome::BadHeader | Outcome::Fault(Fault::Refuse)) | None => {
+            (Look::Slash, "#57606a")
+        }
     }
 }
 
