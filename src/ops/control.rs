@@ -42,14 +42,14 @@ pub fn serve(addr: SocketAddr, handle: Handle, limits: Limits) -> anyhow::Result
         ("/faults", &Method::GET | &Method::HEAD) => in_force(&handle),
         ("/faults", &Method::PUT) => match change(&handle, &asked.body) {
             Ok(()) => {
-                info!(target: "poetry_serve::ops::control", "faults and pacing changed");
+                info!("faults and pacing changed");
                 in_force(&handle)
             }
             Err(why) => Answer::text(400, format!("{why}\n")),
         },
         ("/faults", &Method::DELETE) => {
             handle.restore();
-            info!(target: "poetry_serve::ops::control", "faults and pacing back to the start-up ones");
+            info!("faults and pacing back to the start-up ones");
             in_force(&handle)
         }
         ("/faults", _) => Answer::text(405, "/faults takes GET, PUT and DELETE\n"),

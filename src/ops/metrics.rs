@@ -37,7 +37,6 @@ pub fn serve(
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Figures(handle.clone())));
     let recent = Recent::default();
-    let stopping = handle.clone();
     let route = move |asked: &Asked| match asked.path.as_str() {
         // Fresh at every scrape: small whatever the load, and a script reads it straight after
         // what it counts.
@@ -62,7 +61,7 @@ pub fn serve(
         },
         "/healthz" => Answer::text(200, "ok\n"),
         // Not ready once stopping: a balancer should stop sending new clients.
-        "/readyz" if stopping.is_stopping() => Answer::text(503, "shutting down\n"),
+        "/readyz" if handle.is_stopping() => Answer::text(503, "shutting down\n"),
         "/readyz" => Answer::text(200, "ready\n"),
         _ => Answer::text(404, "not found\n"),
     };
@@ -83,7 +82,7 @@ struct Recent(Mutex<HashMap<String, (Instant, Answer)>>);
 impl Recent {
     /// The page for `path` made less than [`REUSE_FOR`] before `now`, or a new one.
     fn get_or(&self, path: &str, now: Instant, make: impl FnOnce() -> Answer) -> Answer {
-        // Only the listener's one thread takes it, so it never waits.
+        // Held while a page is made: two asking for the same slow page at once make it once.
         let mut pages = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((made, answer)) = pages.get(path)
             && now.saturating_duration_since(*made) < REUSE_FOR
