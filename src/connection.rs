@@ -295,6 +295,7 @@ impl Connection {
             return (Outcome::Fault(Fault::Refuse), None);
         }
         let socket_peer = self.who().peer;
+        let mut client = socket_peer;
         // Behind a balancer the client is known only from its PROXY header, which one peer may
         // make only so many connections wait for.
         if config.proxy_protocol {
@@ -306,7 +307,8 @@ impl Connection {
             let header = proxy::read_header(&self.stream, socket_peer, config.header_timeout);
             drop(waiting);
             match header {
-                Ok(client) => {
+                Ok(named) => {
+                    client = named;
                     let mut who = self.who();
                     (who.peer, who.via) = (client, Some(socket_peer));
                 }
@@ -315,10 +317,10 @@ impl Connection {
                 Err(reason) => return (Outcome::BadHeader, Some(reason)),
             }
         }
-        let client = self.who().peer;
         let Ok(admission) = shared.limit.admit(client.ip()) else {
-            debug!(source = %Source::of(client.ip()), "over --max-per-source: closed unserved");
-            shared.counters.note(Outcome::Rejected, Source::of(client.ip()).to_string());
+            let source = Source::of(client.ip());
+            debug!(%source, "over --max-per-source: closed unserved");
+            shared.counters.note(Outcome::Rejected, source.to_string());
             return (Outcome::Rejected, None);
         };
         self.streaming.store(true, Ordering::Release);
@@ -390,7 +392,9 @@ impl Connection {
         // size, a connection holds at most `LARGE`, never the whole poem.
         let most = pacing.max_step().min(LARGE).min(usize::try_from(size).unwrap_or(LARGE));
         let mut buffer = vec![0; most.max(1)];
-        self.who().poem = Some((Arc::clone(&poem), size));
+        if let Some((_, known)) = &mut self.who().poem {
+            *known = size;
+        }
         let stopped = fault.filter(|&(_, after)| after < size);
         let len = stopped.map_or(size, |(_, after)| after);
         let mut offset = 0;
