@@ -107,7 +107,7 @@ pub struct Listening {
     ///
     /// With --proxy-protocol, how long a connection has to send its whole header; a balancer
     /// sends it at once, so this only bounds how long a client that is not one holds a worker.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = sourced(write_timeout))]
+    #[arg(long, value_name = "DURATION", default_value = "5s", allow_hyphen_values = true, value_parser = sourced(write_timeout))]
     pub proxy_timeout: Duration,
 
     /// Connections awaiting a header
@@ -228,7 +228,7 @@ pub struct Chance {
     /// that accepts it holds it for the rest of the time. The client's connect succeeds at once
     /// (the kernel completes the handshake), and its first byte comes no sooner than this. Each
     /// connection waits its own time, and holds a worker meanwhile.
-    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = sourced(any_duration))]
+    #[arg(long, value_name = "DURATION", default_value = "0", allow_hyphen_values = true, value_parser = sourced(any_duration))]
     pub accept_delay: Duration,
 
     /// Accept nothing: connects time out
@@ -243,7 +243,7 @@ pub struct Chance {
     ///
     /// After the last byte (of the poem, or where --close-after stops it), wait this long
     /// before the close: a slow close.
-    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = sourced(any_duration))]
+    #[arg(long, value_name = "DURATION", default_value = "0", allow_hyphen_values = true, value_parser = sourced(any_duration))]
     pub close_delay: Duration,
 }
 

@@ -290,6 +290,25 @@ fn bad_durations() {
     }
 }
 
+/// A negative duration given as its own argument (`--close-delay -1`) is a value, refused in
+/// one line like any other, not an unknown option.
+#[test]
+fn every_duration_refuses_a_negative_in_one_line() {
+    use clap::CommandFactory;
+    let command = poetry_serve::cli::Cli::command();
+    let durations = (command.get_arguments())
+        .filter(|arg| arg.get_value_names().is_some_and(|names| names[0] == "DURATION"));
+    let mut checked = 0;
+    for arg in durations {
+        let long = arg.get_long().expect("a long name");
+        let output = run(&[&format!("--{long}"), "-1", &science()]);
+        assert_one_line(&output, &[&format!("invalid value '-1' for '--{long} <DURATION>'")]);
+        assert_code(&output, 2);
+        checked += 1;
+    }
+    assert!(checked >= 7, "only {checked} durations checked");
+}
+
 /// Unknown options get clap's usage error.
 #[test]
 fn unknown_option() {
