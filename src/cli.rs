@@ -473,17 +473,18 @@ impl Cli {
 }
 
 impl Cli {
-    /// The listeners beside the poem port, or why one of them is refused.
-    pub fn options(&self) -> Result<ops::Options, String> {
+    /// The listeners beside the poem port, or why one of them is refused (in `matches`' words:
+    /// a value from a variable names it).
+    pub fn options(&self, matches: &ArgMatches) -> Result<ops::Options, String> {
         let operations = &self.operations;
         if let Some(addr) = operations.control
             && !addr.ip().is_loopback()
             && !operations.control_anywhere
         {
-            return Err(format!(
-                "invalid value '{addr}' for '--control <ADDR:PORT>': not a loopback address; \
-                 whoever reaches it can fault every client (add --control-anywhere to allow it)"
-            ));
+            let why = "not a loopback address; whoever reaches it can fault every client (add \
+                       --control-anywhere to allow it)";
+            let invalid = Invalid { option: "control", value: addr.to_string(), why: why.into() };
+            return Err(in_variable(matches, invalid));
         }
         Ok(ops::Options {
             metrics: operations.metrics,

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         return healthy.map_or_else(|err| fail(&err, 1, false), |()| ExitCode::SUCCESS);
     }
     logging::init(cli.operations.log_format);
-    let options = match cli.options() {
+    let options = match cli.options(&matches) {
         Ok(options) => options,
         Err(line) => return fail(&anyhow::anyhow!(line), 2, json),
     };

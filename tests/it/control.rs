@@ -114,6 +114,13 @@ fn control_beyond_loopback_needs_saying_so() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains("--control-anywhere"), "{stderr}");
     }
+    // From a variable, the refusal names it, as every other value's does.
+    let mut command = std::process::Command::new(crate::common::BIN);
+    command.args(["--port", "0", &path]).env("POETRY_SERVE_CONTROL", "192.0.2.1:9000");
+    let output = crate::common::run_command(&mut command);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("poetry-serve: error: in $POETRY_SERVE_CONTROL: "), "{stderr}");
     // Said, the address is taken (checked without listening beyond loopback).
     use clap::FromArgMatches;
     let matches = poetry_serve::cli::Cli::definition()
@@ -126,7 +133,7 @@ fn control_beyond_loopback_needs_saying_so() {
         ])
         .expect("valid flags");
     let cli = poetry_serve::cli::Cli::from_arg_matches(&matches).unwrap();
-    let options = cli.options().expect("allowed when said");
+    let options = cli.options(&matches).expect("allowed when said");
     assert_eq!(options.control, Some("192.0.2.1:9000".parse().unwrap()));
     // Without --control, --control-anywhere is a usage error.
     assert_eq!(run(&["--control-anywhere", &path]).status.code(), Some(2));
