@@ -22,6 +22,14 @@ python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 # The machine image ships kubectl; Debian's kubernetes-client conflicts with it.
 command -v kubectl >/dev/null || missing+=(kubernetes-client)
 install_packages "${missing[@]}"
+# Debian 12's kubernetes-client is 1.20, whose kustomize knows neither `labels` nor
+# `components`: say so in one line rather than fail on a field it does not know.
+minor=$(kubectl version --client -o json |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["clientVersion"]["minor"].rstrip("+"))')
+if [ "$minor" -lt 27 ]; then
+  echo "kubernetes: kubectl 1.27 or later is needed for the manifests' kustomize; this is 1.$minor" >&2
+  exit 1
+fi
 
 scratch
 venv=target/kubernetes-validate
