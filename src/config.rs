@@ -81,6 +81,13 @@ impl std::fmt::Display for Invalid {
 
 impl std::error::Error for Invalid {}
 
+impl Invalid {
+    /// As a script's key says it: `jitter: must be at most half of --delay`.
+    pub fn in_script(&self) -> String {
+        format!("{}: {}", self.option, self.why)
+    }
+}
+
 /// The longest duration most options take: a year, as humantime counts one.
 pub const YEAR: Duration = Duration::from_secs(31_557_600);
 

@@ -127,7 +127,7 @@ impl Script {
         };
         let behaviour = Behaviour { pacing: Pacing { chunk, delay, jitter, chunk_max }, faults };
         if let Err(invalid) = behaviour.check() {
-            mistakes.push(format!("{}: {}", invalid.option, invalid.why));
+            mistakes.push(invalid.in_script());
         }
         match mistakes.is_empty() {
             true => Ok(behaviour),

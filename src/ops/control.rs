@@ -74,5 +74,5 @@ fn change(handle: &Handle, body: &[u8]) -> Result<(), String> {
     let script: Script = serde_json::from_slice(body).map_err(|err| format!("bad JSON: {err}"))?;
     let started = handle.config().pacing;
     let behaviour = script.behaviour(started).map_err(|mistakes| mistakes.join("; "))?;
-    handle.change(behaviour).map_err(|invalid| format!("{}: {}", invalid.option, invalid.why))
+    handle.change(behaviour).map_err(|invalid| invalid.in_script())
 }
